@@ -1,0 +1,146 @@
+# mpk - GNU Make only.
+#
+#   make                 bin/mpk
+#   make check           build and run every test (Check suites, golden
+#                        diagnostics and graphs, the examples, a fuzz smoke)
+#   make SAN=1 check     the same under ASan and UBSan
+#   make WERROR=1 ...    warnings are errors (CI)
+#   make fuzz            libFuzzer on the front end for FUZZ_TIME seconds
+#   make install PREFIX=/usr/local DESTDIR=
+#
+# Objects depend on build/flags, which changes whenever the compiler or its
+# flags change (SAN=1, PREFIX, ...), so switching never mixes stale objects.
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+FLEX    ?= flex
+BISON   ?= bison
+FUZZ_TIME ?= 60
+
+DATADIR := $(PREFIX)/share/mpk
+MANDIR  := $(PREFIX)/share/man
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral
+ifeq ($(WERROR),1)
+WARN += -Werror
+endif
+ifeq ($(SAN),1)
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+endif
+
+B := build
+CPPFLAGS_ALL := -D_GNU_SOURCE -DMPK_DATADIR='"$(DATADIR)"' -I. -Ifrontend -I$(B)/gen
+BASE_CFLAGS := -std=c11 $(CFLAGS) $(SANFLAGS)
+ALL_CFLAGS := $(BASE_CFLAGS) $(WARN) $(CPPFLAGS_ALL)
+# flex and bison output is not ours to fix; keep the warnings that matter.
+GEN_CFLAGS := $(BASE_CFLAGS) -Wall -Wno-unused-function -Wno-sign-compare -Wno-unused-parameter \
+              $(if $(filter 1,$(WERROR)),-Werror) $(CPPFLAGS_ALL)
+LDFLAGS_ALL := $(SANFLAGS) $(LDFLAGS) -lm
+
+CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
+
+FRONT_SRC := frontend/arena.c frontend/diag.c frontend/parse.c frontend/value.c \
+             frontend/sema.c frontend/graph.c
+FRONT_OBJ := $(FRONT_SRC:%.c=$(B)/%.o) $(B)/gen/parser.o $(B)/gen/lexer.o
+HEADERS   := frontend/frontend.h frontend/ops.def $(B)/gen/parser.h $(B)/gen/lexer.h
+
+TEST_SRC := tests/check_main.c tests/check_lexer.c tests/check_parser.c tests/check_sema.c
+TEST_OBJ := $(TEST_SRC:%.c=$(B)/%.o)
+
+.PHONY: all check install uninstall clean fuzz check-unit check-golden check-examples check-fuzz check-man
+.DELETE_ON_ERROR:
+
+all: bin/mpk
+
+$(B)/flags: FORCE
+	@mkdir -p $(B)
+	@echo '$(CC) $(ALL_CFLAGS) $(LDFLAGS_ALL)' | cmp -s - $@ || echo '$(CC) $(ALL_CFLAGS) $(LDFLAGS_ALL)' > $@
+FORCE:
+
+$(B)/gen/parser.c $(B)/gen/parser.h: grammar/parser.y
+	@mkdir -p $(B)/gen
+	$(BISON) -Wall -Werror -o $(B)/gen/parser.c --header=$(B)/gen/parser.h $<
+
+$(B)/gen/lexer.c $(B)/gen/lexer.h: grammar/lexer.l $(B)/gen/parser.h
+	@mkdir -p $(B)/gen
+	$(FLEX) -o $(B)/gen/lexer.c --header-file=$(B)/gen/lexer.h $<
+
+$(B)/gen/%.o: $(B)/gen/%.c $(HEADERS) $(B)/flags
+	$(CC) $(GEN_CFLAGS) -c -o $@ $<
+
+$(B)/%.o: %.c $(HEADERS) $(B)/flags
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(B)/libmpkfront.a: $(FRONT_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+bin/mpk: $(B)/driver/mpk.o $(B)/libmpkfront.a
+	@mkdir -p bin
+	$(CC) -o $@ $^ $(LDFLAGS_ALL)
+
+# ---- tests ------------------------------------------------------------------
+
+$(B)/tests/%.o: tests/%.c $(HEADERS) tests/check_mpk.h $(B)/flags
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -c -o $@ $<
+
+$(B)/tests/check_mpk: $(TEST_OBJ) $(B)/libmpkfront.a
+	$(CC) -o $@ $^ $(CHECK_LIBS) $(LDFLAGS_ALL)
+
+$(B)/tests/fuzz_smoke: tests/fuzz/fuzz_frontend.c $(B)/libmpkfront.a $(HEADERS) $(B)/flags
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(B)/libmpkfront.a $(LDFLAGS_ALL)
+
+check: check-unit check-golden check-examples check-fuzz check-man
+
+check-unit: $(B)/tests/check_mpk bin/mpk
+	$(B)/tests/check_mpk
+
+check-golden: bin/mpk
+	sh tests/run-golden.sh bin/mpk
+
+check-examples: bin/mpk
+	@set -e; for f in examples/*.mpk; do echo "mpk check -Werror $$f"; bin/mpk check -Werror $$f; done
+
+check-fuzz: $(B)/tests/fuzz_smoke
+	$(B)/tests/fuzz_smoke tests/fuzz/corpus tests/diag examples stdlib/std
+
+check-man:
+	@if command -v mandoc >/dev/null; then \
+	    for m in man/*.[15]; do echo "mandoc -Tlint $$m"; mandoc -Tlint -Wwarning $$m || exit 1; done; \
+	else echo "mandoc not installed; man pages not linted"; fi
+
+# libFuzzer needs clang; the corpus grows in build/fuzz-corpus, and any
+# crash is saved in build/fuzz-crashes for tests/fuzz/corpus.
+FUZZ_SRC := $(FRONT_SRC) $(B)/gen/parser.c $(B)/gen/lexer.c
+$(B)/fuzz/fuzz_frontend: tests/fuzz/fuzz_frontend.c $(FRONT_SRC) $(HEADERS)
+	@mkdir -p $(dir $@)
+	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I. -Ifrontend -I$(B)/gen \
+	    -Wno-unused-function -o $@ tests/fuzz/fuzz_frontend.c $(FUZZ_SRC) -lm
+
+fuzz: $(B)/fuzz/fuzz_frontend
+	@mkdir -p $(B)/fuzz-corpus $(B)/fuzz-crashes
+	$(B)/fuzz/fuzz_frontend -max_total_time=$(FUZZ_TIME) -max_len=4096 -timeout=5 -rss_limit_mb=2048 \
+	    -artifact_prefix=$(B)/fuzz-crashes/ -dict=tests/fuzz/mpk.dict \
+	    $(B)/fuzz-corpus tests/fuzz/corpus examples stdlib/std
+
+# ---- install ----------------------------------------------------------------
+
+install: bin/mpk
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(DATADIR)/std $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5
+	install -m 755 bin/mpk $(DESTDIR)$(PREFIX)/bin/mpk
+	install -m 644 stdlib/std/*.mpk $(DESTDIR)$(DATADIR)/std/
+	install -m 644 man/*.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 man/*.5 $(DESTDIR)$(MANDIR)/man5/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/mpk $(DESTDIR)$(MANDIR)/man1/mpk.1 $(DESTDIR)$(MANDIR)/man5/mpk.5
+	rm -rf $(DESTDIR)$(DATADIR)
+
+clean:
+	rm -rf $(B) bin
