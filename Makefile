@@ -22,6 +22,11 @@ FUZZ_TIME ?= 60
 DATADIR := $(PREFIX)/share/mpk
 MANDIR  := $(PREFIX)/share/man
 
+# CI (CI=true in its environment) treats warnings as errors.
+ifeq ($(CI),true)
+WERROR ?= 1
+endif
+
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral
 ifeq ($(WERROR),1)
 WARN += -Werror

@@ -1,7 +1,7 @@
 /*
  * mpk.c - the compiler's command line.
  *
- *   mpk check FILE.mpk                 parse and check
+ *   mpk check FILE.mpk...              parse and check, each file on its own
  *   mpk build --emit=graph FILE.mpk    print the typed, expanded op graph
  *
  * The pipeline reads top to bottom in compile(): load (parse + imports),
@@ -21,12 +21,12 @@
 enum { EXIT_MODEL = 1, EXIT_USAGE = 2 };
 
 static const char usage_text[] =
-    "usage: mpk check [options] FILE.mpk\n"
+    "usage: mpk check [options] FILE.mpk...\n"
     "       mpk build --emit=graph [options] FILE.mpk\n"
     "       mpk --help | --version\n"
     "\n"
     "commands:\n"
-    "  check            check a model: syntax, names, params, shapes\n"
+    "  check            check models: syntax, names, params, shapes\n"
     "  build            compile a model; --emit=graph prints the typed op graph\n"
     "                   (writing a blob comes with the lowering passes)\n"
     "\n"
@@ -73,6 +73,52 @@ static char *exe_dir(void)
         return NULL;
     *slash = 0;
     return buf;
+}
+
+/* One compilation: load, check, and for build print the graph. */
+static int compile(const char *path, const mpk_options *opt, int max_errors, bool quiet,
+                   bool werror, bool timing, bool build, const char *out_path)
+{
+    double t0 = now_ms();
+    mpk_ctx *c = mpk_ctx_new(opt, stderr);
+    c->diag.max_errors = max_errors;
+    c->diag.no_warnings = quiet;
+    c->diag.werror = werror;
+    if (!mpk_load_file(c, path)) {
+        /* The input file itself could not be read: a usage error. */
+        mpk_ctx_free(c);
+        return EXIT_USAGE;
+    }
+    double t1 = now_ms();
+    mpk_graph *g = NULL;
+    if (!c->diag.stopped)
+        g = mpk_sema(c);
+    double t2 = now_ms();
+    int status = mpk_diag_failed(&c->diag) ? EXIT_MODEL : 0;
+    if (status == 0 && build) {
+        if (!g) {
+            mpk_error(&c->diag, (mpk_loc){0, 0, 0}, "%s: no graph to build", path);
+            status = EXIT_MODEL;
+        } else {
+            FILE *out = out_path ? fopen(out_path, "w") : stdout;
+            if (!out) {
+                fprintf(stderr, "mpk: error: cannot write '%s': %s\n", out_path, strerror(errno));
+                status = EXIT_USAGE;
+            } else {
+                mpk_graph_print(out, g);
+                if ((out_path ? fclose(out) : fflush(out)) != 0) {
+                    fprintf(stderr, "mpk: error: writing '%s' failed\n", out_path ? out_path : "<stdout>");
+                    status = EXIT_USAGE;
+                }
+            }
+        }
+    }
+    double t3 = now_ms();
+    if (timing)
+        fprintf(stderr, "mpk: time: %s: parse %.2f ms, sema %.2f ms, output %.2f ms, total %.2f ms\n",
+                path, t1 - t0, t2 - t1, t3 - t2, t3 - t0);
+    mpk_ctx_free(c);
+    return status;
 }
 
 int main(int argc, char **argv)
@@ -143,9 +189,8 @@ int main(int argc, char **argv)
     }
     if (optind >= argc)
         return usage_error("%s: no input file", cmd);
-    if (optind + 1 < argc)
-        return usage_error("one input file at a time; '%s' is one too many", argv[optind + 1]);
-    const char *path = argv[optind];
+    if (build && optind + 1 < argc)
+        return usage_error("build takes one input file; '%s' is one too many", argv[optind + 1]);
     if (out_path && !build)
         return usage_error("%s", "-o goes with 'mpk build'");
     if (emit && !build)
@@ -155,47 +200,13 @@ int main(int argc, char **argv)
     if (emit && strcmp(emit, "graph") != 0)
         return usage_error("unknown --emit kind '%s' (the kind is graph)", emit);
 
-    double t0 = now_ms();
-    mpk_ctx *c = mpk_ctx_new(&opt, stderr);
-    c->diag.max_errors = (int)max_errors;
-    c->diag.no_warnings = quiet;
-    c->diag.werror = werror;
-    if (!mpk_load_file(c, path)) {
-        /* The main file itself could not be read: a usage error. */
-        mpk_ctx_free(c);
-        free(incs);
-        free(defs);
-        return EXIT_USAGE;
+    /* Each file is a separate compilation; the worst status wins. */
+    int status = 0;
+    for (int i = optind; i < argc; i++) {
+        int s = compile(argv[i], &opt, (int)max_errors, quiet, werror, timing, build, out_path);
+        if (s > status)
+            status = s;
     }
-    double t1 = now_ms();
-    mpk_graph *g = NULL;
-    if (!c->diag.stopped)
-        g = mpk_sema(c);
-    double t2 = now_ms();
-    int status = mpk_diag_failed(&c->diag) ? EXIT_MODEL : 0;
-    if (status == 0 && build) {
-        if (!g) {
-            mpk_error(&c->diag, (mpk_loc){0, 0, 0}, "%s: no graph to build", path);
-            status = EXIT_MODEL;
-        } else {
-            FILE *out = out_path ? fopen(out_path, "w") : stdout;
-            if (!out) {
-                fprintf(stderr, "mpk: error: cannot write '%s': %s\n", out_path, strerror(errno));
-                status = EXIT_USAGE;
-            } else {
-                mpk_graph_print(out, g);
-                if ((out_path ? fclose(out) : fflush(out)) != 0) {
-                    fprintf(stderr, "mpk: error: writing '%s' failed\n", out_path ? out_path : "<stdout>");
-                    status = EXIT_USAGE;
-                }
-            }
-        }
-    }
-    double t3 = now_ms();
-    if (timing)
-        fprintf(stderr, "mpk: time: parse %.2f ms, sema %.2f ms, output %.2f ms, total %.2f ms\n",
-                t1 - t0, t2 - t1, t3 - t2, t3 - t0);
-    mpk_ctx_free(c);
     free(incs);
     free(defs);
     return status;

@@ -176,7 +176,7 @@ struct mpk_stmt {
     mpk_expr *lo, *hi;    /* FOR */
     mpk_expr *values;     /* RETURN list */
     mpk_name *targets;    /* ASSIGN */
-    mpk_arg *args;        /* ASSIGN hints, SCHEDULE hints, BLOCK params */
+    mpk_arg *args;        /* ASSIGN/OUTPUT hints, SCHEDULE hints, BLOCK params */
     mpk_stmt *body;       /* BLOCK, GRAPH, FOR */
     mpk_loc body_end;     /* closing brace */
     uint32_t file;        /* source file of the statement */
@@ -311,6 +311,10 @@ typedef struct {
     bool no_env;                /* ignore MPK_PATH (tests) */
 } mpk_options;
 
+/* Statements and ops that one compilation may expand: a bound on the work
+ * a hostile model can ask for (a real one needs a few thousand). */
+#define MPK_MAX_STEPS (2 * 1000 * 1000)
+
 typedef struct mpk_ctx {
     mpk_arena *arena;
     mpk_diag diag;
@@ -342,6 +346,7 @@ typedef struct mpk_lexer {
     uint32_t off;          /* byte offset of the next character */
     bool want_term;        /* a newline now ends the statement */
     int depth;             /* open '(' and '[' */
+    mpk_loc parens[64];    /* where they were opened, for "to match" notes */
     mpk_loc braces[64];    /* open '{', for "unclosed" notes */
     int nbraces;
 } mpk_lexer;

@@ -31,7 +31,7 @@ mpk_ctx *mpk_ctx_new(const mpk_options *opt, FILE *diag_out)
     if (opt)
         c->opt = *opt;
     mpk_diag_init(&c->diag, a, diag_out ? diag_out : stderr);
-    c->budget = 20 * 1000 * 1000;
+    c->budget = MPK_MAX_STEPS;
     return c;
 }
 

@@ -29,7 +29,7 @@
 enum {
     MAX_DEPTH = 64,           /* nested block expansions */
     MAX_LOOP = 1 << 20,       /* iterations of one for loop */
-    MAX_NODES = 4 << 20,
+    MAX_NODES = 1 << 18,      /* Qwen3-8B has 832; this is 300 times that */
 };
 #define MAX_NUMEL (INT64_C(1) << 48)
 
@@ -136,21 +136,52 @@ typedef struct {
     frame *fr;
     int depth;
     bool out_of_budget;
+    bool pending;             /* an expansion chain waits to be printed */
+    frame pending_frames[MAX_DEPTH * 2];
+    int npending;
+    uint32_t pending_file;
 } sema;
 
 static const mpk_value NONE = {.kind = MPK_V_NONE};
 
 /* ---- diagnostics with the expansion chain ---------------------------- */
 
-static void chain_notes(sema *S, uint32_t file)
+/* The chain of expansions is printed after the notes that a caller adds to
+ * its error (where the operand was declared, ...), so serr() only records
+ * it; the next report, or the end of sema, prints it. */
+static void flush_chain(sema *S)
 {
-    for (frame *f = S->fr; f; f = f->up) {
+    if (!S->pending)
+        return;
+    S->pending = false;
+    for (int i = 0; i < S->npending; i++) {
+        frame *f = &S->pending_frames[i];
         if (f->block)
             mpk_note(S->d, f->loc, "in expansion of block '%s'", f->block);
         else
             mpk_note(S->d, f->loc, "in iteration %s = %lld", f->var, (long long)f->iter);
     }
-    mpk_note_imports(S->d, S->fr ? S->c->main_file : file);
+    mpk_note_imports(S->d, S->pending_file);
+}
+
+static void record_chain(sema *S, uint32_t file)
+{
+    S->pending = true;
+    S->npending = 0;
+    for (frame *f = S->fr; f && S->npending < MAX_DEPTH * 2; f = f->up)
+        S->pending_frames[S->npending++] = *f;
+    /* With an expansion chain, the chain ends in the main file; without,
+     * say how the file with the error was reached. */
+    S->pending_file = S->fr ? S->c->main_file : file;
+}
+
+static bool sreport(sema *S, mpk_severity sev, mpk_loc loc, const char *fmt, va_list ap)
+{
+    flush_chain(S);
+    bool shown = mpk_vreport(S->d, sev, loc, fmt, ap);
+    if (shown)
+        record_chain(S, loc.file);
+    return shown;
 }
 
 static bool serr(sema *S, mpk_loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -158,10 +189,8 @@ static bool serr(sema *S, mpk_loc loc, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    bool shown = mpk_vreport(S->d, MPK_ERROR, loc, fmt, ap);
+    bool shown = sreport(S, MPK_ERROR, loc, fmt, ap);
     va_end(ap);
-    if (shown)
-        chain_notes(S, loc.file);
     return shown;
 }
 
@@ -170,10 +199,8 @@ static bool swarn(sema *S, mpk_loc loc, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    bool shown = mpk_vreport(S->d, MPK_WARNING, loc, fmt, ap);
+    bool shown = sreport(S, MPK_WARNING, loc, fmt, ap);
     va_end(ap);
-    if (shown)
-        chain_notes(S, loc.file);
     return shown;
 }
 
@@ -291,8 +318,8 @@ static bool spend(sema *S, mpk_loc loc)
         return false;
     if (--S->c->budget < 0 || S->g->nodes.n >= MAX_NODES) {
         S->out_of_budget = true;
-        serr(S, loc, "the model expands to too many operations (the limit is %d ops "
-                     "and 2e7 expansion steps)", MAX_NODES);
+        serr(S, loc, "the model expands to too many operations (the limits are %d ops "
+                     "and %d expansion steps)", MAX_NODES, MPK_MAX_STEPS);
         return false;
     }
     return true;
@@ -421,6 +448,7 @@ static mpk_value eval_param(sema *S, sym *y)
         if (v.kind == MPK_V_FLOAT && ov.kind == MPK_V_INT)
             ov = mk_float((double)ov.i);
         if (ov.kind != v.kind) {
+            flush_chain(S);
             mpk_error(S->d, (mpk_loc){0, 0, 0}, "-D %s=%s: param '%s' is %s, not %s", y->name,
                       text, y->name, mpk_value_kind_name(v.kind), mpk_value_kind_name(ov.kind));
             mpk_note(S->d, y->decl->name_loc, "'%s' declared here", y->name);
@@ -627,7 +655,7 @@ static mpk_value declare_weight(sema *S, scope *sc, mpk_stmt *s)
         }
         return tensor_value(old);
     }
-    mpk_tensor *t = new_tensor(S, MPK_T_WEIGHT, dt, ndim, dims, name, s->loc);
+    mpk_tensor *t = new_tensor(S, MPK_T_WEIGHT, dt, ndim, dims, name, s->name_loc);
     smap_put(S->a, &S->weights, name, t);
     return tensor_value(t);
 }
@@ -1492,7 +1520,7 @@ static mpk_value eval(sema *S, scope *sc, mpk_expr *e)
 
 static void exec_output(sema *S, scope *sc, mpk_stmt *s)
 {
-    mpk_value v = s->value ? eval(S, sc, s->value) : lookup(S, sc, s->name, s->name_loc);
+    mpk_value v = s->value ? eval_hinted(S, sc, s->value, s->args) : lookup(S, sc, s->name, s->name_loc);
     if (v.kind == MPK_V_NONE)
         return;
     mpk_loc at = s->value ? s->value->loc : s->name_loc;
@@ -1724,6 +1752,7 @@ static void apply_defines(sema *S)
         const char *def = S->c->opt.defines[i];
         const char *eq = strchr(def, '=');
         mpk_loc cmd = {0, 0, 0};
+        flush_chain(S);
         if (!eq || eq == def) {
             mpk_error(S->d, cmd, "-D %s: expected name=value", def);
             continue;
@@ -1788,7 +1817,7 @@ static void declare_globals(sema *S)
             int ndim;
             if (eval_type(S, NULL, &s->type, &dt, dims, &ndim))
                 y->value = tensor_value(new_tensor(S, y->kind == SYM_STATE ? MPK_T_STATE : MPK_T_INPUT,
-                                                   dt, ndim, dims, y->name, s->loc));
+                                                   dt, ndim, dims, y->name, s->name_loc));
         }
         if (S->d->stopped)
             return;
@@ -1801,6 +1830,7 @@ static void warn_unused_globals(sema *S, bool have_graph)
         sym *y = S->syms.items[i];
         if (y->used || y->kind == SYM_GRAPH || y->decl->file != S->c->main_file)
             continue;
+        flush_chain(S);
         if (y->kind == SYM_BLOCK && !have_graph)
             continue;
         if (y->kind == SYM_BLOCK || have_graph)
@@ -1828,6 +1858,7 @@ mpk_graph *mpk_sema(mpk_ctx *c)
     }
     if (!graph) {
         warn_unused_globals(&S, false);
+        flush_chain(&S);
         return NULL;
     }
     S.g->name = graph->name;
@@ -1835,9 +1866,11 @@ mpk_graph *mpk_sema(mpk_ctx *c)
         scope sc = {.file = graph->file};
         exec_body(&S, &sc, graph->body);
         warn_unused(&S, &sc);
+        flush_chain(&S);
         if (S.g->outputs.n == 0 && !mpk_diag_failed(S.d))
             mpk_error(S.d, graph->name_loc, "graph '%s' has no output", graph->name);
     }
     warn_unused_globals(&S, true);
+    flush_chain(&S);
     return S.g;
 }

@@ -25,6 +25,8 @@ void yyerror(YYLTYPE *loc, void *scanner, mpk_parse_state *P, const char *msg);
 }
 
 %code {
+#include <string.h>
+
 #define YYLLOC_DEFAULT(cur, rhs, n)                                     \
     do {                                                                \
         if (n) {                                                        \
@@ -221,7 +223,10 @@ stmt:
                                   $$->name = $1.h->name; $$->name_loc = $1.h->loc;
                                   $$->value = $3; $$->args = $4.h;
                                 }
-    | OUTPUT IDENT '=' expr     { $$ = mk_stmt(P, MPK_S_OUTPUT, @$); $$->name = $2; $$->name_loc = @2; $$->value = $4; }
+    | OUTPUT IDENT '=' expr hints_opt {
+                                  $$ = mk_stmt(P, MPK_S_OUTPUT, @$); $$->name = $2; $$->name_loc = @2;
+                                  $$->value = $4; $$->args = $5.h;
+                                }
     | OUTPUT IDENT              { $$ = mk_stmt(P, MPK_S_OUTPUT, @$); $$->name = $2; $$->name_loc = @2; }
     | FOR IDENT IN expr DOTDOT expr body {
                                   $$ = mk_stmt(P, MPK_S_FOR, @$); $$->name = $2; $$->name_loc = @2;
@@ -316,8 +321,19 @@ void yyerror(YYLTYPE *loc, void *scanner, mpk_parse_state *P, const char *msg)
             at.start--;
         at.end = at.start + 1;
     }
+    /* Bison's own words for its stack overflowing. */
+    if (strcmp(msg, "memory exhausted") == 0)
+        msg = "the model is nested too deeply for the parser (the limit is 10000 levels)";
     if (!mpk_error(d, at, "%s", msg))
         return;
+    mpk_lexer *lx = P->lex;
+    int cap = (int)(sizeof lx->parens / sizeof lx->parens[0]);
+    if (lx->depth > 0 && lx->depth <= cap && (strstr(msg, "expecting ')'") || strstr(msg, "expecting ']'") ||
+                                              strstr(msg, "or ')'") || strstr(msg, "or ']'"))) {
+        mpk_loc open = lx->parens[lx->depth - 1];
+        mpk_source *os = mpk_diag_source(d, open.file);
+        mpk_note(d, open, "to match this '%c'", os->text[open.start]);
+    }
     if (loc->start >= src->len && P->lex->nbraces > 0) {
         int n = P->lex->nbraces;
         if (n > (int)(sizeof P->lex->braces / sizeof P->lex->braces[0]))
