@@ -1563,8 +1563,10 @@ static void exec_for(sema *S, scope *sc, mpk_stmt *s)
             mpk_note(S->d, prev->loc, "'%s' assigned here", s->name);
         return;
     }
-    if (hi.i - lo.i > MAX_LOOP || (lo.i < 0 && hi.i > INT64_MAX + lo.i)) {
-        serr(S, s->loc, "the loop runs %s times; the limit is %d", "too many", MAX_LOOP);
+    int64_t count;
+    if (__builtin_sub_overflow(hi.i, lo.i, &count) || count > MAX_LOOP) {
+        serr(S, s->loc, "the loop runs from %lld to %lld; the limit is %d iterations",
+             (long long)lo.i, (long long)hi.i, MAX_LOOP);
         return;
     }
     frame f = {.up = S->fr, .loc = s->loc, .var = s->name};

@@ -266,7 +266,9 @@ START_TEST(op_errors)
         {"x = silu(a)\noutput o = x\noutput o = x", "output 'o' is defined twice"},
         {"x, y = silu(a)\noutput x", "this gives 1 value, but 2 names are assigned"},
         {"for i in 0..2 { i = silu(a) }\noutput o = a", "cannot assign to loop variable 'i'"},
-        {"for i in 0..2000000 { }\noutput o = a", "the limit is 1048576"},
+        {"for i in 0..2000000 { }\noutput o = a", "the limit is 1048576 iterations"},
+        {"for i in -9223372036854775807..9223372036854775807 { }\noutput o = a",
+         "the loop runs from -9223372036854775807 to 9223372036854775807"},
         {"return a", "'return' outside of a block"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
