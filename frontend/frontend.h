@@ -323,6 +323,7 @@ typedef struct mpk_ctx {
     mpk_stmt *items_tail;
     uint32_t main_file;
     int64_t budget;             /* expansion steps left (guards hostile input) */
+    bool import_failed;         /* names would be missing: sema is skipped */
 } mpk_ctx;
 
 mpk_ctx *mpk_ctx_new(const mpk_options *opt, FILE *diag_out);

@@ -110,6 +110,7 @@ static bool load(mpk_ctx *c, const char *name, const char *path, const mpk_loc *
     const char *why = NULL;
     char *text = read_file(c, path, &len, &why);
     if (!text) {
+        c->import_failed |= importer != NULL;
         mpk_loc at = importer ? *importer : (mpk_loc){0, 0, 0};
         mpk_error(&c->diag, at, "cannot read '%s': %s", path, why);
         return false;
@@ -189,6 +190,7 @@ static void do_import(mpk_ctx *c, mpk_stmt *imp)
     }
     if (rel[0] == '/') {
         if (!is_regular(rel)) {
+            c->import_failed = true;
             mpk_error(&c->diag, imp->name_loc, "cannot import '%s': not a readable file", rel);
             mpk_note_imports(&c->diag, imp->file);
             return;
@@ -205,6 +207,7 @@ static void do_import(mpk_ctx *c, mpk_stmt *imp)
             return;
         }
     }
+    c->import_failed = true;
     if (!mpk_error(&c->diag, imp->name_loc, "cannot find '%s'", rel))
         return;
     size_t n = 0;

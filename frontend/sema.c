@@ -1842,6 +1842,10 @@ static void warn_unused_globals(sema *S, bool have_graph)
 
 mpk_graph *mpk_sema(mpk_ctx *c)
 {
+    /* Without an imported file, every name it declares would be reported
+     * missing: one error is enough. */
+    if (c->import_failed)
+        return NULL;
     sema S = {.c = c, .d = &c->diag, .a = c->arena};
     S.g = mpk_arena_alloc(c->arena, sizeof *S.g);
     mpk_stmt *graph = NULL;

@@ -497,6 +497,13 @@ START_TEST(import_refuses_what_is_not_a_file)
     ck_assert_int_eq(r.c->diag.errors, 2);
     ck_assert_diag_has(r, "cannot import '/dev/zero': not a readable file");
     compiled_free(&r);
+    /* a missing import stops before sema: no cascade of unknown names */
+    r = compile_src("import \"std/nosuch.mpk\"\ninput t : i32[1]\ngraph g { output o = mine(t) }\n",
+                    NULL, 0);
+    ck_assert_int_eq(r.c->diag.errors, 1);
+    ck_assert_diag_has(r, "cannot find 'std/nosuch.mpk'");
+    ck_assert_ptr_null(r.g);
+    compiled_free(&r);
 }
 END_TEST
 
