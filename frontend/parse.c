@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #ifndef MPK_DATADIR
 #define MPK_DATADIR "/usr/local/share/mpk"
@@ -98,12 +99,29 @@ static uint32_t find_loaded(mpk_ctx *c, const char *real)
 
 static void parse_source(mpk_ctx *c, uint32_t file);
 
-/* Loads and parses one file. importer is NULL for a root file. */
+/* How an imported file is named in messages: its real path, relative to
+ * the working directory when it lies below it ("stdlib/std/nn.mpk", not
+ * "/usr/src/mpk/bin/../stdlib/std/nn.mpk"). */
+static const char *display_name(mpk_ctx *c, const char *real)
+{
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd))
+        return real;
+    size_t n = strlen(cwd);
+    if (n > 1 && strncmp(real, cwd, n) == 0 && real[n] == '/')
+        return mpk_arena_strdup(c->arena, real + n + 1);
+    return real;
+}
+
+/* Loads and parses one file. importer is NULL for a root file, which keeps
+ * the name it was given. */
 static bool load(mpk_ctx *c, const char *name, const char *path, const mpk_loc *importer)
 {
     char real[PATH_MAX];
     if (!realpath(path, real))
         snprintf(real, sizeof real, "%s", path);
+    if (importer)
+        name = display_name(c, real);
     if (find_loaded(c, real))
         return true;
     size_t len = 0;

@@ -170,9 +170,8 @@ static void record_chain(sema *S, uint32_t file)
     S->npending = 0;
     for (frame *f = S->fr; f && S->npending < MAX_DEPTH * 2; f = f->up)
         S->pending_frames[S->npending++] = *f;
-    /* With an expansion chain, the chain ends in the main file; without,
-     * say how the file with the error was reached. */
-    S->pending_file = S->fr ? S->c->main_file : file;
+    /* Then how the file with the error was reached, import by import. */
+    S->pending_file = file;
 }
 
 static bool sreport(sema *S, mpk_severity sev, mpk_loc loc, const char *fmt, va_list ap)
@@ -1569,7 +1568,9 @@ static void exec_for(sema *S, scope *sc, mpk_stmt *s)
              (long long)lo.i, (long long)hi.i, MAX_LOOP);
         return;
     }
-    frame f = {.up = S->fr, .loc = s->loc, .var = s->name};
+    /* The note underlines "for l in lo..hi", not the whole loop. */
+    mpk_loc head = {s->loc.file, s->loc.start, s->hi->loc.end};
+    frame f = {.up = S->fr, .loc = head, .var = s->name};
     S->fr = &f;
     for (int64_t i = lo.i; i < hi.i && !S->out_of_budget && !S->d->stopped; i++) {
         f.iter = i;
