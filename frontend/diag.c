@@ -165,7 +165,9 @@ bool mpk_vreport(mpk_diag *d, mpk_severity sev, mpk_loc loc, const char *fmt,
     vsnprintf(msg, sizeof msg, fmt, ap);
     bool werror = false;
     if (sev == MPK_WARNING) {
-        if (d->no_warnings) {
+        /* Like a compiler's system headers: what is imported is not the
+         * user's to fix, so its warnings are not shown. */
+        if (d->no_warnings || (d->main_file && loc.file != 0 && loc.file != d->main_file)) {
             d->last_shown = false;
             return false;
         }
@@ -202,6 +204,7 @@ bool mpk_vreport(mpk_diag *d, mpk_severity sev, mpk_loc loc, const char *fmt,
     }
     static const char *const names[] = {"error", "warning", "note"};
     if (loc.file == 0) {
+        d->last_loc = loc;
         fprintf(d->out, "mpk: %s: %s%s\n", names[sev], msg, werror ? " [-Werror]" : "");
         return true;
     }
@@ -209,7 +212,11 @@ bool mpk_vreport(mpk_diag *d, mpk_severity sev, mpk_loc loc, const char *fmt,
     mpk_diag_linecol(d, loc, &line, &col);
     fprintf(d->out, "%s:%u:%u: %s: %s%s\n", mpk_diag_source(d, loc.file)->name,
             line, col, names[sev], msg, werror ? " [-Werror]" : "");
-    print_source_line(d, loc);
+    bool same = sev == MPK_NOTE && loc.file == d->last_loc.file &&
+                loc.start == d->last_loc.start && loc.end == d->last_loc.end;
+    if (!same)
+        print_source_line(d, loc);
+    d->last_loc = loc;
     return true;
 }
 

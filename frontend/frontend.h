@@ -80,6 +80,8 @@ typedef struct mpk_diag {
     bool stopped;          /* max_errors reached: callers should wind down */
     bool last_shown;       /* whether the last error/warning was printed,
                               so that its notes follow it or not */
+    mpk_loc last_loc;      /* where the last message was printed */
+    uint32_t main_file;    /* warnings elsewhere (imports) are not shown */
     uint64_t *seen;        /* hashes of printed messages (dedupe) */
     size_t nseen, capseen;
 } mpk_diag;
@@ -141,6 +143,7 @@ struct mpk_expr {
 };
 
 typedef struct {
+    mpk_loc loc;          /* the whole type, bf16[...] */
     const char *dtype;
     mpk_loc dtype_loc;
     mpk_expr *dims;       /* list, at least one */
@@ -192,7 +195,7 @@ int mpk_dtype_size(mpk_dtype t);
 bool mpk_dtype_parse(const char *s, mpk_dtype *out);
 
 typedef enum {
-#define MPK_OP(e, name, nin, nout, attrs) MPK_OP_##e,
+#define MPK_OP(e, name, operands, nout, attrs) MPK_OP_##e,
 #include "ops.def"
 #undef MPK_OP
     MPK_OP_COUNT
@@ -217,6 +220,7 @@ typedef struct {
 typedef struct {
     const char *name;
     int nin, nout;
+    const char *operands[MPK_MAX_IN];
     int nattrs;
     mpk_attr_spec attrs[MPK_MAX_ATTRS];
 } mpk_op_info;

@@ -31,9 +31,16 @@ static void print_ref(FILE *out, const mpk_tensor *t)
     }
 }
 
-static double gib(int64_t bytes)
+/* Bytes in the largest unit that keeps a leading digit: "15.26 GiB". */
+static const char *size_str(char *buf, size_t n, int64_t bytes)
 {
-    return (double)bytes / (1024.0 * 1024.0 * 1024.0);
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)bytes;
+    int u = 0;
+    while (v >= 1024.0 && u < 4)
+        v /= 1024.0, u++;
+    snprintf(buf, n, u ? "%.2f %s" : "%.0f %s", v, units[u]);
+    return buf;
 }
 
 void mpk_graph_print(FILE *out, const mpk_graph *g)
@@ -49,15 +56,22 @@ void mpk_graph_print(FILE *out, const mpk_graph *g)
         else if (t->kind == MPK_T_STATE)
             sbytes += b;
     }
-    fprintf(out, "# graph %s: %d ops, %d weights (%.3f GiB), state %.3f GiB\n", g->name,
-            g->nodes.n, nweights, gib(wbytes), gib(sbytes));
+    char wb[32], sb[32];
+    fprintf(out, "# graph %s: %d ops, %d weights (%s), state %s\n", g->name, g->nodes.n, nweights,
+            size_str(wb, sizeof wb, wbytes), size_str(sb, sizeof sb, sbytes));
     for (int i = 0; i < g->params.n; i++) {
         const mpk_param_value *p = g->params.items[i];
         fprintf(out, "param %s = %s\n", p->name, mpk_value_str(a, &p->value));
     }
-    if (g->workers || g->tile || g->kv_chunk)
-        fprintf(out, "schedule workers = %lld, tile = %lld, kv_chunk = %lld\n",
-                (long long)g->workers, (long long)g->tile, (long long)g->kv_chunk);
+    const char *sep = "schedule ";
+    if (g->workers)
+        fprintf(out, "%sworkers = %lld", sep, (long long)g->workers), sep = ", ";
+    if (g->tile)
+        fprintf(out, "%stile = %lld", sep, (long long)g->tile), sep = ", ";
+    if (g->kv_chunk)
+        fprintf(out, "%skv_chunk = %lld", sep, (long long)g->kv_chunk), sep = ", ";
+    if (sep[0] == ',')
+        fputc('\n', out);
     for (int i = 0; i < g->tensors.n; i++) {
         const mpk_tensor *t = g->tensors.items[i];
         if (t->kind == MPK_T_ACT || t->kind == MPK_T_VIEW)

@@ -108,9 +108,11 @@ static const char *display_name(mpk_ctx *c, const char *real)
     if (!getcwd(cwd, sizeof cwd))
         return real;
     size_t n = strlen(cwd);
+    if (strcmp(real, cwd) == 0)
+        return ".";
     if (n > 1 && strncmp(real, cwd, n) == 0 && real[n] == '/')
         return mpk_arena_strdup(c->arena, real + n + 1);
-    return real;
+    return mpk_arena_strdup(c->arena, real);
 }
 
 /* Loads and parses one file. importer is NULL for a root file, which keeps
@@ -144,6 +146,7 @@ static bool load(mpk_ctx *c, const char *name, const char *path, const mpk_loc *
         s->importer = *importer;
     } else if (c->main_file == 0) {
         c->main_file = file;
+        c->diag.main_file = file;
     }
     parse_source(c, file);
     return true;
@@ -161,7 +164,7 @@ bool mpk_load_buffer(mpk_ctx *c, const char *name, const char *text, size_t len)
     char *copy = mpk_arena_strndup(c->arena, text, len);
     uint32_t file = mpk_diag_add_source(&c->diag, name, name, copy, len);
     if (c->main_file == 0)
-        c->main_file = file;
+        c->main_file = c->diag.main_file = file;
     parse_source(c, file);
     return true;
 }
@@ -228,16 +231,24 @@ static void do_import(mpk_ctx *c, mpk_stmt *imp)
     c->import_failed = true;
     if (!mpk_error(&c->diag, imp->name_loc, "cannot find '%s'", rel))
         return;
-    size_t n = 0;
-    for (int i = 0; i < dirs.n; i++)
-        n += strlen(dirs.items[i]) + 2;
-    char *list = mpk_arena_alloc(c->arena, n + 1);
+    /* Name the directories that exist, each once, as display names. */
+    char *list = "";
+    mpk_vec seen = {0};
     for (int i = 0; i < dirs.n; i++) {
-        if (i)
-            strcat(list, ", ");
-        strcat(list, dirs.items[i]);
+        char real[PATH_MAX];
+        if (!realpath(dirs.items[i], real))
+            continue;
+        const char *name = display_name(c, real);
+        bool dup = false;
+        for (int j = 0; j < seen.n; j++)
+            dup |= strcmp(seen.items[j], name) == 0;
+        if (dup)
+            continue;
+        mpk_vec_push(c->arena, &seen, (void *)name);
+        list = mpk_arena_printf(c->arena, "%s%s%s", list, *list ? ", " : "", name);
     }
-    mpk_note(&c->diag, imp->name_loc, "searched %s (add a directory with -I or MPK_PATH)", list);
+    mpk_note(&c->diag, imp->name_loc, "searched %s (add a directory with -I or MPK_PATH)",
+             *list ? list : "no existing directory");
     mpk_note_imports(&c->diag, imp->file);
 }
 

@@ -226,6 +226,20 @@ static void note_tensor(sema *S, const char *what, const mpk_tensor *t)
         mpk_note(S->d, t->loc, "%s is %s '%s', declared here as %s", what,
                  t->kind == MPK_T_STATE ? "state" : "input", t->name, tstr(S, t));
         break;
+    case MPK_T_VIEW: {
+        /* kv[l] is best explained by kv's declaration. */
+        const mpk_tensor *base = t;
+        while (base->kind == MPK_T_VIEW && base->producer && base->producer->nin > 0)
+            base = base->producer->in[0];
+        if (base->kind != MPK_T_ACT && base->kind != MPK_T_VIEW) {
+            mpk_note(S->d, t->loc, "%s is %s, a view made here", what, tstr(S, t));
+            mpk_note(S->d, base->loc, "of %s '%s', declared here as %s",
+                     base->kind == MPK_T_WEIGHT ? "weight" : base->kind == MPK_T_STATE ? "state" : "input",
+                     base->name, tstr(S, base));
+            break;
+        }
+    }
+    /* fall through */
     default:
         mpk_note(S->d, t->loc, "%s is %s, computed here", what, tstr(S, t));
     }
@@ -430,19 +444,23 @@ static mpk_value eval_param(sema *S, sym *y)
     }
     if (y->override && v.kind != MPK_V_NONE) {
         const char *text = y->override;
+        /* A string param takes the text as it is; a number is read in the
+         * language's own syntax (so no hex, no "inf"), with a sign. */
+        bool numeric = *text && strspn(text, "0123456789.eE+-") == strlen(text) &&
+                       strchr("0123456789+-.", text[0]);
         char *end;
+        mpk_value ov = {.kind = MPK_V_STRING, .s = text};
         errno = 0;
-        long long iv = strtoll(text, &end, 10);
-        mpk_value ov;
-        if (*text && !*end && errno == 0) {
+        long long iv = numeric ? strtoll(text, &end, 10) : 0;
+        if (v.kind == MPK_V_STRING) {
+            /* as is */
+        } else if (numeric && !*end && errno == 0) {
             ov = mk_int(iv);
-        } else {
+        } else if (numeric) {
             errno = 0;
             double fv = strtod(text, &end);
-            if (*text && !*end && errno == 0 && isfinite(fv))
+            if (!*end && errno == 0 && isfinite(fv))
                 ov = mk_float(fv);
-            else
-                ov = (mpk_value){.kind = MPK_V_STRING, .s = text};
         }
         if (v.kind == MPK_V_FLOAT && ov.kind == MPK_V_INT)
             ov = mk_float((double)ov.i);
@@ -511,6 +529,22 @@ static mpk_value lookup(sema *S, scope *sc, const char *name, mpk_loc loc)
 
 /* ---- weight name templates -------------------------------------------- */
 
+/* The span of "{name}" inside the template as written, for the caret; the
+ * whole string if escapes make it hard to find. */
+static mpk_loc placeholder_loc(sema *S, mpk_loc str, const char *name)
+{
+    mpk_source *src = mpk_diag_source(S->d, str.file);
+    char want[128];
+    int n = snprintf(want, sizeof want, "{%s}", name);
+    if (n <= 0 || (size_t)n >= sizeof want || str.end > src->len)
+        return str;
+    const char *b = src->text + str.start, *e = src->text + str.end;
+    const char *hit = memmem(b, (size_t)(e - b), want, (size_t)n);
+    if (!hit)
+        return str;
+    return (mpk_loc){str.file, (uint32_t)(hit - src->text), (uint32_t)(hit - src->text + n)};
+}
+
 static const char *fill_template(sema *S, scope *sc, const char *tmpl, mpk_loc loc)
 {
     size_t cap = strlen(tmpl) + 64, n = 0;
@@ -534,15 +568,22 @@ static const char *fill_template(sema *S, scope *sc, const char *tmpl, mpk_loc l
             }
             char *name = mpk_arena_strndup(S->a, p + 1, (size_t)(close - p - 1));
             p = close + 1;
+            mpk_loc at = placeholder_loc(S, loc, name);
             bool ident = name[0] && !(name[0] >= '0' && name[0] <= '9');
             for (char *q = name; *q; q++)
                 ident &= (*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') ||
                          (*q >= '0' && *q <= '9') || *q == '_';
             if (!ident) {
-                serr(S, loc, "'{%s}' in weight name is not a name", name);
+                serr(S, at, "'{%s}' in weight name is not a name", name);
                 return NULL;
             }
-            mpk_value v = lookup(S, sc, name, loc);
+            sym *y = lookup_local(sc, name) ? NULL : smap_get(&S->globals, name);
+            if (y && (y->kind == SYM_BLOCK || y->kind == SYM_GRAPH)) {
+                serr(S, at, "'{%s}' in weight name is a %s; only ints and strings fit in a name",
+                     name, sym_kind_name[y->kind]);
+                return NULL;
+            }
+            mpk_value v = lookup(S, sc, name, at);
             if (v.kind == MPK_V_NONE)
                 return NULL;
             if (v.kind == MPK_V_INT) {
@@ -553,7 +594,7 @@ static const char *fill_template(sema *S, scope *sc, const char *tmpl, mpk_loc l
                 piece = v.s;
                 len = strlen(v.s);
             } else {
-                serr(S, loc, "'{%s}' in weight name is %s; only ints and strings fit in a name",
+                serr(S, at, "'{%s}' in weight name is %s; only ints and strings fit in a name",
                      name, mpk_value_kind_name(v.kind));
                 return NULL;
             }
@@ -686,7 +727,8 @@ static void operr(opcall *o, int i, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (serr(o->S, o->in_loc[i], "%s: %s", o->info->name, msg))
+    bool sugar = o->info == mpk_op_get(MPK_OP_INDEX); /* t[i] has no op to name */
+    if (serr(o->S, o->in_loc[i], "%s%s%s", sugar ? "" : o->info->name, sugar ? "" : ": ", msg))
         note_tensor(o->S, "the operand", o->in[i]);
 }
 
@@ -698,7 +740,9 @@ static void attrerr(opcall *o, int k, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    serr(o->S, o->given[k] ? o->attr_loc[k] : o->call->loc, "%s: %s", o->info->name, msg);
+    bool sugar = o->info == mpk_op_get(MPK_OP_INDEX);
+    serr(o->S, o->given[k] ? o->attr_loc[k] : o->call->loc, "%s%s%s", sugar ? "" : o->info->name,
+         sugar ? "" : ": ", msg);
 }
 
 static bool want_float(opcall *o, int i)
@@ -736,12 +780,14 @@ static bool want_pos(opcall *o, int i, int64_t n)
     return false;
 }
 
-static bool want_dim(opcall *o, int i, int d, int64_t n, const char *what)
+/* Dimension d of operand i must equal dimension dj of operand j. */
+static bool want_dim(opcall *o, int i, int d, int j, int dj, const char *what)
 {
-    if (o->in[i]->dims[d] == n)
+    int64_t have = o->in[i]->dims[d], want = o->in[j]->dims[dj];
+    if (have == want)
         return true;
-    operr(o, i, "%s is %lld here but %lld elsewhere", what, (long long)o->in[i]->dims[d],
-          (long long)n);
+    operr(o, i, "%s of %s is %lld, but %lld in %s", what, o->info->operands[i], (long long)have,
+          (long long)want, o->info->operands[j]);
     return false;
 }
 
@@ -860,10 +906,10 @@ static int infer(opcall *o, mpk_dtype *dt, int64_t dims[][MPK_MAX_DIMS], int *nd
             if (!want_dtype_of(o, i, 0))
                 return 0;
         int64_t n = x->dims[0], kvh = in[1]->dims[1], hd = x->dims[2];
-        if (!want_dim(o, 1, 0, n, "the token count") || !want_dim(o, 2, 0, n, "the token count") ||
-            !want_dim(o, 1, 2, hd, "head_dim") || !want_dim(o, 2, 1, kvh, "kv_heads") ||
-            !want_dim(o, 2, 2, hd, "head_dim") || !want_dim(o, 3, 1, kvh, "kv_heads") ||
-            !want_dim(o, 3, 3, hd, "head_dim"))
+        if (!want_dim(o, 1, 0, 0, 0, "the token count") || !want_dim(o, 2, 0, 0, 0, "the token count") ||
+            !want_dim(o, 1, 2, 0, 2, "head_dim") || !want_dim(o, 2, 1, 1, 1, "kv_heads") ||
+            !want_dim(o, 2, 2, 0, 2, "head_dim") || !want_dim(o, 3, 1, 1, 1, "kv_heads") ||
+            !want_dim(o, 3, 3, 0, 2, "head_dim"))
             return 0;
         if (in[3]->dims[0] != 2) {
             operr(o, 3, "the cache's first dimension holds keys and values, so it must be 2, not %lld",
@@ -1113,9 +1159,13 @@ static mpk_value apply_op(sema *S, scope *sc, mpk_expr *call, mpk_op op, mpk_arg
             }
             int k = npos - info->nin;
             if (k >= info->nattrs) {
-                serr(S, a->value->loc, "%s takes %d operand%s and %d attribute%s; this is one too many",
-                     info->name, info->nin, info->nin == 1 ? "" : "s", info->nattrs,
-                     info->nattrs == 1 ? "" : "s");
+                if (info->nattrs)
+                    serr(S, a->value->loc, "%s takes %d operand%s and %d attribute%s; this is one too many",
+                         info->name, info->nin, info->nin == 1 ? "" : "s", info->nattrs,
+                         info->nattrs == 1 ? "" : "s");
+                else
+                    serr(S, a->value->loc, "%s takes %d operand%s and no attributes; this is one too many",
+                         info->name, info->nin, info->nin == 1 ? "" : "s");
                 return NONE;
             }
             npos++;
@@ -1223,7 +1273,7 @@ static void bind(sema *S, scope *sc, const char *name, mpk_value v, mpk_loc loc,
 {
     binding *b = smap_get(&sc->vars, name);
     if (b && !b->dead) {
-        if (!b->used && !b->is_param && b->v.kind != MPK_V_NONE)
+        if (!b->used && !b->is_param && b->v.kind != MPK_V_NONE && !mpk_diag_failed(S->d))
             swarn(S, b->loc, "value assigned to '%s' is never used", name);
         b->v = v;
         b->loc = loc;
@@ -1246,8 +1296,12 @@ static void bind(sema *S, scope *sc, const char *name, mpk_value v, mpk_loc loc,
     smap_put(S->a, &sc->vars, name, b);
 }
 
+/* After an error, "never used" is mostly a consequence (a call that failed
+ * never read its arguments), so these warnings wait for a clean model. */
 static void warn_unused(sema *S, scope *sc)
 {
+    if (mpk_diag_failed(S->d))
+        return;
     for (binding *b = sc->all; b; b = b->next) {
         if (b->dead || b->used || b->v.kind == MPK_V_NONE)
             continue;
@@ -1264,6 +1318,14 @@ static bool on_stack(sema *S, const char *block)
         if (f->block && strcmp(f->block, block) == 0)
             return true;
     return false;
+}
+
+static mpk_arg *param_at(mpk_stmt *def, int k)
+{
+    mpk_arg *p = def->args;
+    while (k-- > 0)
+        p = p->next;
+    return p;
 }
 
 static mpk_value expand_block(sema *S, scope *caller, mpk_expr *call, sym *blk)
@@ -1285,7 +1347,6 @@ static mpk_value expand_block(sema *S, scope *caller, mpk_expr *call, sym *blk)
         nparams++;
     mpk_value *vals = mpk_arena_alloc(S->a, sizeof(mpk_value) * (size_t)(nparams + 1));
     bool *set = mpk_arena_alloc(S->a, (size_t)nparams + 1);
-    mpk_loc *locs = mpk_arena_alloc(S->a, sizeof(mpk_loc) * (size_t)(nparams + 1));
     bool ok = true;
     int pos = 0;
     for (mpk_arg *a = call->args; a; a = a->next) {
@@ -1309,36 +1370,27 @@ static mpk_value expand_block(sema *S, scope *caller, mpk_expr *call, sym *blk)
                 return NONE;
             }
         }
+        const char *pname = param_at(def, k)->name;
         if (set[k]) {
             serr(S, a->name ? a->name_loc : a->value->loc, "parameter '%s' of block '%s' given twice",
-                 a->name ? a->name : "?", blk->name);
+                 pname, blk->name);
             ok = false;
             continue;
         }
         set[k] = true;
         vals[k] = eval(S, caller, a->value);
-        locs[k] = a->value->loc;
         if (vals[k].kind == MPK_V_TUPLE) {
-            serr(S, a->value->loc, "argument '%s' is several values; pass them one by one", a->name ? a->name : "");
+            serr(S, a->value->loc, "argument '%s' is several values; pass them one by one", pname);
             ok = false;
         }
     }
+    if (!ok)
+        return NONE;
     int k = 0;
     for (mpk_arg *p = def->args; p; p = p->next, k++) {
-        if (set[k])
-            continue;
-        if (!p->value) {
+        if (!set[k] && !p->value) {
             if (serr(S, call->loc, "missing argument '%s' in call to block '%s'", p->name, blk->name))
                 mpk_note(S->d, p->name_loc, "parameter '%s' declared here", p->name);
-            ok = false;
-            continue;
-        }
-        frame *saved = S->fr;
-        S->fr = NULL;
-        vals[k] = eval(S, NULL, p->value);
-        S->fr = saved;
-        if (vals[k].kind == MPK_V_TENSOR) {
-            serr(S, p->value->loc, "a default must be a constant");
             ok = false;
         }
     }
@@ -1351,7 +1403,21 @@ static mpk_value expand_block(sema *S, scope *caller, mpk_expr *call, sym *blk)
     scope sc = {.block = blk->name, .file = def->file};
     k = 0;
     for (mpk_arg *p = def->args; p; p = p->next, k++)
-        bind(S, &sc, p->name, vals[k], p->name_loc, true);
+        if (set[k])
+            bind(S, &sc, p->name, vals[k], p->name_loc, true);
+    /* Defaults are evaluated at the call, in the block's scope, where the
+     * arguments given and the defaults before are bound: f(x, n = 2, m = n * 2). */
+    k = 0;
+    for (mpk_arg *p = def->args; p; p = p->next, k++) {
+        if (set[k])
+            continue;
+        mpk_value v = eval(S, &sc, p->value);
+        if (v.kind == MPK_V_TENSOR || v.kind == MPK_V_TUPLE) {
+            serr(S, p->value->loc, "the default of '%s' must be a constant", p->name);
+            v = NONE;
+        }
+        bind(S, &sc, p->name, v, p->name_loc, true);
+    }
     mpk_value r = exec_body(S, &sc, def->body);
     warn_unused(S, &sc);
     S->depth--;
@@ -1547,6 +1613,8 @@ static void exec_output(sema *S, scope *sc, mpk_stmt *s)
 
 static void exec_for(sema *S, scope *sc, mpk_stmt *s)
 {
+    /* Messages underline "for l in lo..hi", not the whole loop. */
+    mpk_loc head = {s->loc.file, s->loc.start, s->hi->loc.end};
     mpk_value lo = eval(S, sc, s->lo), hi = eval(S, sc, s->hi);
     if (lo.kind == MPK_V_NONE || hi.kind == MPK_V_NONE)
         return;
@@ -1564,12 +1632,10 @@ static void exec_for(sema *S, scope *sc, mpk_stmt *s)
     }
     int64_t count;
     if (__builtin_sub_overflow(hi.i, lo.i, &count) || count > MAX_LOOP) {
-        serr(S, s->loc, "the loop runs from %lld to %lld; the limit is %d iterations",
+        serr(S, head, "the loop runs from %lld to %lld; the limit is %d iterations",
              (long long)lo.i, (long long)hi.i, MAX_LOOP);
         return;
     }
-    /* The note underlines "for l in lo..hi", not the whole loop. */
-    mpk_loc head = {s->loc.file, s->loc.start, s->hi->loc.end};
     frame f = {.up = S->fr, .loc = head, .var = s->name};
     S->fr = &f;
     for (int64_t i = lo.i; i < hi.i && !S->out_of_budget && !S->d->stopped; i++) {
@@ -1673,18 +1739,21 @@ static mpk_value exec_body(sema *S, scope *sc, mpk_stmt *body)
 
 /* Statement kinds that may not appear inside a body, and return placement:
  * checked once per definition, whether or not the block is ever used. */
-static void check_body(sema *S, mpk_stmt *body, bool in_block, bool top)
+/* Returns false if a return is misplaced. */
+static bool check_body(sema *S, mpk_stmt *body, bool in_block, bool top)
 {
+    bool ok = true;
     for (mpk_stmt *s = body; s; s = s->next) {
         if (s->kind == MPK_S_RETURN) {
             if (!in_block)
-                serr(S, s->loc, "'return' outside of a block");
+                ok = false, serr(S, s->loc, "'return' outside of a block");
             else if (!top || s->next)
-                serr(S, s->loc, "'return' must be the last statement of its block");
+                ok = false, serr(S, s->loc, "'return' must be the last statement of its block");
         }
         if (s->kind == MPK_S_FOR)
-            check_body(S, s->body, in_block, false);
+            ok &= check_body(S, s->body, in_block, false);
     }
+    return ok;
 }
 
 static void check_block(sema *S, mpk_stmt *b)
@@ -1696,7 +1765,8 @@ static void check_block(sema *S, mpk_stmt *b)
         for (mpk_arg *q = b->args; q != p; q = q->next)
             if (strcmp(p->name, q->name) == 0)
                 serr(S, p->name_loc, "parameter '%s' declared twice", p->name);
-    check_body(S, b->body, true, true);
+    if (!check_body(S, b->body, true, true))
+        return;
     mpk_stmt *last = b->body;
     while (last && last->next)
         last = last->next;
@@ -1829,6 +1899,8 @@ static void declare_globals(sema *S)
 
 static void warn_unused_globals(sema *S, bool have_graph)
 {
+    if (mpk_diag_failed(S->d))
+        return;
     for (int i = 0; i < S->syms.n; i++) {
         sym *y = S->syms.items[i];
         if (y->used || y->kind == SYM_GRAPH || y->decl->file != S->c->main_file)
@@ -1843,9 +1915,9 @@ static void warn_unused_globals(sema *S, bool have_graph)
 
 mpk_graph *mpk_sema(mpk_ctx *c)
 {
-    /* Without an imported file, every name it declares would be reported
-     * missing: one error is enough. */
-    if (c->import_failed)
+    /* After a syntax error, or without an imported file, statements are
+     * missing and sema would report their absence: one error is enough. */
+    if (c->import_failed || mpk_diag_failed(&c->diag))
         return NULL;
     sema S = {.c = c, .d = &c->diag, .a = c->arena};
     S.g = mpk_arena_alloc(c->arena, sizeof *S.g);

@@ -41,10 +41,11 @@ bool mpk_dtype_parse(const char *s, mpk_dtype *out)
 
 static const struct {
     const char *name;
-    int nin, nout;
+    const char *operands;
+    int nout;
     const char *attrs;
 } op_src[MPK_OP_COUNT] = {
-#define MPK_OP(e, name, nin, nout, attrs) [MPK_OP_##e] = {name, nin, nout, attrs},
+#define MPK_OP(e, name, operands, nout, attrs) [MPK_OP_##e] = {name, operands, nout, attrs},
 #include "ops.def"
 #undef MPK_OP
 };
@@ -61,9 +62,15 @@ static void op_init(void)
     for (int o = 0; o < MPK_OP_COUNT; o++) {
         mpk_op_info *info = &op_info[o];
         info->name = op_src[o].name;
-        info->nin = op_src[o].nin;
         info->nout = op_src[o].nout;
-        MPK_ASSERT(info->nin <= MPK_MAX_IN);
+        static char names[MPK_OP_COUNT][64];
+        MPK_ASSERT(strlen(op_src[o].operands) < sizeof names[o]);
+        strcpy(names[o], op_src[o].operands);
+        for (char *save, *tok = strtok_r(names[o], " ", &save); tok;
+             tok = strtok_r(NULL, " ", &save)) {
+            MPK_ASSERT(info->nin < MPK_MAX_IN);
+            info->operands[info->nin++] = tok;
+        }
         static char buf[MPK_OP_COUNT][256];
         MPK_ASSERT(strlen(op_src[o].attrs) < sizeof buf[o]);
         strcpy(buf[o], op_src[o].attrs);

@@ -185,7 +185,7 @@ weight_decl:
     ;
 
 type:
-    IDENT '[' expr_list ']'     { $$.dtype = $1; $$.dtype_loc = @1; $$.dims = $3.h; }
+    IDENT '[' expr_list ']'     { $$.loc = @$; $$.dtype = $1; $$.dtype_loc = @1; $$.dims = $3.h; }
     ;
 
 params_opt:
