@@ -55,7 +55,7 @@ HEADERS   := frontend/frontend.h frontend/ops.def $(B)/gen/parser.h $(B)/gen/lex
 TEST_SRC := tests/check_main.c tests/check_lexer.c tests/check_parser.c tests/check_sema.c
 TEST_OBJ := $(TEST_SRC:%.c=$(B)/%.o)
 
-.PHONY: all check install uninstall clean fuzz check-unit check-golden check-examples check-fuzz check-man
+.PHONY: all check install uninstall clean fuzz check-unit check-golden check-cli check-examples check-fuzz check-man
 .DELETE_ON_ERROR:
 
 all: bin/mpk
@@ -101,13 +101,16 @@ $(B)/tests/fuzz_smoke: tests/fuzz/fuzz_frontend.c $(B)/libmpkfront.a $(HEADERS) 
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(B)/libmpkfront.a $(LDFLAGS_ALL)
 
-check: check-unit check-golden check-examples check-fuzz check-man
+check: check-unit check-golden check-cli check-examples check-fuzz check-man
 
 check-unit: $(B)/tests/check_mpk bin/mpk
 	$(B)/tests/check_mpk
 
 check-golden: bin/mpk
 	sh tests/run-golden.sh bin/mpk
+
+check-cli: bin/mpk
+	sh tests/run-cli.sh bin/mpk
 
 check-examples: bin/mpk
 	@set -e; for f in examples/*.mpk; do echo "mpk check -Werror $$f"; bin/mpk check -Werror $$f; done

@@ -21,7 +21,7 @@
 enum { EXIT_MODEL = 1, EXIT_USAGE = 2 };
 
 static const char usage_text[] =
-    "usage: mpk check [options] FILE.mpk...\n"
+    "usage: mpk check [options] FILE.mpk...   (FILE '-' is standard input)\n"
     "       mpk build --emit=graph [options] FILE.mpk\n"
     "       mpk --help | --version\n"
     "\n"

@@ -333,8 +333,9 @@ typedef struct mpk_ctx {
 mpk_ctx *mpk_ctx_new(const mpk_options *opt, FILE *diag_out);
 void mpk_ctx_free(mpk_ctx *c);
 
-/* Parse a file (or a buffer) and, transitively, everything it imports.
- * Returns false when the file could not be read (already reported). */
+/* Parse a file ("-": standard input) or a buffer and, transitively,
+ * everything it imports. Returns false when the file could not be read
+ * (already reported). */
 bool mpk_load_file(mpk_ctx *c, const char *path);
 bool mpk_load_buffer(mpk_ctx *c, const char *name, const char *text, size_t len);
 /* The token codes (parser.h) of a buffer, for the lexer tests. */

@@ -152,8 +152,39 @@ static bool load(mpk_ctx *c, const char *name, const char *path, const mpk_loc *
     return true;
 }
 
+/* Standard input, read to the end (it need not be a regular file). */
+static bool load_stdin(mpk_ctx *c)
+{
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    for (size_t got; buf && (got = fread(buf + n, 1, cap - n, stdin)) > 0;) {
+        n += got;
+        if (n == cap) {
+            if (cap >= MAX_FILE) {
+                free(buf);
+                mpk_error(&c->diag, (mpk_loc){0, 0, 0}, "standard input is larger than 16 MiB");
+                return false;
+            }
+            char *bigger = realloc(buf, cap *= 2);
+            if (!bigger)
+                free(buf);
+            buf = bigger;
+        }
+    }
+    if (!buf || ferror(stdin)) {
+        free(buf);
+        mpk_error(&c->diag, (mpk_loc){0, 0, 0}, "cannot read standard input");
+        return false;
+    }
+    bool ok = mpk_load_buffer(c, "<stdin>", buf, n);
+    free(buf);
+    return ok;
+}
+
 bool mpk_load_file(mpk_ctx *c, const char *path)
 {
+    if (strcmp(path, "-") == 0)
+        return load_stdin(c);
     return load(c, path, path, NULL);
 }
 
