@@ -75,6 +75,14 @@ static char *exe_dir(void)
     return buf;
 }
 
+static const char **lists[2];
+
+static void free_lists(void)
+{
+    free(lists[0]);
+    free(lists[1]);
+}
+
 /* One compilation: load, check, and for build print the graph. */
 static int compile(const char *path, const mpk_options *opt, int max_errors, bool quiet,
                    bool werror, bool timing, bool build, const char *out_path)
@@ -150,10 +158,16 @@ int main(int argc, char **argv)
     if (!build && strcmp(cmd, "check") != 0)
         return usage_error("unknown command '%s' (the commands are check and build)", cmd);
 
-    const char **incs = calloc((size_t)argc, sizeof *incs);
-    const char **defs = calloc((size_t)argc, sizeof *defs);
+    /* -I and -D lists; at most one entry per argument. Freed at exit, so
+     * that every early return (usage errors) is leak-free too. */
+    static const char **incs, **defs;
+    incs = calloc((size_t)argc, sizeof *incs);
+    defs = calloc((size_t)argc, sizeof *defs);
     if (!incs || !defs)
         return 3;
+    atexit(free_lists);
+    lists[0] = incs;
+    lists[1] = defs;
     mpk_options opt = {.include_dirs = incs, .defines = defs, .exe_dir = exe_dir()};
     const char *out_path = NULL, *emit = NULL;
     long max_errors = 20;
@@ -207,7 +221,5 @@ int main(int argc, char **argv)
         if (s > status)
             status = s;
     }
-    free(incs);
-    free(defs);
     return status;
 }

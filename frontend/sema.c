@@ -87,6 +87,7 @@ static void smap_put(mpk_arena *a, smap *m, const char *k, void *v)
 typedef enum { SYM_PARAM, SYM_WEIGHT, SYM_STATE, SYM_INPUT, SYM_BLOCK, SYM_GRAPH } sym_kind;
 
 static const char *const sym_kind_name[] = {"param", "weight", "state", "input", "block", "graph"};
+static const char *const sym_kind_a[] = {"a param", "a weight", "a state", "an input", "a block", "a graph"};
 
 typedef struct {
     const char *name;
@@ -402,21 +403,27 @@ static mpk_value eval_binary(sema *S, mpk_expr *e, mpk_value l, mpk_value r)
         return mk_int(out);
     }
     double a = l.kind == MPK_V_INT ? (double)l.i : l.f;
-    double b = r.kind == MPK_V_INT ? (double)r.i : r.f;
+    double b = r.kind == MPK_V_INT ? (double)r.i : r.f, out = 0;
     switch (op) {
-    case '+': return mk_float(a + b);
-    case '-': return mk_float(a - b);
-    case '*': return mk_float(a * b);
+    case '+': out = a + b; break;
+    case '-': out = a - b; break;
+    case '*': out = a * b; break;
     case '/':
     case '%':
         if (b == 0) {
             serr(S, e->rhs->loc, "division by zero");
             return NONE;
         }
-        return mk_float(op == '/' ? a / b : fmod(a, b));
+        out = op == '/' ? a / b : fmod(a, b);
+        break;
+    default:
+        MPK_ASSERT(0);
     }
-    MPK_ASSERT(0);
-    return NONE;
+    if (!isfinite(out)) {
+        serr(S, e->loc, "floating-point overflow in '%c'", op);
+        return NONE;
+    }
+    return mk_float(out);
 }
 
 /* ---- parameters ------------------------------------------------------- */
@@ -579,8 +586,8 @@ static const char *fill_template(sema *S, scope *sc, const char *tmpl, mpk_loc l
             }
             sym *y = lookup_local(sc, name) ? NULL : smap_get(&S->globals, name);
             if (y && (y->kind == SYM_BLOCK || y->kind == SYM_GRAPH)) {
-                serr(S, at, "'{%s}' in weight name is a %s; only ints and strings fit in a name",
-                     name, sym_kind_name[y->kind]);
+                serr(S, at, "'{%s}' in weight name is %s; only ints and strings fit in a name",
+                     name, sym_kind_a[y->kind]);
                 return NULL;
             }
             mpk_value v = lookup(S, sc, name, at);
@@ -1442,7 +1449,7 @@ static mpk_value eval_call(sema *S, scope *sc, mpk_expr *e, mpk_arg *hints)
     mpk_loc at = e->loc;
     at.end = at.start + (uint32_t)strlen(e->s);
     if (y) {
-        if (serr(S, at, "'%s' is a %s, not a block or an op", e->s, sym_kind_name[y->kind]))
+        if (serr(S, at, "'%s' is %s, not a block or an op", e->s, sym_kind_a[y->kind]))
             mpk_note(S->d, y->decl->name_loc, "'%s' declared here", e->s);
         return NONE;
     }
@@ -1458,6 +1465,10 @@ static mpk_value eval_call(sema *S, scope *sc, mpk_expr *e, mpk_arg *hints)
 
 static mpk_value eval_hinted(sema *S, scope *sc, mpk_expr *e, mpk_arg *hints)
 {
+    if (hints && e->kind != MPK_E_CALL) {
+        serr(S, hints->name_loc, "schedule hints apply to a call of a primitive op");
+        return NONE;
+    }
     switch (e->kind) {
     case MPK_E_INT:
         return mk_int(e->i);
@@ -1834,7 +1845,7 @@ static void apply_defines(sema *S)
         sym *y = smap_get(&S->globals, name);
         if (!y || y->kind != SYM_PARAM) {
             if (y)
-                mpk_error(S->d, cmd, "-D %s: '%s' is a %s, not a param", def, name, sym_kind_name[y->kind]);
+                mpk_error(S->d, cmd, "-D %s: '%s' is %s, not a param", def, name, sym_kind_a[y->kind]);
             else
                 mpk_error(S->d, cmd, "-D %s: the model has no param '%s'", def, name);
             continue;
@@ -1862,8 +1873,8 @@ static void schedule(sema *S)
             if (v.kind == MPK_V_NONE)
                 continue;
             if (v.kind != MPK_V_INT || v.i <= 0 || v.i > 1 << 20) {
-                serr(S, h->value->loc, "schedule hint '%s' must be a positive int, not %s", h->name,
-                     vstr(S, &v));
+                serr(S, h->value->loc, "schedule hint '%s' must be an int from 1 to %d, not %s",
+                     h->name, 1 << 20, vstr(S, &v));
                 continue;
             }
             if (*slot) {
@@ -1897,18 +1908,16 @@ static void declare_globals(sema *S)
     }
 }
 
-static void warn_unused_globals(sema *S, bool have_graph)
+/* Only a model (a file with a graph) has unused names; a library's are
+ * there for others. */
+static void warn_unused_globals(sema *S)
 {
     if (mpk_diag_failed(S->d))
         return;
+    flush_chain(S);
     for (int i = 0; i < S->syms.n; i++) {
         sym *y = S->syms.items[i];
-        if (y->used || y->kind == SYM_GRAPH || y->decl->file != S->c->main_file)
-            continue;
-        flush_chain(S);
-        if (y->kind == SYM_BLOCK && !have_graph)
-            continue;
-        if (y->kind == SYM_BLOCK || have_graph)
+        if (!y->used && y->kind != SYM_GRAPH && y->decl->file == S->c->main_file)
             mpk_warning(S->d, y->decl->name_loc, "%s '%s' is never used", sym_kind_name[y->kind], y->name);
     }
 }
@@ -1936,7 +1945,6 @@ mpk_graph *mpk_sema(mpk_ctx *c)
         mpk_vec_push(c->arena, &S.g->params, p);
     }
     if (!graph) {
-        warn_unused_globals(&S, false);
         flush_chain(&S);
         return NULL;
     }
@@ -1949,7 +1957,7 @@ mpk_graph *mpk_sema(mpk_ctx *c)
         if (S.g->outputs.n == 0 && !mpk_diag_failed(S.d))
             mpk_error(S.d, graph->name_loc, "graph '%s' has no output", graph->name);
     }
-    warn_unused_globals(&S, true);
+    warn_unused_globals(&S);
     flush_chain(&S);
     return S.g;
 }

@@ -168,6 +168,9 @@ START_TEST(param_arithmetic)
     r = compile_src("param a = b + 1, b = a\n", NULL, 0);
     ck_assert_diag_has(r, "is defined in terms of itself");
     compiled_free(&r);
+    r = compile_src("param a = 1e308 * 10\n", NULL, 0);
+    ck_assert_diag_has(r, "floating-point overflow in '*'");
+    compiled_free(&r);
     r = compile_src("param a = \"x\" * 2\n", NULL, 0);
     ck_assert_diag_has(r, "operand of '*' is a string; expected a number");
     compiled_free(&r);
@@ -261,6 +264,7 @@ START_TEST(op_errors)
         {"output o = allreduce(a, \"max\")", "unknown reduction \"max\""},
         {"output o = matmul(a, w) with tile = 0", "hint 'tile' must be a positive int"},
         {"output o = add(a, b) with tile = 4", "no schedule hint 'tile' for add"},
+        {"x = a with tile = 4\noutput o = x", "schedule hints apply to a call of a primitive op"},
         {"output o = matmull(a, w)", "unknown op or block 'matmull'; did you mean 'matmul'?"},
         {"output o = silu(aa)", "'aa' is not defined; did you mean 'a'?"},
         {"x = silu(a)\noutput o = x\noutput o = x", "output 'o' is defined twice"},
@@ -355,7 +359,7 @@ START_TEST(blocks)
         {"graph g { x = 1 }", "graph 'g' has no output"},
         {"block f(x) { return x }\ninput t : i32[1]\ngraph g { x = f(t) with tile = 2\n output o = x }",
          "schedule hints apply to primitive ops, not to block 'f'"},
-        {"schedule workers = 0", "must be a positive int"},
+        {"schedule workers = 0", "must be an int from 1 to 1048576, not 0"},
         {"schedule threads = 4", "unknown schedule hint 'threads'"},
         {"param a = silu(1)", "ops and blocks can be called only inside a graph or a block"},
         {"weight w : bf16[0, 4] = \"w\"", "a dimension must be positive"},
