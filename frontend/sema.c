@@ -1140,6 +1140,44 @@ static bool apply_hints(sema *S, scope *sc, mpk_node *n, mpk_arg *hints)
     return ok;
 }
 
+/* Appends the node of a checked op call, with its results. */
+static mpk_node *add_node(sema *S, const opcall *o, mpk_loc loc, mpk_dtype dt,
+                          int64_t dims[][MPK_MAX_DIMS], const int *ndim, int nout)
+{
+    mpk_op op = (mpk_op)(o->info - mpk_op_get(0));
+    mpk_node *n = mpk_arena_alloc(S->a, sizeof *n);
+    n->id = S->g->nodes.n;
+    n->op = op;
+    n->loc = loc;
+    n->nin = o->info->nin;
+    for (int i = 0; i < n->nin; i++) {
+        n->in[i] = o->in[i];
+        o->in[i]->uses++;
+    }
+    memcpy(n->attrs, o->attr, sizeof o->attr);
+    bool view = op == MPK_OP_RESHAPE || op == MPK_OP_SLICE || op == MPK_OP_SPLIT || op == MPK_OP_INDEX;
+    n->nout = nout;
+    n->out = mpk_arena_alloc(S->a, sizeof(mpk_tensor *) * (size_t)nout);
+    for (int i = 0; i < nout; i++) {
+        n->out[i] = new_tensor(S, view ? MPK_T_VIEW : MPK_T_ACT, dt, ndim[i], dims[i], NULL, loc);
+        n->out[i]->producer = n;
+    }
+    mpk_vec_push(S->a, &S->g->nodes, n);
+    return n;
+}
+
+/* The value of a node: its result, or a tuple of its results. */
+static mpk_value node_value(sema *S, const mpk_node *n)
+{
+    if (n->nout == 1)
+        return tensor_value(n->out[0]);
+    mpk_value tup = {.kind = MPK_V_TUPLE, .n = n->nout};
+    tup.items = mpk_arena_alloc(S->a, sizeof(mpk_value) * (size_t)n->nout);
+    for (int i = 0; i < n->nout; i++)
+        tup.items[i] = tensor_value(n->out[i]);
+    return tup;
+}
+
 static mpk_value apply_op(sema *S, scope *sc, mpk_expr *call, mpk_op op, mpk_arg *hints)
 {
     opcall o = {.S = S, .call = call, .info = mpk_op_get(op)};
@@ -1243,33 +1281,10 @@ static mpk_value apply_op(sema *S, scope *sc, mpk_expr *call, mpk_op op, mpk_arg
     if (nout == 0)
         return NONE;
 
-    mpk_node *n = mpk_arena_alloc(S->a, sizeof *n);
-    n->id = S->g->nodes.n;
-    n->op = op;
-    n->loc = call->loc;
-    n->nin = info->nin;
-    for (int i = 0; i < info->nin; i++) {
-        n->in[i] = o.in[i];
-        o.in[i]->uses++;
-    }
-    memcpy(n->attrs, o.attr, sizeof o.attr);
+    mpk_node *n = add_node(S, &o, call->loc, dt, dims, ndim, nout);
     if (hints && !apply_hints(S, sc, n, hints))
         return NONE;
-    bool view = op == MPK_OP_RESHAPE || op == MPK_OP_SLICE || op == MPK_OP_SPLIT || op == MPK_OP_INDEX;
-    n->nout = nout;
-    n->out = mpk_arena_alloc(S->a, sizeof(mpk_tensor *) * (size_t)nout);
-    for (int i = 0; i < nout; i++) {
-        n->out[i] = new_tensor(S, view ? MPK_T_VIEW : MPK_T_ACT, dt, ndim[i], dims[i], NULL, call->loc);
-        n->out[i]->producer = n;
-    }
-    mpk_vec_push(S->a, &S->g->nodes, n);
-    if (nout == 1)
-        return tensor_value(n->out[0]);
-    mpk_value tup = {.kind = MPK_V_TUPLE, .n = nout};
-    tup.items = mpk_arena_alloc(S->a, sizeof(mpk_value) * (size_t)nout);
-    for (int i = 0; i < nout; i++)
-        tup.items[i] = tensor_value(n->out[i]);
-    return tup;
+    return node_value(S, n);
 }
 
 /* ---- blocks ------------------------------------------------------------ */
@@ -1529,17 +1544,14 @@ static mpk_value eval_hinted(sema *S, scope *sc, mpk_expr *e, mpk_arg *hints)
             serr(S, e->loc, "tensors can be indexed only inside a graph or a block");
             return NONE;
         }
-        /* t[i] is index(t, i): build the call in place. */
+        /* t[i] is index(t, i), with the operand already evaluated. */
         mpk_expr call = {.kind = MPK_E_CALL, .loc = e->loc, .s = "index"};
-        mpk_expr tv = {.kind = MPK_E_NAME, .loc = e->lhs->loc};
-        mpk_expr iv = {.kind = MPK_E_INT, .loc = e->rhs->loc, .i = idx.i};
-        (void)tv;
         opcall o = {.S = S, .call = &call, .info = mpk_op_get(MPK_OP_INDEX)};
         o.in[0] = base.t;
         o.in_loc[0] = e->lhs->loc;
         o.attr[0] = mk_int(idx.i);
         o.given[0] = true;
-        o.attr_loc[0] = iv.loc;
+        o.attr_loc[0] = e->rhs->loc;
         if (!spend(S, e->loc))
             return NONE;
         mpk_dtype dt;
@@ -1547,20 +1559,7 @@ static mpk_value eval_hinted(sema *S, scope *sc, mpk_expr *e, mpk_arg *hints)
         int ndim[1];
         if (!infer(&o, &dt, dims, ndim, 1))
             return NONE;
-        mpk_node *n = mpk_arena_alloc(S->a, sizeof *n);
-        n->id = S->g->nodes.n;
-        n->op = MPK_OP_INDEX;
-        n->loc = e->loc;
-        n->nin = 1;
-        n->in[0] = base.t;
-        base.t->uses++;
-        n->attrs[0] = o.attr[0];
-        n->nout = 1;
-        n->out = mpk_arena_alloc(S->a, sizeof(mpk_tensor *));
-        n->out[0] = new_tensor(S, MPK_T_VIEW, dt, ndim[0], dims[0], NULL, e->loc);
-        n->out[0]->producer = n;
-        mpk_vec_push(S->a, &S->g->nodes, n);
-        return tensor_value(n->out[0]);
+        return node_value(S, add_node(S, &o, e->loc, dt, dims, ndim, 1));
     }
     case MPK_E_LIST: {
         int n = 0;

@@ -47,6 +47,27 @@ static compiled graph_of(const char *body)
     return r;
 }
 
+/* A source that must fail, and a piece of the message it must give. */
+typedef struct {
+    const char *src, *want;
+} error_case;
+
+static void expect_errors(const error_case *cases, size_t n, compiled (*compile)(const char *))
+{
+    for (size_t i = 0; i < n; i++) {
+        compiled r = compile(cases[i].src);
+        ck_assert_msg(r.c->diag.errors > 0, "no error for: %s", cases[i].src);
+        ck_assert_msg(strstr(r.diag, cases[i].want), "for '%s' expected \"%s\" in:\n%s",
+                      cases[i].src, cases[i].want, r.diag);
+        compiled_free(&r);
+    }
+}
+
+static compiled whole(const char *src)
+{
+    return compile_src(src, NULL, 0);
+}
+
 static const mpk_tensor *output_of(const compiled *r, int i)
 {
     ck_assert_int_gt(r->g->outputs.n, i);
@@ -234,9 +255,7 @@ END_TEST
 
 START_TEST(op_errors)
 {
-    static const struct {
-        const char *body, *want;
-    } cases[] = {
+    static const error_case cases[] = {
         {"output o = matmul(reshape(a, [4, 4]), w)", "a weight is [out, in], so its last dimension must be 4"},
         {"output o = add(a, w)", "add: shapes differ: f32[2, 8] and f32[6, 8]"},
         {"output o = embed(c, a)", "token ids must be i32[n], not f32[2, 8]"},
@@ -275,13 +294,7 @@ START_TEST(op_errors)
          "the loop runs from -9223372036854775807 to 9223372036854775807"},
         {"return a", "'return' outside of a block"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        compiled r = graph_of(cases[i].body);
-        ck_assert_msg(r.c->diag.errors > 0, "no error for: %s", cases[i].body);
-        ck_assert_msg(strstr(r.diag, cases[i].want), "for '%s' expected \"%s\" in:\n%s",
-                      cases[i].body, cases[i].want, r.diag);
-        compiled_free(&r);
-    }
+    expect_errors(cases, sizeof cases / sizeof cases[0], graph_of);
 }
 END_TEST
 
@@ -343,9 +356,7 @@ END_TEST
 
 START_TEST(blocks)
 {
-    static const struct {
-        const char *src, *want;
-    } cases[] = {
+    static const error_case cases[] = {
         {"block f(x) { return f(x) }\ninput t : i32[1]\ngraph g { output o = f(t) }", "block 'f' calls itself"},
         {"block f(x) { y = x }\ngraph g { }", "block 'f' does not end with 'return'"},
         {"block f(x) { return x\n y = x }\ngraph g { }", "'return' must be the last statement"},
@@ -366,13 +377,7 @@ START_TEST(blocks)
         {"weight w : bf42[4] = \"w\"", "unknown dtype 'bf42'"},
         {"weight w : bf16[1048576, 1048576, 1048576] = \"w\"", "tensor is too large"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        compiled r = compile_src(cases[i].src, NULL, 0);
-        ck_assert_msg(r.c->diag.errors > 0, "no error for: %s", cases[i].src);
-        ck_assert_msg(strstr(r.diag, cases[i].want), "for '%s' expected \"%s\" in:\n%s",
-                      cases[i].src, cases[i].want, r.diag);
-        compiled_free(&r);
-    }
+    expect_errors(cases, sizeof cases / sizeof cases[0], whole);
 }
 END_TEST
 
