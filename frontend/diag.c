@@ -189,6 +189,12 @@ bool mpk_vreport(mpk_diag *d, mpk_severity sev, mpk_loc loc, const char *fmt,
         h = fnv(h, &loc.start, sizeof loc.start);
         h = fnv(h, msg, strlen(msg));
         d->last_shown = false;
+        /* Duplicates are not printed, but they are work: a model that
+         * repeats one error endlessly is stopped too. */
+        if (sev == MPK_ERROR && d->errors > MPK_MAX_ERRORS_SEEN && !d->stopped) {
+            fprintf(d->out, "mpk: over %d errors, stopping now\n", MPK_MAX_ERRORS_SEEN);
+            d->stopped = true;
+        }
         if (d->stopped || !first_time(d, h))
             return false;
         if (sev == MPK_ERROR && d->max_errors > 0 &&

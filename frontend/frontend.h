@@ -86,6 +86,9 @@ typedef struct mpk_diag {
     size_t nseen, capseen;
 } mpk_diag;
 
+/* Errors, duplicates included, after which a compilation stops. */
+#define MPK_MAX_ERRORS_SEEN 10000
+
 void mpk_diag_init(mpk_diag *d, mpk_arena *a, FILE *out);
 uint32_t mpk_diag_add_source(mpk_diag *d, const char *name, const char *path,
                              const char *text, size_t len);

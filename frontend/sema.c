@@ -1480,6 +1480,8 @@ static mpk_value eval_call(sema *S, scope *sc, mpk_expr *e, mpk_arg *hints)
 
 static mpk_value eval_hinted(sema *S, scope *sc, mpk_expr *e, mpk_arg *hints)
 {
+    if (!spend(S, e->loc))
+        return NONE;
     if (hints && e->kind != MPK_E_CALL) {
         serr(S, hints->name_loc, "schedule hints apply to a call of a primitive op");
         return NONE;
@@ -1591,6 +1593,8 @@ static mpk_value eval(sema *S, scope *sc, mpk_expr *e)
     return eval_hinted(S, sc, e, NULL);
 }
 
+/* Every expression evaluated is a step of the budget, as every statement. */
+
 /* ---- statements ---------------------------------------------------------- */
 
 static void exec_output(sema *S, scope *sc, mpk_stmt *s)
@@ -1654,8 +1658,14 @@ static void exec_for(sema *S, scope *sc, mpk_stmt *s)
         binding *b = lookup_local(sc, s->name);
         b->is_loopvar = true;
         b->used = true; /* a loop need not use its variable */
+        int errors = S->d->errors;
         exec_body(S, sc, s->body);
         b->dead = true;
+        /* The next iterations would mostly repeat this one's errors, at a
+         * cost: a million-iteration loop must not redo a failing lookup a
+         * million times. */
+        if (S->d->errors > errors)
+            break;
     }
     S->fr = f.up;
 }
