@@ -114,7 +114,6 @@ typedef struct {
     smap vars;                /* name -> binding */
     binding *all;
     const char *block;        /* NULL in the graph */
-    uint32_t file;            /* where the body is written */
 } scope;
 
 /* The expansion stack, for notes. */
@@ -1422,7 +1421,7 @@ static mpk_value expand_block(sema *S, scope *caller, mpk_expr *call, sym *blk)
     frame f = {.up = S->fr, .block = blk->name, .loc = call->loc};
     S->fr = &f;
     S->depth++;
-    scope sc = {.block = blk->name, .file = def->file};
+    scope sc = {.block = blk->name};
     k = 0;
     for (mpk_arg *p = def->args; p; p = p->next, k++)
         if (set[k])
@@ -1959,7 +1958,7 @@ mpk_graph *mpk_sema(mpk_ctx *c)
     }
     S.g->name = graph->name;
     if (!S.d->stopped) {
-        scope sc = {.file = graph->file};
+        scope sc = {0};
         exec_body(&S, &sc, graph->body);
         warn_unused(&S, &sc);
         flush_chain(&S);
