@@ -75,12 +75,14 @@ static char *exe_dir(void)
     return buf;
 }
 
-static const char **lists[2];
+/* The -I and -D lists (at most one entry per argument), freed at exit so
+ * that every early return, usage errors included, is leak-free. */
+static const char **incs, **defs;
 
 static void free_lists(void)
 {
-    free(lists[0]);
-    free(lists[1]);
+    free(incs);
+    free(defs);
 }
 
 /* One compilation: load, check, and for build print the graph. */
@@ -158,16 +160,11 @@ int main(int argc, char **argv)
     if (!build && strcmp(cmd, "check") != 0)
         return usage_error("unknown command '%s' (the commands are check and build)", cmd);
 
-    /* -I and -D lists; at most one entry per argument. Freed at exit, so
-     * that every early return (usage errors) is leak-free too. */
-    static const char **incs, **defs;
     incs = calloc((size_t)argc, sizeof *incs);
     defs = calloc((size_t)argc, sizeof *defs);
     if (!incs || !defs)
         return 3;
     atexit(free_lists);
-    lists[0] = incs;
-    lists[1] = defs;
     mpk_options opt = {.include_dirs = incs, .defines = defs, .exe_dir = exe_dir()};
     const char *out_path = NULL, *emit = NULL;
     long max_errors = 20;

@@ -81,7 +81,8 @@ typedef struct mpk_diag {
     bool last_shown;       /* whether the last error/warning was printed,
                               so that its notes follow it or not */
     mpk_loc last_loc;      /* where the last message was printed */
-    uint32_t main_file;    /* warnings elsewhere (imports) are not shown */
+    uint32_t main_file;    /* the file given to mpk (0: none yet); warnings
+                              elsewhere (imports) are not shown */
     uint64_t *seen;        /* hashes of printed messages (dedupe) */
     size_t nseen, capseen;
 } mpk_diag;
@@ -328,7 +329,6 @@ typedef struct mpk_ctx {
     mpk_options opt;
     mpk_stmt *items;            /* every file's top-level items, in load order */
     mpk_stmt *items_tail;
-    uint32_t main_file;
     int64_t budget;             /* expansion steps left (guards hostile input) */
     bool import_failed;         /* names would be missing: sema is skipped */
 } mpk_ctx;

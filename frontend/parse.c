@@ -144,8 +144,7 @@ static bool load(mpk_ctx *c, const char *name, const char *path, const mpk_loc *
         mpk_source *s = mpk_diag_source(&c->diag, file);
         s->has_importer = true;
         s->importer = *importer;
-    } else if (c->main_file == 0) {
-        c->main_file = file;
+    } else if (c->diag.main_file == 0) {
         c->diag.main_file = file;
     }
     parse_source(c, file);
@@ -194,8 +193,8 @@ bool mpk_load_buffer(mpk_ctx *c, const char *name, const char *text, size_t len)
         return false;
     char *copy = mpk_arena_strndup(c->arena, text, len);
     uint32_t file = mpk_diag_add_source(&c->diag, name, name, copy, len);
-    if (c->main_file == 0)
-        c->main_file = c->diag.main_file = file;
+    if (c->diag.main_file == 0)
+        c->diag.main_file = file;
     parse_source(c, file);
     return true;
 }

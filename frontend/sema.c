@@ -716,6 +716,7 @@ static bool is_float(mpk_dtype t)
 typedef struct {
     sema *S;
     mpk_expr *call;
+    mpk_op op;
     const mpk_op_info *info;
     mpk_tensor *in[MPK_MAX_IN];
     mpk_loc in_loc[MPK_MAX_IN];
@@ -733,7 +734,7 @@ static void operr(opcall *o, int i, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    bool sugar = o->info == mpk_op_get(MPK_OP_INDEX); /* t[i] has no op to name */
+    bool sugar = o->op == MPK_OP_INDEX; /* t[i] has no op to name */
     if (serr(o->S, o->in_loc[i], "%s%s%s", sugar ? "" : o->info->name, sugar ? "" : ": ", msg))
         note_tensor(o->S, "the operand", o->in[i]);
 }
@@ -746,7 +747,7 @@ static void attrerr(opcall *o, int k, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    bool sugar = o->info == mpk_op_get(MPK_OP_INDEX);
+    bool sugar = o->op == MPK_OP_INDEX;
     serr(o->S, o->given[k] ? o->attr_loc[k] : o->call->loc, "%s%s%s", sugar ? "" : o->info->name,
          sugar ? "" : ": ", msg);
 }
@@ -830,7 +831,7 @@ static int infer(opcall *o, mpk_dtype *dt, int64_t dims[][MPK_MAX_DIMS], int *nd
     *dt = x->dtype;
     ndim[0] = x->ndim;
     memcpy(dims[0], x->dims, sizeof x->dims);
-    switch ((mpk_op)(o->info - mpk_op_get(0))) {
+    switch (o->op) {
     case MPK_OP_EMBED:
         if (!want_float(o, 0) || !want_ndim(o, 0, 2, "[vocab, hidden]"))
             return 0;
@@ -1143,7 +1144,7 @@ static bool apply_hints(sema *S, scope *sc, mpk_node *n, mpk_arg *hints)
 static mpk_node *add_node(sema *S, const opcall *o, mpk_loc loc, mpk_dtype dt,
                           int64_t dims[][MPK_MAX_DIMS], const int *ndim, int nout)
 {
-    mpk_op op = (mpk_op)(o->info - mpk_op_get(0));
+    mpk_op op = o->op;
     mpk_node *n = mpk_arena_alloc(S->a, sizeof *n);
     n->id = S->g->nodes.n;
     n->op = op;
@@ -1179,7 +1180,7 @@ static mpk_value node_value(sema *S, const mpk_node *n)
 
 static mpk_value apply_op(sema *S, scope *sc, mpk_expr *call, mpk_op op, mpk_arg *hints)
 {
-    opcall o = {.S = S, .call = call, .info = mpk_op_get(op)};
+    opcall o = {.S = S, .call = call, .op = op, .info = mpk_op_get(op)};
     const mpk_op_info *info = o.info;
     bool ok = true;
     int npos = 0, nin = 0;
@@ -1547,7 +1548,7 @@ static mpk_value eval_hinted(sema *S, scope *sc, mpk_expr *e, mpk_arg *hints)
         }
         /* t[i] is index(t, i), with the operand already evaluated. */
         mpk_expr call = {.kind = MPK_E_CALL, .loc = e->loc, .s = "index"};
-        opcall o = {.S = S, .call = &call, .info = mpk_op_get(MPK_OP_INDEX)};
+        opcall o = {.S = S, .call = &call, .op = MPK_OP_INDEX, .info = mpk_op_get(MPK_OP_INDEX)};
         o.in[0] = base.t;
         o.in_loc[0] = e->lhs->loc;
         o.attr[0] = mk_int(idx.i);
@@ -1925,7 +1926,7 @@ static void warn_unused_globals(sema *S)
     flush_chain(S);
     for (int i = 0; i < S->syms.n; i++) {
         sym *y = S->syms.items[i];
-        if (!y->used && y->kind != SYM_GRAPH && y->decl->file == S->c->main_file)
+        if (!y->used && y->kind != SYM_GRAPH && y->decl->file == S->d->main_file)
             mpk_warning(S->d, y->decl->name_loc, "%s '%s' is never used", sym_kind_name[y->kind], y->name);
     }
 }
