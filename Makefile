@@ -1,6 +1,6 @@
 # mpk - GNU Make only.
 #
-#   make                 bin/mpk
+#   make                 bin/mpk and bin/mpk-run
 #   make check           build and run every test (Check suites, golden
 #                        diagnostics and graphs, the examples, a fuzz smoke)
 #   make SAN=1 check     the same under ASan and UBSan
@@ -36,13 +36,14 @@ SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 endif
 
 B := build
-CPPFLAGS_ALL := -D_GNU_SOURCE -DMPK_DATADIR='"$(DATADIR)"' -I. -Ifrontend -I$(B)/gen
+CPPFLAGS_ALL := -D_GNU_SOURCE -DMPK_DATADIR='"$(DATADIR)"' -I. -Ifrontend -Iinclude -I$(B)/gen
 BASE_CFLAGS := -std=c11 $(CFLAGS) $(SANFLAGS)
 ALL_CFLAGS := $(BASE_CFLAGS) $(WARN) $(CPPFLAGS_ALL)
 # flex and bison output is not ours to fix; keep the warnings that matter.
 GEN_CFLAGS := $(BASE_CFLAGS) -Wall -Wno-unused-function -Wno-sign-compare -Wno-unused-parameter \
               $(if $(filter 1,$(WERROR)),-Werror) $(CPPFLAGS_ALL)
 LDFLAGS_ALL := $(SANFLAGS) $(LDFLAGS) -lm
+LIBS := -ljansson -lz
 
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
@@ -50,15 +51,24 @@ CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
 FRONT_SRC := frontend/arena.c frontend/diag.c frontend/parse.c frontend/value.c \
              frontend/sema.c frontend/graph.c
 FRONT_OBJ := $(FRONT_SRC:%.c=$(B)/%.o) $(B)/gen/parser.o $(B)/gen/lexer.o
-HEADERS   := frontend/frontend.h frontend/ops.def $(B)/gen/parser.h $(B)/gen/lexer.h
+HEADERS   := frontend/frontend.h frontend/ops.def $(B)/gen/parser.h $(B)/gen/lexer.h \
+             include/mpk/blob.h lowering/lowering.h runtime/runtime.h driver/import.h
 
-TEST_SRC := tests/check_main.c tests/check_lexer.c tests/check_parser.c tests/check_sema.c
+LOWER_SRC := lowering/lower.c lowering/fuse.c lowering/tile.c lowering/memory.c lowering/access.c \
+             lowering/sweep.c lowering/events.c lowering/place.c lowering/verify.c lowering/emit.c lowering/dump.c
+LOWER_OBJ := $(LOWER_SRC:%.c=$(B)/%.o)
+RUNTIME_SRC := runtime/blob.c runtime/weights.c runtime/cpu.c
+RUNTIME_OBJ := $(RUNTIME_SRC:%.c=$(B)/%.o)
+
+TEST_SRC := tests/check_main.c tests/check_lexer.c tests/check_parser.c tests/check_sema.c \
+            tests/check_weights.c tests/check_lower.c
 TEST_OBJ := $(TEST_SRC:%.c=$(B)/%.o)
 
-.PHONY: all check install uninstall clean fuzz check-unit check-golden check-cli check-examples check-fuzz check-man
+.PHONY: all check install uninstall clean fuzz check-unit check-golden check-cli check-examples check-fuzz \
+        check-man check-import check-parity check-blob
 .DELETE_ON_ERROR:
 
-all: bin/mpk
+all: bin/mpk bin/mpk-run
 
 $(B)/flags: FORCE
 	@mkdir -p $(B)
@@ -84,9 +94,21 @@ $(B)/libmpkfront.a: $(FRONT_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-bin/mpk: $(B)/driver/mpk.o $(B)/libmpkfront.a
+$(B)/libmpklower.a: $(LOWER_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+$(B)/libmpkrt.a: $(RUNTIME_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+bin/mpk: $(B)/driver/mpk.o $(B)/driver/import.o $(B)/libmpklower.a $(B)/libmpkrt.a $(B)/libmpkfront.a
 	@mkdir -p bin
-	$(CC) -o $@ $^ $(LDFLAGS_ALL)
+	$(CC) -o $@ $^ $(LIBS) $(LDFLAGS_ALL)
+
+bin/mpk-run: $(B)/runtime/mpk-run.o $(B)/libmpkrt.a
+	@mkdir -p bin
+	$(CC) -o $@ $^ $(LIBS) $(LDFLAGS_ALL)
 
 # ---- tests ------------------------------------------------------------------
 
@@ -94,17 +116,28 @@ $(B)/tests/%.o: tests/%.c $(HEADERS) tests/check_mpk.h $(B)/flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -c -o $@ $<
 
-$(B)/tests/check_mpk: $(TEST_OBJ) $(B)/libmpkfront.a
-	$(CC) -o $@ $^ $(CHECK_LIBS) $(LDFLAGS_ALL)
+$(B)/tests/check_mpk: $(TEST_OBJ) $(B)/libmpklower.a $(B)/libmpkrt.a $(B)/libmpkfront.a
+	$(CC) -o $@ $^ $(CHECK_LIBS) $(LIBS) $(LDFLAGS_ALL)
 
 $(B)/tests/fuzz_smoke: tests/fuzz/fuzz_frontend.c $(B)/libmpkfront.a $(HEADERS) $(B)/flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(B)/libmpkfront.a $(LDFLAGS_ALL)
 
-check: check-unit check-golden check-cli check-examples check-fuzz check-man
+check: check-unit check-golden check-cli check-examples check-fuzz check-man check-import check-blob check-parity
 
 check-unit: $(B)/tests/check_mpk bin/mpk
 	$(B)/tests/check_mpk
+
+check-import: bin/mpk
+	sh tests/run-import.sh bin/mpk
+
+# Every example compiles to a blob that passes the verifier and the reader.
+check-blob: bin/mpk
+	sh tests/run-blob.sh bin/mpk
+
+# mpk import -> mpk build -> mpk-run --cpu against HF transformers.
+check-parity: bin/mpk bin/mpk-run
+	sh tests/run-parity.sh bin/mpk bin/mpk-run
 
 check-golden: bin/mpk
 	sh tests/run-golden.sh bin/mpk
@@ -139,15 +172,18 @@ fuzz: $(B)/fuzz/fuzz_frontend
 
 # ---- install ----------------------------------------------------------------
 
-install: bin/mpk
+install: bin/mpk bin/mpk-run
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(DATADIR)/std $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5
 	install -m 755 bin/mpk $(DESTDIR)$(PREFIX)/bin/mpk
+	install -m 755 bin/mpk-run $(DESTDIR)$(PREFIX)/bin/mpk-run
 	install -m 644 stdlib/std/*.mpk $(DESTDIR)$(DATADIR)/std/
 	install -m 644 man/*.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 644 man/*.5 $(DESTDIR)$(MANDIR)/man5/
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/mpk $(DESTDIR)$(MANDIR)/man1/mpk.1 $(DESTDIR)$(MANDIR)/man5/mpk.5
+	rm -f $(DESTDIR)$(PREFIX)/bin/mpk $(DESTDIR)$(PREFIX)/bin/mpk-run
+	rm -f $(DESTDIR)$(MANDIR)/man1/mpk.1 $(DESTDIR)$(MANDIR)/man1/mpk-run.1
+	rm -f $(DESTDIR)$(MANDIR)/man5/mpk.5 $(DESTDIR)$(MANDIR)/man5/mpk-blob.5
 	rm -rf $(DESTDIR)$(DATADIR)
 
 clean:

@@ -2,13 +2,22 @@
  * mpk.c - the compiler's command line.
  *
  *   mpk check FILE.mpk...              parse and check, each file on its own
+ *   mpk build FILE.mpk -o FILE.mpkb    compile to a blob
  *   mpk build --emit=graph FILE.mpk    print the typed, expanded op graph
+ *   mpk dump FILE.mpkb [--dot]         print a blob
+ *   mpk import config.json [-o F.mpk]  a Hugging Face config as a model
  *
  * The pipeline reads top to bottom in compile(): load (parse + imports),
- * sema (names, params, expansion, shapes), then the requested output.
- * Exit status: 0 success, 1 errors in the model, 2 usage errors.
+ * sema (names, params, expansion, shapes), then the requested output: the
+ * graph, or lowering (lowering/lower.c runs its passes and the verifier)
+ * and the blob.
+ * Exit status: 0 success, 1 errors in the model (or a bad blob or config),
+ * 2 usage errors.
  */
 #include "frontend/frontend.h"
+#include "lowering/lowering.h"
+#include "runtime/runtime.h"
+#include "driver/import.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -22,19 +31,31 @@ enum { EXIT_MODEL = 1, EXIT_USAGE = 2 };
 
 static const char usage_text[] =
     "usage: mpk check [options] FILE.mpk...   (FILE '-' is standard input)\n"
+    "       mpk build [options] FILE.mpk [-o FILE.mpkb]\n"
     "       mpk build --emit=graph [options] FILE.mpk\n"
+    "       mpk dump [--dot] [-o FILE] FILE.mpkb\n"
+    "       mpk import [-o FILE.mpk] config.json\n"
     "       mpk --help | --version\n"
     "\n"
     "commands:\n"
     "  check            check models: syntax, names, params, shapes\n"
-    "  build            compile a model; --emit=graph prints the typed op graph\n"
-    "                   (writing a blob comes with the lowering passes)\n"
+    "  build            compile a model into a blob (default output: the\n"
+    "                   input's name with .mpkb, in the current directory)\n"
+    "  dump             print a blob: header, tensors, tasks, events, queues\n"
+    "  import           write a model for a Hugging Face config.json\n"
+    "                   (LlamaForCausalLM, Qwen3ForCausalLM)\n"
     "\n"
     "options:\n"
     "  -D NAME=VALUE    override param NAME (repeatable)\n"
     "  -I DIR           add DIR to the import search path (repeatable)\n"
-    "  -o FILE          write the output to FILE instead of standard output\n"
-    "  --emit=graph     (build) print the expanded, typed op graph\n"
+    "  -o FILE          write the output to FILE ('-': standard output)\n"
+    "  --workers=N      (build) place tasks for N workers (default: the model's\n"
+    "                   schedule, else 132, the SMs of an H100)\n"
+    "  --stats          (build) print tasks, events, bytes and bytes per token\n"
+    "  --dump=PASS      (build) print the graph after PASS: fuse, tile, memory,\n"
+    "                   events or place\n"
+    "  --emit=graph     (build) print the expanded, typed op graph instead\n"
+    "  --dot            (dump) write the task graph for graphviz\n"
     "  --max-errors=N   stop after N errors (default 20; 0: no limit)\n"
     "  -w               do not print warnings\n"
     "  -Werror          treat warnings as errors\n"
@@ -85,15 +106,50 @@ static void free_lists(void)
     free(defs);
 }
 
-/* One compilation: load, check, and for build print the graph. */
-static int compile(const char *path, const mpk_options *opt, int max_errors, bool quiet,
-                   bool werror, bool timing, bool build, const char *out_path)
+typedef struct {
+    int max_errors;
+    bool quiet, werror, timing, build, stats;
+    const char *out_path, *emit, *dump;
+    int64_t workers;
+} job;
+
+/* "dir/qwen3-8b.mpk" -> "qwen3-8b.mpkb" (in the current directory). */
+static char *default_blob_name(const char *path)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t n = strlen(base);
+    if (n > 4 && strcmp(base + n - 4, ".mpk") == 0)
+        n -= 4;
+    char *out = malloc(n + 6);
+    if (out)
+        sprintf(out, "%.*s.mpkb", (int)n, base);
+    return out;
+}
+
+static int write_graph(const mpk_graph *g, const char *out_path)
+{
+    FILE *out = out_path && strcmp(out_path, "-") != 0 ? fopen(out_path, "w") : stdout;
+    if (!out) {
+        fprintf(stderr, "mpk: error: cannot write '%s': %s\n", out_path, strerror(errno));
+        return EXIT_USAGE;
+    }
+    mpk_graph_print(out, g);
+    if ((out != stdout ? fclose(out) : fflush(out)) != 0) {
+        fprintf(stderr, "mpk: error: writing '%s' failed\n", out != stdout ? out_path : "<stdout>");
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* One compilation: load, check, and for build the graph or the blob. */
+static int compile(const char *path, const mpk_options *opt, const job *j)
 {
     double t0 = now_ms();
     mpk_ctx *c = mpk_ctx_new(opt, stderr);
-    c->diag.max_errors = max_errors;
-    c->diag.no_warnings = quiet;
-    c->diag.werror = werror;
+    c->diag.max_errors = j->max_errors;
+    c->diag.no_warnings = j->quiet;
+    c->diag.werror = j->werror;
     if (!mpk_load_file(c, path)) {
         /* The input file itself could not be read: a usage error. */
         mpk_ctx_free(c);
@@ -103,37 +159,83 @@ static int compile(const char *path, const mpk_options *opt, int max_errors, boo
     mpk_graph *g = NULL;
     if (!c->diag.stopped)
         g = mpk_sema(c);
-    double t2 = now_ms();
+    double t2 = now_ms(), t3 = t2;
     int status = mpk_diag_failed(&c->diag) ? EXIT_MODEL : 0;
-    if (status == 0 && build) {
-        if (!g) {
-            mpk_error(&c->diag, (mpk_loc){0, 0, 0}, "%s: no graph to build", path);
+    if (status == 0 && j->build && !g) {
+        mpk_error(&c->diag, (mpk_loc){0, 0, 0}, "%s: no graph to build", path);
+        status = EXIT_MODEL;
+    } else if (status == 0 && j->build && j->emit) {
+        status = write_graph(g, j->out_path);
+    } else if (status == 0 && j->build) {
+        char *dflt = j->out_path ? NULL : default_blob_name(strcmp(path, "-") ? path : "stdin.mpk");
+        const char *out = j->out_path ? j->out_path : dflt;
+        mpk_lower_opts lo = {.workers = j->workers, .dump = j->dump, .dump_out = stdout};
+        mpk_low *L = mpk_lower(g, &lo, &c->diag);
+        t3 = now_ms();
+        if (!L || mpk_diag_failed(&c->diag))
             status = EXIT_MODEL;
-        } else {
-            FILE *out = out_path ? fopen(out_path, "w") : stdout;
-            if (!out) {
-                fprintf(stderr, "mpk: error: cannot write '%s': %s\n", out_path, strerror(errno));
-                status = EXIT_USAGE;
-            } else {
-                mpk_graph_print(out, g);
-                if ((out_path ? fclose(out) : fflush(out)) != 0) {
-                    fprintf(stderr, "mpk: error: writing '%s' failed\n", out_path ? out_path : "<stdout>");
-                    status = EXIT_USAGE;
-                }
-            }
-        }
+        else if (!mpk_emit(L, out))
+            status = EXIT_USAGE;
+        else if (j->stats)
+            mpk_low_stats(L, stderr);
+        if (L && j->timing)
+            fprintf(stderr, "mpk: time: %s: passes: fuse %.2f, tile %.2f, memory %.2f, events %.2f, "
+                            "place %.2f, verify %.2f ms\n",
+                    path, L->pass_ms[0], L->pass_ms[1], L->pass_ms[2], L->pass_ms[3], L->pass_ms[4],
+                    L->pass_ms[5]);
+        mpk_low_free(L);
+        free(dflt);
     }
-    double t3 = now_ms();
-    if (timing)
-        fprintf(stderr, "mpk: time: %s: parse %.2f ms, sema %.2f ms, output %.2f ms, total %.2f ms\n",
-                path, t1 - t0, t2 - t1, t3 - t2, t3 - t0);
+    double t4 = now_ms();
+    if (j->timing) {
+        fprintf(stderr, "mpk: time: %s: parse %.2f ms, sema %.2f ms", path, t1 - t0, t2 - t1);
+        if (j->build && !j->emit)
+            fprintf(stderr, ", lower %.2f ms, write %.2f ms", t3 - t2, t4 - t3);
+        else
+            fprintf(stderr, ", output %.2f ms", t4 - t2);
+        fprintf(stderr, ", total %.2f ms\n", t4 - t0);
+    }
     mpk_ctx_free(c);
+    return status;
+}
+
+/* mpk dump: read and validate a blob, print it. */
+static int dump_blob(const char *path, const char *out_path, bool dot)
+{
+    mpkb_blob b;
+    if (!mpkb_open(&b, path, stderr))
+        return EXIT_MODEL;
+    FILE *out = out_path && strcmp(out_path, "-") != 0 ? fopen(out_path, "w") : stdout;
+    if (!out) {
+        fprintf(stderr, "mpk: error: cannot write '%s': %s\n", out_path, strerror(errno));
+        mpkb_close(&b);
+        return EXIT_USAGE;
+    }
+    mpk_taskgraph tg = {
+        .meta = b.meta, .strings = b.strings, .tensors = b.tensors, .ntensors = b.ntensors,
+        .tasks = b.tasks, .ntasks = b.ntasks, .events = b.events, .nevents = b.nevents,
+        .triggers = b.triggers, .ntriggers = b.ntriggers, .queues = b.queues, .qtasks = b.qtasks,
+    };
+    if (dot)
+        mpk_print_dot(&tg, out);
+    else {
+        fprintf(out, "blob %s: version %u, %zu bytes, %u tensors, %u tasks, %u events, %u queues\n", path,
+                b.hdr->version, b.size, b.ntensors, b.ntasks, b.nevents, b.nqueues);
+        mpk_print_taskgraph(&tg, out);
+    }
+    int status = 0;
+    if ((out != stdout ? fclose(out) : fflush(out)) != 0) {
+        fprintf(stderr, "mpk: error: writing '%s' failed\n", out != stdout ? out_path : "<stdout>");
+        status = EXIT_USAGE;
+    }
+    mpkb_close(&b);
     return status;
 }
 
 int main(int argc, char **argv)
 {
-    enum { OPT_EMIT = 256, OPT_MAX_ERRORS, OPT_TIME, OPT_VERSION, OPT_WERROR };
+    enum { OPT_EMIT = 256, OPT_MAX_ERRORS, OPT_TIME, OPT_VERSION, OPT_WERROR, OPT_WORKERS, OPT_STATS,
+           OPT_DUMP, OPT_DOT };
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
@@ -141,6 +243,10 @@ int main(int argc, char **argv)
         {"max-errors", required_argument, NULL, OPT_MAX_ERRORS},
         {"time", no_argument, NULL, OPT_TIME},
         {"Werror", no_argument, NULL, OPT_WERROR},
+        {"workers", required_argument, NULL, OPT_WORKERS},
+        {"stats", no_argument, NULL, OPT_STATS},
+        {"dump", required_argument, NULL, OPT_DUMP},
+        {"dot", no_argument, NULL, OPT_DOT},
         {NULL, 0, NULL, 0},
     };
     if (argc < 2) {
@@ -156,9 +262,10 @@ int main(int argc, char **argv)
         printf("mpk %s\n", MPK_VERSION);
         return 0;
     }
-    bool build = strcmp(cmd, "build") == 0;
-    if (!build && strcmp(cmd, "check") != 0)
-        return usage_error("unknown command '%s' (the commands are check and build)", cmd);
+    bool build = strcmp(cmd, "build") == 0, dump = strcmp(cmd, "dump") == 0;
+    bool import = strcmp(cmd, "import") == 0, check = strcmp(cmd, "check") == 0;
+    if (!build && !check && !dump && !import)
+        return usage_error("unknown command '%s' (the commands are check, build, dump and import)", cmd);
 
     incs = calloc((size_t)argc, sizeof *incs);
     defs = calloc((size_t)argc, sizeof *defs);
@@ -166,9 +273,8 @@ int main(int argc, char **argv)
         return 3;
     atexit(free_lists);
     mpk_options opt = {.include_dirs = incs, .defines = defs, .exe_dir = exe_dir()};
-    const char *out_path = NULL, *emit = NULL;
-    long max_errors = 20;
-    bool quiet = false, werror = false, timing = false;
+    job j = {.max_errors = 20, .build = build};
+    bool dot = false, model_opts = false;
     /* Old-style "-Werror" would read as -W with an argument; map it first. */
     for (int i = 2; i < argc; i++)
         if (strcmp(argv[i], "-Werror") == 0)
@@ -179,19 +285,39 @@ int main(int argc, char **argv)
         switch (c) {
         case 'h': fputs(usage_text, stdout); return 0;
         case OPT_VERSION: printf("mpk %s\n", MPK_VERSION); return 0;
-        case 'D': defs[opt.ndefines++] = optarg; break;
-        case 'I': incs[opt.ninclude++] = optarg; break;
-        case 'o': out_path = optarg; break;
-        case 'w': quiet = true; break;
-        case OPT_WERROR: werror = true; break;
-        case OPT_TIME: timing = true; break;
-        case OPT_EMIT: emit = optarg; break;
+        case 'D': defs[opt.ndefines++] = optarg, model_opts = true; break;
+        case 'I': incs[opt.ninclude++] = optarg, model_opts = true; break;
+        case 'o': j.out_path = optarg; break;
+        case 'w': j.quiet = true, model_opts = true; break;
+        case OPT_WERROR: j.werror = true, model_opts = true; break;
+        case OPT_TIME: j.timing = true, model_opts = true; break;
+        case OPT_EMIT: j.emit = optarg; break;
+        case OPT_STATS: j.stats = true; break;
+        case OPT_DOT: dot = true; break;
+        case OPT_DUMP:
+            if (strcmp(optarg, "fuse") && strcmp(optarg, "tile") && strcmp(optarg, "memory") &&
+                strcmp(optarg, "events") && strcmp(optarg, "place"))
+                return usage_error("unknown pass '%s' (the passes are fuse, tile, memory, events, place)",
+                                   optarg);
+            j.dump = optarg;
+            break;
+        case OPT_WORKERS: {
+            char *end;
+            errno = 0;
+            long v = strtol(optarg, &end, 10);
+            if (!*optarg || *end || errno || v < 1 || v > 65536)
+                return usage_error("--workers needs a number from 1 to 65536, not '%s'", optarg);
+            j.workers = v;
+            break;
+        }
         case OPT_MAX_ERRORS: {
             char *end;
             errno = 0;
-            max_errors = strtol(optarg, &end, 10);
-            if (!*optarg || *end || errno || max_errors < 0 || max_errors > INT_MAX)
+            long v = strtol(optarg, &end, 10);
+            if (!*optarg || *end || errno || v < 0 || v > INT_MAX)
                 return usage_error("--max-errors needs a number, not '%s'", optarg);
+            j.max_errors = (int)v;
+            model_opts = true;
             break;
         }
         case ':': return usage_error("option '%s' needs an argument", argv[optind - 1]);
@@ -200,21 +326,30 @@ int main(int argc, char **argv)
     }
     if (optind >= argc)
         return usage_error("%s: no input file", cmd);
-    if (build && optind + 1 < argc)
-        return usage_error("build takes one input file; '%s' is one too many", argv[optind + 1]);
-    if (out_path && !build)
-        return usage_error("%s", "-o goes with 'mpk build'");
-    if (emit && !build)
-        return usage_error("--emit=%s goes with 'mpk build'", emit);
-    if (build && !emit)
-        return usage_error("%s", "writing a blob is not implemented yet; use 'mpk build --emit=graph'");
-    if (emit && strcmp(emit, "graph") != 0)
-        return usage_error("unknown --emit kind '%s' (the kind is graph)", emit);
+    if ((build || dump || import) && optind + 1 < argc)
+        return usage_error("one input file at a time; '%s' is one too many", argv[optind + 1]);
+    if (j.out_path && check)
+        return usage_error("%s", "-o goes with build, dump and import");
+    if (j.emit && !build)
+        return usage_error("--emit=%s goes with 'mpk build'", j.emit);
+    if (j.emit && strcmp(j.emit, "graph") != 0)
+        return usage_error("unknown --emit kind '%s' (the kind is graph; without --emit, build writes "
+                           "a blob)", j.emit);
+    if ((j.stats || j.dump || j.workers) && (!build || j.emit))
+        return usage_error("%s", "--stats, --dump and --workers go with 'mpk build' of a blob");
+    if (dot && !dump)
+        return usage_error("%s", "--dot goes with 'mpk dump'");
+    if ((dump || import) && model_opts)
+        return usage_error("%s takes no model options (-D, -I, -w, -Werror, --time, --max-errors)", cmd);
+    if (dump)
+        return dump_blob(argv[optind], j.out_path, dot);
+    if (import)
+        return mpk_import(argv[optind], j.out_path, stderr);
 
     /* Each file is a separate compilation; the worst status wins. */
     int status = 0;
     for (int i = optind; i < argc; i++) {
-        int s = compile(argv[i], &opt, (int)max_errors, quiet, werror, timing, build, out_path);
+        int s = compile(argv[i], &opt, &j);
         if (s > status)
             status = s;
     }

@@ -323,6 +323,10 @@ typedef struct {
  * a hostile model can ask for (a real one needs a few thousand). */
 #define MPK_MAX_STEPS (2 * 1000 * 1000)
 
+/* A model's param `eos` (a token id or a list of them) is read by the
+ * compiler into the blob's metadata: generation stops at one of them. */
+#define MPK_MAX_EOS 8
+
 typedef struct mpk_ctx {
     mpk_arena *arena;
     mpk_diag diag;

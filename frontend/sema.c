@@ -1917,6 +1917,31 @@ static void declare_globals(sema *S)
     }
 }
 
+/* Params the compiler itself reads (they go into the blob's metadata):
+ * checked here, and never "unused". */
+static void check_metadata(sema *S)
+{
+    for (int i = 0; i < S->syms.n; i++) {
+        sym *y = S->syms.items[i];
+        if (y->kind != SYM_PARAM || strcmp(y->name, "eos") != 0)
+            continue;
+        y->used = true;
+        mpk_value *v = &y->value;
+        int n = v->kind == MPK_V_LIST ? v->n : 1;
+        bool ok = v->kind == MPK_V_INT || v->kind == MPK_V_LIST;
+        for (int k = 0; ok && v->kind == MPK_V_LIST && k < v->n; k++)
+            ok = v->items[k].kind == MPK_V_INT && v->items[k].i >= 0 && v->items[k].i <= INT32_MAX;
+        if (v->kind == MPK_V_INT)
+            ok = v->i >= 0 && v->i <= INT32_MAX;
+        if (v->kind == MPK_V_NONE)
+            continue; /* its own error was reported */
+        if (!ok || n > MPK_MAX_EOS)
+            serr(S, y->decl->name_loc,
+                 "param 'eos' (the end-of-sequence token ids) must be a token id or a list of at "
+                 "most %d token ids, not %s", MPK_MAX_EOS, vstr(S, v));
+    }
+}
+
 /* Only a model (a file with a graph) has unused names; a library's are
  * there for others. */
 static void warn_unused_globals(sema *S)
@@ -1943,6 +1968,7 @@ mpk_graph *mpk_sema(mpk_ctx *c)
     collect(&S, &graph);
     apply_defines(&S);
     declare_globals(&S);
+    check_metadata(&S);
     schedule(&S);
     for (int i = 0; i < S.syms.n; i++) {
         sym *y = S.syms.items[i];

@@ -1,0 +1,719 @@
+/*
+ * import.c - `mpk import`: a Hugging Face config.json to a .mpk model.
+ *
+ *   read     the JSON (with jansson), then every key the model needs, each
+ *            checked for its type and range; the features that the stdlib
+ *            blocks do not implement (biases, other activations, sliding
+ *            windows, rope types other than llama3, quantized checkpoints)
+ *            are refused by name rather than silently dropped
+ *   emit     the model, in the style of examples/NAME.mpk, into memory
+ *   write    to standard output, or to a temporary file renamed over OUT
+ *
+ * Nothing is written before the whole config has been read, so a bad config
+ * never leaves a half-written model behind. Only the first problem is
+ * reported: a config.json is machine-written, so one mistake is the norm,
+ * and the later keys are often read in the light of the earlier ones.
+ *
+ * The supported architectures share everything but the decoder block (Qwen3
+ * adds per-head q/k norms and has no rope scaling), so one model struct and
+ * one emitter serve both.
+ */
+#include "driver/import.h"
+#include "frontend/frontend.h" /* MPK_MAX_EOS: what the compiler accepts */
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum {
+    MAX_CONFIG = 16 << 20, /* bytes; a real config.json has about 1 KiB */
+    MAX_DIM = INT32_MAX,   /* any one size or id */
+    /* The compiler expands a model to at most 262144 ops and 2000000
+     * steps, about 10000 layers of these blocks; the largest released
+     * models have about 130. */
+    MAX_LAYERS = 4096,
+    DEFAULT_SEQ = 4096,    /* KV cache length, unless the model allows less */
+};
+#define MAX_NUMEL (INT64_C(1) << 48) /* elements of one tensor, as in mpk(5) */
+
+typedef enum { ARCH_LLAMA, ARCH_QWEN3, ARCH_COUNT } arch_kind;
+
+static const struct {
+    const char *name;       /* in "architectures" */
+    const char *model_type; /* the fallback when "architectures" is absent */
+    const char *std_file;
+    const char *block;
+    const char *rope_types; /* the supported ones, for messages */
+} archs[ARCH_COUNT] = {
+    [ARCH_LLAMA] = {"LlamaForCausalLM", "llama", "std/llama.mpk", "llama_block", "default, llama3"},
+    [ARCH_QWEN3] = {"Qwen3ForCausalLM", "qwen3", "std/qwen3.mpk", "qwen3_block", "default"},
+};
+
+/* What the model needs, read and checked. */
+typedef struct {
+    arch_kind arch;
+    bool from_model_type;
+    int64_t hidden, layers, inter, vocab, heads, kv_heads, head_dim, max_pos;
+    bool head_dim_given;
+    double eps, theta;
+    const char *rope_source; /* "rope_scaling" or "rope_parameters" when llama3 */
+    double rope_factor, rope_low_freq, rope_high_freq;
+    int64_t rope_orig_max;
+    bool tied;
+    bool eos_list; /* eos_token_id was a list (kept a list) */
+    int neos;
+    int64_t eos[MPK_MAX_EOS];
+} model;
+
+typedef struct {
+    const char *path; /* the config as named to the user: messages start with it */
+    FILE *err;
+} reader;
+
+/* ---- messages --------------------------------------------------------- */
+
+__attribute__((format(printf, 2, 3)))
+static bool bad(const reader *r, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(r->err, "%s: ", r->path);
+    va_start(ap, fmt);
+    vfprintf(r->err, fmt, ap);
+    va_end(ap);
+    fputc('\n', r->err);
+    return false;
+}
+
+/* The shortest text that reads back as f and that mpk reads as a float:
+ * "1e-06", "0.0001", "500000.0". Fixed point up to 1e16, so that a rope
+ * theta reads as configs write it rather than as %g's "5e+05"; exponents
+ * below 1e-4, as %g does, so that an eps reads "1e-06". */
+static void fmt_float(char *buf, size_t n, double f)
+{
+    if (!isfinite(f)) { /* never read from JSON; for completeness */
+        snprintf(buf, n, "%s", isnan(f) ? "nan" : "inf");
+        return;
+    }
+    int prec = 1;
+    for (; prec < 17; prec++) {
+        snprintf(buf, n, "%.*e", prec - 1, f);
+        if (strtod(buf, NULL) == f)
+            break;
+    }
+    snprintf(buf, n, "%.*e", prec - 1, f);
+    int e10 = atoi(strchr(buf, 'e') + 1);
+    if (e10 < -4 || e10 >= 16)
+        return;
+    snprintf(buf, n, "%.*f", prec - 1 - e10 > 0 ? prec - 1 - e10 : 0, f);
+    if (strtod(buf, NULL) != f) /* cannot happen: both round at one digit */
+        snprintf(buf, n, "%.*e", prec - 1, f);
+    else if (!strchr(buf, '.') && strlen(buf) + 2 < n)
+        strcat(buf, ".0");
+}
+
+/* v as JSON for a message, shortened: a config's values are the user's. */
+static const char *show(const json_t *v, char *buf, size_t n)
+{
+    if (json_is_real(v)) {
+        fmt_float(buf, n, json_real_value(v));
+        return buf;
+    }
+    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_ENSURE_ASCII);
+    if (!s)
+        snprintf(buf, n, "(a value)");
+    else if (strlen(s) < n)
+        snprintf(buf, n, "%s", s);
+    else
+        snprintf(buf, n, "%.*s...", (int)n - 4, s);
+    free(s);
+    return buf;
+}
+
+#define SHOW(v) show((v), (char[48]){0}, 48)
+
+/* ---- typed keys ------------------------------------------------------- */
+
+/* Keys are named in messages as they are written, "rope_scaling.factor"
+ * for a nested one; the lookup uses the last component. */
+static const char *leaf(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    return dot ? dot + 1 : name;
+}
+
+/* "where.key", for the keys of a nested object that is one of two. */
+static const char *sub(char buf[64], const char *where, const char *key)
+{
+    snprintf(buf, 64, "%s.%s", where, key);
+    return buf;
+}
+
+/* The value of a key, or NULL when it is absent or null: configs write null
+ * for "not set". */
+static json_t *member(json_t *obj, const char *name)
+{
+    json_t *v = json_object_get(obj, leaf(name));
+    return json_is_null(v) ? NULL : v;
+}
+
+/* An integer in 1..max. dflt < 0: the key is required. */
+static bool get_int(const reader *r, json_t *obj, const char *name, int64_t dflt, int64_t max, int64_t *out)
+{
+    json_t *v = json_object_get(obj, leaf(name));
+    if (!v && dflt < 0)
+        return bad(r, "\"%s\" is missing", name);
+    if (!v || (json_is_null(v) && dflt >= 0)) {
+        *out = dflt;
+        return true;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 1)
+        return bad(r, "\"%s\" must be a positive integer, not %s", name, SHOW(v));
+    if (json_integer_value(v) > max)
+        return bad(r, "\"%s\" must be at most %lld, not %lld", name, (long long)max,
+                   (long long)json_integer_value(v));
+    *out = json_integer_value(v);
+    return true;
+}
+
+/* A positive, finite number; integers are numbers too ("rope_theta":
+ * 1000000). dflt < 0: the key is required. */
+static bool get_float(const reader *r, json_t *obj, const char *name, double dflt, double *out)
+{
+    json_t *v = json_object_get(obj, leaf(name));
+    if (!v && dflt < 0)
+        return bad(r, "\"%s\" is missing", name);
+    if (!v || (json_is_null(v) && dflt >= 0)) {
+        *out = dflt;
+        return true;
+    }
+    if (!json_is_number(v) || !isfinite(json_number_value(v)) || !(json_number_value(v) > 0))
+        return bad(r, "\"%s\" must be a positive number, not %s", name, SHOW(v));
+    *out = json_number_value(v);
+    return true;
+}
+
+static bool get_bool(const reader *r, json_t *obj, const char *name, bool dflt, bool *out)
+{
+    json_t *v = member(obj, name);
+    if (v && !json_is_boolean(v))
+        return bad(r, "\"%s\" must be true or false, not %s", name, SHOW(v));
+    *out = v ? json_is_true(v) : dflt;
+    return true;
+}
+
+/* A string, or NULL when the key is absent or null. */
+static bool get_string(const reader *r, json_t *obj, const char *name, json_t **out)
+{
+    json_t *v = member(obj, name);
+    if (v && !json_is_string(v))
+        return bad(r, "\"%s\" must be a string, not %s", name, SHOW(v));
+    *out = v;
+    return true;
+}
+
+/* A boolean switch for a feature the stdlib blocks do not implement. */
+static bool refuse_true(const reader *r, json_t *root, const char *name, const char *what)
+{
+    bool on = false;
+    if (!get_bool(r, root, name, false, &on))
+        return false;
+    return !on || bad(r, "\"%s\" is true: %s are not supported", name, what);
+}
+
+/* ---- the model -------------------------------------------------------- */
+
+/* "architectures" names the model class; a config without it (some
+ * hand-written ones) is known by its "model_type". */
+static bool read_arch(const reader *r, json_t *root, model *m)
+{
+    json_t *a = member(root, "architectures"), *t;
+    if (a) {
+        t = json_array_get(a, 0);
+        if (!json_is_array(a) || json_array_size(a) != 1 || !json_is_string(t))
+            return bad(r, "\"architectures\" must be a list of one architecture name, not %s", SHOW(a));
+        for (int i = 0; i < ARCH_COUNT; i++)
+            if (strcmp(json_string_value(t), archs[i].name) == 0) {
+                m->arch = (arch_kind)i;
+                return true;
+            }
+        return bad(r, "architecture %s is not supported (supported: %s, %s)", SHOW(t), archs[0].name,
+                   archs[1].name);
+    }
+    if (!get_string(r, root, "model_type", &t))
+        return false;
+    if (!t)
+        return bad(r, "neither \"architectures\" nor \"model_type\" is given");
+    m->from_model_type = true;
+    for (int i = 0; i < ARCH_COUNT; i++)
+        if (strcmp(json_string_value(t), archs[i].model_type) == 0) {
+            m->arch = (arch_kind)i;
+            return true;
+        }
+    return bad(r, "model_type %s is not supported (supported: %s, %s)", SHOW(t), archs[0].model_type,
+               archs[1].model_type);
+}
+
+/* Features of these architectures that the stdlib blocks do not implement.
+ * A quantized checkpoint's weights (int4, fp8) have other dtypes and
+ * shapes. */
+static bool read_features(const reader *r, json_t *root, const model *m)
+{
+    json_t *act, *types;
+    if (member(root, "quantization_config"))
+        return bad(r, "\"quantization_config\" is given: quantized checkpoints are not supported");
+    if (!get_string(r, root, "hidden_act", &act))
+        return false;
+    if (act && strcmp(json_string_value(act), "silu") != 0)
+        return bad(r, "\"hidden_act\" %s is not supported (supported: \"silu\")", SHOW(act));
+    if (!refuse_true(r, root, "attention_bias", "attention biases") ||
+        !refuse_true(r, root, "mlp_bias", "MLP biases"))
+        return false;
+    if (m->arch != ARCH_QWEN3)
+        return true;
+    /* Qwen3 switches sliding windows on with use_sliding_window; newer
+     * configs also spell the attention of each layer out in layer_types. */
+    if (!refuse_true(r, root, "use_sliding_window", "sliding windows"))
+        return false;
+    types = member(root, "layer_types");
+    if (types && !json_is_array(types))
+        return bad(r, "\"layer_types\" must be a list, not %s", SHOW(types));
+    for (size_t i = 0; types && i < json_array_size(types); i++) {
+        json_t *t = json_array_get(types, i);
+        if (!json_is_string(t) || strcmp(json_string_value(t), "full_attention") != 0)
+            return bad(r, "\"layer_types\" has %s: only \"full_attention\" layers are supported", SHOW(t));
+    }
+    return true;
+}
+
+/* Sizes. head_dim is hidden / heads unless given (Qwen3 gives one that is
+ * not); the attention needs whole groups of query heads per KV head, rope
+ * an even head_dim. */
+static bool read_sizes(const reader *r, json_t *root, model *m)
+{
+    if (!get_int(r, root, "hidden_size", -1, MAX_DIM, &m->hidden) ||
+        !get_int(r, root, "num_hidden_layers", -1, MAX_LAYERS, &m->layers) ||
+        !get_int(r, root, "intermediate_size", -1, MAX_DIM, &m->inter) ||
+        !get_int(r, root, "vocab_size", -1, MAX_DIM, &m->vocab) ||
+        !get_int(r, root, "num_attention_heads", -1, MAX_DIM, &m->heads) ||
+        !get_int(r, root, "num_key_value_heads", m->heads, MAX_DIM, &m->kv_heads) ||
+        !get_int(r, root, "max_position_embeddings", -1, MAX_DIM, &m->max_pos))
+        return false;
+    m->head_dim_given = member(root, "head_dim") != NULL;
+    if (m->head_dim_given) {
+        if (!get_int(r, root, "head_dim", -1, MAX_DIM, &m->head_dim))
+            return false;
+    } else if (m->hidden % m->heads != 0) {
+        return bad(r, "\"hidden_size\" (%lld) is not a multiple of \"num_attention_heads\" (%lld), "
+                      "and no \"head_dim\" is given",
+                   (long long)m->hidden, (long long)m->heads);
+    } else {
+        m->head_dim = m->hidden / m->heads;
+    }
+    if (m->head_dim % 2 != 0)
+        return bad(r, "the head dimension %lld (%s) is odd: rotary embeddings need an even one",
+                   (long long)m->head_dim,
+                   m->head_dim_given ? "\"head_dim\"" : "\"hidden_size\" / \"num_attention_heads\"");
+    if (m->heads % m->kv_heads != 0)
+        return bad(r, "\"num_attention_heads\" (%lld) is not a multiple of \"num_key_value_heads\" (%lld)",
+                   (long long)m->heads, (long long)m->kv_heads);
+    return true;
+}
+
+/* Every tensor must fit mpk's limit. Doubles are exact below 2^53, so the
+ * comparison is exact wherever it matters. */
+static bool check_numel(const reader *r, const model *m)
+{
+    double seq = (double)(m->max_pos < DEFAULT_SEQ ? m->max_pos : DEFAULT_SEQ);
+    const struct {
+        const char *what;
+        double n;
+    } t[] = {
+        {"the embedding table (vocab_size x hidden_size)", (double)m->vocab * (double)m->hidden},
+        {"q_proj (num_attention_heads x head_dim x hidden_size)",
+         (double)m->heads * (double)m->head_dim * (double)m->hidden},
+        {"the MLP weights (intermediate_size x hidden_size)", (double)m->inter * (double)m->hidden},
+        {"the KV cache", (double)m->layers * 2 * (double)m->kv_heads * seq * (double)m->head_dim},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (t[i].n > (double)MAX_NUMEL)
+            return bad(r, "%s would have more than 2^48 elements", t[i].what);
+    return true;
+}
+
+/* The llama3 frequency scaling: all four keys are required, as in
+ * transformers. */
+static bool read_llama3(const reader *r, json_t *s, const char *where, model *m)
+{
+    char n1[64], n2[64], f1[32], f2[32];
+    if (!get_float(r, s, sub(n1, where, "factor"), -1, &m->rope_factor) ||
+        !get_float(r, s, sub(n1, where, "low_freq_factor"), -1, &m->rope_low_freq) ||
+        !get_float(r, s, sub(n1, where, "high_freq_factor"), -1, &m->rope_high_freq) ||
+        !get_int(r, s, sub(n1, where, "original_max_position_embeddings"), -1, MAX_DIM, &m->rope_orig_max))
+        return false;
+    if (!(m->rope_high_freq > m->rope_low_freq)) {
+        fmt_float(f1, sizeof f1, m->rope_high_freq);
+        fmt_float(f2, sizeof f2, m->rope_low_freq);
+        return bad(r, "\"%s\" (%s) must exceed \"%s\" (%s)", sub(n1, where, "high_freq_factor"), f1,
+                   sub(n2, where, "low_freq_factor"), f2);
+    }
+    m->rope_source = where;
+    return true;
+}
+
+/* Rope, in either form: the older top-level "rope_theta" and "rope_scaling"
+ * (null when unscaled), or the newer "rope_parameters", which holds the
+ * theta and the scaling together (and wins when both are given). A scaling
+ * names its type in "rope_type", or in the older "type" (as transformers
+ * reads it); "default" is no scaling. */
+static bool read_rope(const reader *r, json_t *root, model *m)
+{
+    char name[64];
+    m->rope_factor = 1.0, m->rope_low_freq = 1.0, m->rope_high_freq = 4.0, m->rope_orig_max = 8192;
+    if (!get_float(r, root, "rope_theta", 10000.0, &m->theta))
+        return false;
+    const char *where = "rope_parameters";
+    json_t *s = member(root, where), *type;
+    bool params = s != NULL;
+    if (!s) {
+        where = "rope_scaling";
+        s = member(root, where);
+    }
+    if (!s)
+        return true;
+    if (!json_is_object(s))
+        return bad(r, "\"%s\" must be an object, not %s", where, SHOW(s));
+    if (params) {
+        /* Models with several attention kinds key rope_parameters by
+         * layer type; these two have one. */
+        const char *key;
+        json_t *v;
+        json_object_foreach(s, key, v) {
+            if (json_is_object(v)) {
+                json_t *k = json_string(key); /* shown as JSON: it is the user's */
+                bad(r, "\"%s\" has an object under %s: per-layer-type rope parameters are not supported",
+                    where, SHOW(k));
+                json_decref(k);
+                return false;
+            }
+        }
+        if (!get_float(r, s, sub(name, where, "rope_theta"), m->theta, &m->theta))
+            return false;
+    }
+    const char *type_key = member(s, "rope_type") ? "rope_type" : "type";
+    if (!get_string(r, s, sub(name, where, type_key), &type))
+        return false;
+    if (!type)
+        return bad(r, "\"%s\" gives no \"rope_type\"", where);
+    if (strcmp(json_string_value(type), "default") == 0)
+        return true;
+    if (strcmp(json_string_value(type), "llama3") == 0 && m->arch == ARCH_LLAMA)
+        return read_llama3(r, s, where, m);
+    return bad(r, "rope type %s (\"%s\") is not supported for %s (supported: %s)", SHOW(type),
+               sub(name, where, type_key), archs[m->arch].name, archs[m->arch].rope_types);
+}
+
+/* eos_token_id: a token id, a list of them, or null. Each must be a token
+ * of the vocabulary, or generation could never stop on it. */
+static bool read_eos(const reader *r, json_t *root, model *m)
+{
+    json_t *v = member(root, "eos_token_id");
+    if (!v)
+        return true;
+    m->eos_list = json_is_array(v);
+    size_t n = m->eos_list ? json_array_size(v) : 1;
+    if (!json_is_integer(v) && !(m->eos_list && n <= MPK_MAX_EOS))
+        return bad(r, "\"eos_token_id\" must be a token id or a list of at most %d token ids, not %s", MPK_MAX_EOS,
+                   SHOW(v));
+    for (size_t i = 0; i < n; i++) {
+        json_t *id = m->eos_list ? json_array_get(v, i) : v;
+        if (!json_is_integer(id) || json_integer_value(id) < 0)
+            return bad(r, "\"eos_token_id\" must be a token id or a list of at most %d token ids, not %s",
+                       MPK_MAX_EOS, SHOW(v));
+        if (json_integer_value(id) >= m->vocab)
+            return bad(r, "\"eos_token_id\" %lld is not a token id: \"vocab_size\" is %lld",
+                       (long long)json_integer_value(id), (long long)m->vocab);
+        m->eos[m->neos++] = json_integer_value(id);
+    }
+    return true;
+}
+
+static bool read_model(const reader *r, json_t *root, model *m)
+{
+    if (!json_is_object(root))
+        return bad(r, "the top level must be an object, not %s", SHOW(root));
+    /* tie_word_embeddings: both LlamaConfig and Qwen3Config default to
+     * false (PretrainedConfig's default, true, is overridden). */
+    return read_arch(r, root, m) && read_features(r, root, m) && read_sizes(r, root, m) &&
+           check_numel(r, m) && get_float(r, root, "rms_norm_eps", -1, &m->eps) &&
+           get_bool(r, root, "tie_word_embeddings", false, &m->tied) && read_rope(r, root, m) &&
+           read_eos(r, root, m);
+}
+
+/* ---- the model text --------------------------------------------------- */
+
+/* A name for a comment: a control character would end the comment. */
+static void put_sanitized(FILE *o, const char *s)
+{
+    for (; *s; s++)
+        fputc((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s, o);
+}
+
+static void emit_header(FILE *o, const reader *r, const model *m)
+{
+    fprintf(o, "# %s", archs[m->arch].name);
+    if (m->from_model_type)
+        fprintf(o, " (model_type \"%s\")", archs[m->arch].model_type);
+    fprintf(o, ": greedy decode of one token.\n# Generated by `mpk import` from ");
+    if (strcmp(r->path, "<stdin>") == 0)
+        fprintf(o, "standard input");
+    else
+        put_sanitized(o, r->path);
+    fprintf(o, ".\nimport \"%s\"\n\n", archs[m->arch].std_file);
+}
+
+static void emit_params(FILE *o, const model *m)
+{
+    char f1[32], f2[32];
+    fprintf(o, "param hidden = %lld, layers = %lld, inter = %lld, vocab = %lld\n", (long long)m->hidden,
+            (long long)m->layers, (long long)m->inter, (long long)m->vocab);
+    fprintf(o, "param heads = %lld, kv_heads = %lld, head_dim = %lld%s\n", (long long)m->heads,
+            (long long)m->kv_heads, (long long)m->head_dim,
+            m->head_dim * m->heads != m->hidden ? "   # head_dim is not hidden / heads here" : "");
+    fmt_float(f1, sizeof f1, m->eps);
+    fprintf(o, "param eps = %s\n", f1);
+    fmt_float(f1, sizeof f1, m->theta);
+    fprintf(o, "param theta = %s\n", f1);
+    if (m->arch == ARCH_LLAMA) {
+        /* std/llama.mpk reads all five, scaled or not. */
+        if (m->rope_source)
+            fprintf(o, "# %s {\"rope_type\": \"llama3\", ...}: stretches the low rotary\n"
+                       "# frequencies for long contexts.\n", m->rope_source);
+        else
+            fprintf(o, "# No rope scaling; std/llama.mpk reads these all the same.\n");
+        fmt_float(f1, sizeof f1, m->rope_factor);
+        fprintf(o, "param rope_scaling = \"%s\", rope_factor = %s\n", m->rope_source ? "llama3" : "none", f1);
+        fmt_float(f1, sizeof f1, m->rope_low_freq);
+        fmt_float(f2, sizeof f2, m->rope_high_freq);
+        fprintf(o, "param rope_low_freq = %s, rope_high_freq = %s, rope_orig_max = %lld\n", f1, f2,
+                (long long)m->rope_orig_max);
+    }
+    if (m->max_pos > DEFAULT_SEQ)
+        fprintf(o, "# KV cache length. The model allows %lld positions; override with -D max_seq=N.\n"
+                   "param max_seq = %d\n", (long long)m->max_pos, DEFAULT_SEQ);
+    else
+        fprintf(o, "# KV cache length: all the positions the model allows; override with -D max_seq=N.\n"
+                   "param max_seq = %lld\n", (long long)m->max_pos);
+    if (m->neos) {
+        fprintf(o, "# End-of-sequence token ids (eos_token_id): generation stops at them.\nparam eos = %s",
+                m->eos_list ? "[" : "");
+        for (int i = 0; i < m->neos; i++)
+            fprintf(o, "%s%lld", i ? ", " : "", (long long)m->eos[i]);
+        fprintf(o, "%s\n", m->eos_list ? "]" : "");
+    }
+}
+
+static void emit_decls(FILE *o, const model *m)
+{
+    fprintf(o, "\nweight embed_tokens : bf16[vocab, hidden] = \"model.embed_tokens.weight\"\n"
+               "weight norm : bf16[hidden] = \"model.norm.weight\"\n");
+    if (!m->tied)
+        fprintf(o, "# Untied: the LM head has its own weight.\n"
+                   "weight lm_head : bf16[vocab, hidden] = \"lm_head.weight\"\n");
+    fprintf(o, "\nstate kv : bf16[layers, 2, kv_heads, max_seq, head_dim]\n"
+               "\ninput token : i32[1]\ninput pos : i32[1]\n");
+}
+
+static void emit_graph(FILE *o, const model *m)
+{
+    fprintf(o, "\ngraph decode {\n"
+               "    x = embed(embed_tokens, token)\n"
+               "    for l in 0..layers {\n"
+               "        x = %s(x, l, pos)\n"
+               "    }\n"
+               "    x = rmsnorm(x, norm, eps)\n", archs[m->arch].block);
+    if (m->tied)
+        fprintf(o, "    # tie_word_embeddings: the LM head is the embedding table.\n"
+                   "    logits = matmul(x, embed_tokens)\n");
+    else
+        fprintf(o, "    logits = matmul(x, lm_head)\n");
+    fprintf(o, "    output next = argmax(logits)\n}\n");
+}
+
+/* ---- files ------------------------------------------------------------ */
+
+/* The config, whole, into a NUL-terminated buffer. */
+static int read_config(const reader *r, const char *path, char **out, size_t *len)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!f) {
+        bad(r, "cannot read: %s", strerror(errno));
+        return MPK_IMPORT_IO;
+    }
+    char *buf = malloc(MAX_CONFIG + 1);
+    size_t n = buf ? fread(buf, 1, MAX_CONFIG + 1, f) : 0;
+    int rc = MPK_IMPORT_OK, e = errno;
+    if (!buf) {
+        bad(r, "out of memory");
+        rc = MPK_IMPORT_IO;
+    } else if (ferror(f)) {
+        bad(r, "cannot read: %s", strerror(e));
+        rc = MPK_IMPORT_IO;
+    } else if (n > MAX_CONFIG) {
+        bad(r, "larger than %d MiB: not a config.json", MAX_CONFIG >> 20);
+        rc = MPK_IMPORT_BAD_CONFIG;
+    }
+    if (f != stdin)
+        fclose(f);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    buf[n] = 0;
+    *out = buf;
+    *len = n;
+    return MPK_IMPORT_OK;
+}
+
+static int write_all(int fd, const char *text, size_t len)
+{
+    while (len > 0) {
+        ssize_t k = write(fd, text, len);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return -1;
+        text += k, len -= (size_t)k;
+    }
+    return 0;
+}
+
+static int write_error(FILE *err, const char *path, int e)
+{
+    fprintf(err, "%s: cannot write: %s\n", path, strerror(e));
+    return MPK_IMPORT_IO;
+}
+
+/* Devices and pipes (/dev/stdout, a fifo) are written in place: they
+ * cannot be renamed over, and must not be. */
+static int write_in_place(const char *path, const char *text, size_t len, FILE *err)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return write_error(err, path, errno);
+    bool ok = fwrite(text, 1, len, f) == len && fflush(f) == 0;
+    int e = errno;
+    if (fclose(f) != 0 && ok)
+        ok = false, e = errno;
+    return ok ? MPK_IMPORT_OK : write_error(err, path, e);
+}
+
+/* Writes a new file tmp (made by mkstemp) with the text and mode; 0 or an
+ * errno. */
+static int write_tmp(int fd, mode_t mode, const char *text, size_t len)
+{
+    int e = 0;
+    if (fchmod(fd, mode) != 0 || write_all(fd, text, len) != 0 || fsync(fd) != 0)
+        e = errno;
+    if (close(fd) != 0 && !e)
+        e = errno;
+    return e;
+}
+
+/* A temporary file beside the target, renamed over it: the target holds the
+ * old model or the new one, never a part. Through a symbolic link, the file
+ * it points to is replaced. A file replaced keeps its mode. */
+static int write_atomic(const char *path, const char *text, size_t len, FILE *err)
+{
+    char *real = realpath(path, NULL); /* NULL when it does not exist yet */
+    const char *target = real ? real : path;
+    struct stat st;
+    bool exists = stat(target, &st) == 0;
+    int rc = MPK_IMPORT_OK;
+    if (exists && S_ISDIR(st.st_mode)) {
+        rc = write_error(err, path, EISDIR);
+    } else if (exists && !S_ISREG(st.st_mode)) {
+        rc = write_in_place(path, text, len, err);
+    } else {
+        mode_t mode, mask = umask(0);
+        umask(mask);
+        mode = exists ? st.st_mode & 07777 : 0666 & ~mask;
+        const char *base = strrchr(target, '/') ? strrchr(target, '/') + 1 : target;
+        size_t size = strlen(target) + 16;
+        char *tmp = malloc(size);
+        int fd = -1, e = ENOMEM;
+        if (tmp) {
+            snprintf(tmp, size, "%.*s.%s.XXXXXX", (int)(base - target), target, base);
+            fd = mkstemp(tmp);
+            e = errno;
+        }
+        if (fd >= 0) {
+            e = write_tmp(fd, mode, text, len);
+            if (!e && rename(tmp, target) != 0)
+                e = errno;
+            if (e)
+                unlink(tmp);
+        }
+        if (fd < 0 || e)
+            rc = write_error(err, path, e);
+        free(tmp);
+    }
+    free(real);
+    return rc;
+}
+
+static int write_stdout(const char *text, size_t len, FILE *err)
+{
+    size_t n = fwrite(text, 1, len, stdout);
+    if (fflush(stdout) != 0 || n != len)
+        return write_error(err, "<stdout>", errno);
+    return MPK_IMPORT_OK;
+}
+
+int mpk_import(const char *config_path, const char *out_path, FILE *err)
+{
+    reader r = {.path = strcmp(config_path, "-") == 0 ? "<stdin>" : config_path, .err = err};
+    char *buf;
+    size_t len;
+    int rc = read_config(&r, config_path, &buf, &len);
+    if (rc)
+        return rc;
+    json_error_t je;
+    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
+    free(buf);
+    if (!root) {
+        fprintf(err, "%s:%d:%d: invalid JSON: %s\n", r.path, je.line, je.column, je.text);
+        return MPK_IMPORT_BAD_CONFIG;
+    }
+    model m = {0};
+    bool ok = read_model(&r, root, &m);
+    json_decref(root);
+    if (!ok)
+        return MPK_IMPORT_BAD_CONFIG;
+
+    char *text = NULL;
+    size_t n = 0;
+    FILE *o = open_memstream(&text, &n);
+    if (!o) {
+        bad(&r, "out of memory");
+        return MPK_IMPORT_IO;
+    }
+    emit_header(o, &r, &m);
+    emit_params(o, &m);
+    emit_decls(o, &m);
+    emit_graph(o, &m);
+    if (fclose(o) != 0) {
+        free(text);
+        bad(&r, "out of memory");
+        return MPK_IMPORT_IO;
+    }
+    rc = !out_path || strcmp(out_path, "-") == 0 ? write_stdout(text, n, err) : write_atomic(out_path, text, n, err);
+    free(text);
+    return rc;
+}

@@ -1,0 +1,517 @@
+/*
+ * fuse.c - graph ops into kernel ops.
+ *
+ * Decode at batch 1 is bound by the bytes read, so fusion aims at reading
+ * every weight once and keeping small activations out of memory round trips:
+ *
+ *   rmsnorm -> matmul          the norm becomes the prologue of every matmul
+ *                              that reads it (each tile reads all of x anyway)
+ *   mul(silu(a), b) -> matmul  silu*mul becomes the down projection's prologue
+ *   matmul -> add(., r)        the residual add becomes the epilogue
+ *   matmul -> argmax           argmax partials in the epilogue (on the fp32
+ *                              accumulator), then one reduce task
+ *   rmsnorm -> rope -> attention
+ *                              per-head norm, rope and the KV append run in
+ *                              the attention tasks
+ *
+ * A pattern applies only when the intermediate has no other reader. Ops no
+ * pattern takes stay kernel ops of their own, so every valid model lowers.
+ * Views (reshape, index, contiguous slices and splits, and allreduce on one
+ * GPU) become aliases: a root tensor and an element offset; a view that is
+ * not contiguous becomes a copy.
+ */
+#include "lowering/lowering.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    mpk_low *L;
+    const mpk_graph *g;
+    int *user_start, *users; /* CSR: nodes reading each tensor */
+    bool *absorbed;          /* per node */
+    int *node_index;         /* node id -> position */
+} fuser;
+
+static mpk_node *node_at(const mpk_graph *g, int i) { return g->nodes.items[i]; }
+
+static void build_users(fuser *F)
+{
+    const mpk_graph *g = F->g;
+    int nt = g->tensors.n, nn = g->nodes.n;
+    F->user_start = calloc((size_t)nt + 1, sizeof *F->user_start);
+    int total = 0;
+    for (int i = 0; i < nn; i++)
+        for (int k = 0; k < node_at(g, i)->nin; k++)
+            F->user_start[node_at(g, i)->in[k]->id + 1]++, total++;
+    for (int t = 0; t < nt; t++)
+        F->user_start[t + 1] += F->user_start[t];
+    F->users = malloc(sizeof *F->users * (size_t)(total + 1));
+    int *fill = calloc((size_t)nt + 1, sizeof *fill);
+    for (int i = 0; i < nn; i++)
+        for (int k = 0; k < node_at(g, i)->nin; k++) {
+            int t = node_at(g, i)->in[k]->id;
+            F->users[F->user_start[t] + fill[t]++] = i;
+        }
+    free(fill);
+    F->absorbed = calloc((size_t)nn + 1, 1);
+    F->node_index = calloc((size_t)nn + 1, sizeof *F->node_index);
+    int maxid = 0;
+    for (int i = 0; i < nn; i++)
+        if (node_at(g, i)->id > maxid)
+            maxid = node_at(g, i)->id;
+    free(F->node_index);
+    F->node_index = calloc((size_t)maxid + 1, sizeof *F->node_index);
+    for (int i = 0; i < nn; i++)
+        F->node_index[node_at(g, i)->id] = i;
+}
+
+static int nusers(fuser *F, const mpk_tensor *t)
+{
+    return F->user_start[t->id + 1] - F->user_start[t->id];
+}
+
+/* The op producing t, if t is an activation that is read only once (by
+ * the op being fused) and is not a graph output. */
+static mpk_node *sole_producer(fuser *F, const mpk_tensor *t, mpk_op op)
+{
+    if (t->kind != MPK_T_ACT || !t->producer || t->producer->op != op)
+        return NULL;
+    if (t->uses != 1 || nusers(F, t) != 1)
+        return NULL;
+    return t->producer;
+}
+
+static int pos_of(fuser *F, const mpk_node *n) { return F->node_index[n->id]; }
+
+/* "model.layers.12.mlp.down_proj.weight" -> layer 12. */
+static int layer_of(const char *name)
+{
+    const char *p = name ? strstr(name, "layers.") : NULL;
+    if (!p)
+        return -1;
+    p += 7;
+    if (*p < '0' || *p > '9')
+        return -1;
+    long v = strtol(p, NULL, 10);
+    return v > 1000000 ? -1 : (int)v;
+}
+
+static const char *strip_weight(mpk_low *L, const char *name)
+{
+    size_t n = strlen(name);
+    if (n > 7 && strcmp(name + n - 7, ".weight") == 0)
+        return mpk_arena_strndup(L->arena, name, n - 7);
+    return name;
+}
+
+static void set_label(mpk_low *L, mpk_kop *k, const char *what)
+{
+    const mpk_node *n = k->node;
+    for (int i = 0; i < n->nin; i++)
+        if (n->in[i]->kind == MPK_T_WEIGHT && n->in[i]->ndim == 2) {
+            k->label = strip_weight(L, n->in[i]->name);
+            k->layer = layer_of(n->in[i]->name);
+            return;
+        }
+    k->label = mpk_arena_printf(L->arena, "%s %%%d", what, n->out[0]->id);
+}
+
+/* The inverse frequencies of rope, as HF computes them in fp32 (the llama3
+ * rule from transformers' _compute_llama3_parameters), as a CONST tensor. */
+static int rope_table(mpk_low *L, const mpk_node *n, int64_t head_dim)
+{
+    int64_t half = head_dim / 2;
+    float *f = mpk_arena_alloc(L->arena, sizeof *f * (size_t)half);
+    double theta = n->attrs[0].f;
+    bool llama3 = strcmp(n->attrs[1].s, "llama3") == 0;
+    double factor = n->attrs[2].f, lo = n->attrs[3].f, hi = n->attrs[4].f;
+    double orig = (double)n->attrs[5].i;
+    for (int64_t i = 0; i < half; i++) {
+        float inv = (float)(1.0 / pow(theta, (double)(float)(2 * i) / (double)head_dim));
+        if (llama3) {
+            double wavelen = 2 * M_PI / inv, low_wl = orig / lo, high_wl = orig / hi;
+            double v = wavelen > low_wl ? inv / factor : inv;
+            if (!(wavelen < high_wl) && !(wavelen > low_wl)) {
+                double smooth = (orig / wavelen - lo) / (hi - lo);
+                v = (1 - smooth) * v / factor + smooth * v;
+            }
+            inv = (float)v;
+        }
+        f[i] = inv;
+    }
+    int id = mpk_lt_new(L, MPK_DT_F32, 1, &half, MPKB_SPACE_CONST,
+                        mpk_arena_printf(L->arena, "rope_inv_freq(theta=%g%s)", theta,
+                                         llama3 ? ", llama3" : ""));
+    L->lt[id].cdata = f;
+    return id;
+}
+
+static mpk_kop *new_kop(fuser *F, mpk_kop_kind kind, const mpk_node *n, const char *what)
+{
+    mpk_kop *k = mpk_kop_new(F->L, kind, n);
+    k->pos = pos_of(F, n);
+    k->hint_tile = n->hint_tile ? n->hint_tile : F->g->tile;
+    k->hint_kv_chunk = n->hint_kv_chunk ? n->hint_kv_chunk : F->g->kv_chunk;
+    set_label(F->L, k, what);
+    return k;
+}
+
+static void fuse_matmul(fuser *F, const mpk_node *n)
+{
+    mpk_kop *k = new_kop(F, K_MATVEC, n, "matmul");
+    const mpk_tensor *x = n->in[0], *out = n->out[0];
+    k->t[0] = x->id;
+    k->t[1] = n->in[1]->id;
+    k->t[2] = out->id;
+
+    /* Prologue: a norm every reader of which is a matmul taking it as x. */
+    mpk_node *p = x->kind == MPK_T_ACT ? x->producer : NULL;
+    bool all_matmul = p && p->op == MPK_OP_RMSNORM && x->uses == nusers(F, x);
+    for (int u = F->user_start[x->id]; all_matmul && u < F->user_start[x->id + 1]; u++) {
+        const mpk_node *un = node_at(F->g, F->users[u]);
+        all_matmul = un->op == MPK_OP_MATMUL && un->in[0] == x && un->in[1] != x;
+    }
+    mpk_node *mul;
+    if (all_matmul) {
+        k->flags |= MPKB_F_PRO_RMSNORM;
+        k->t[0] = p->in[0]->id;
+        k->t[4] = p->in[1]->id;
+        k->f[0] = (float)p->attrs[0].f;
+        F->absorbed[pos_of(F, p)] = true;
+    } else if ((mul = sole_producer(F, x, MPK_OP_MUL))) {
+        for (int side = 0; side < 2; side++) {
+            mpk_node *s = sole_producer(F, mul->in[side], MPK_OP_SILU);
+            if (!s || mul->in[0] == mul->in[1])
+                continue;
+            k->flags |= MPKB_F_PRO_SILU_MUL;
+            k->t[0] = s->in[0]->id;
+            k->t[4] = mul->in[1 - side]->id;
+            F->absorbed[pos_of(F, mul)] = F->absorbed[pos_of(F, s)] = true;
+            break;
+        }
+    }
+
+    /* Epilogue: the residual add that is the only reader, or argmax. */
+    if (out->uses == 1 && nusers(F, out) == 1) {
+        mpk_node *a = node_at(F->g, F->users[F->user_start[out->id]]);
+        if (a->op == MPK_OP_ADD && a->in[0] != a->in[1]) {
+            k->flags |= MPKB_F_EPI_RESIDUAL;
+            k->t[3] = (a->in[0] == out ? a->in[1] : a->in[0])->id;
+            k->t[2] = a->out[0]->id;
+            k->pos = pos_of(F, a);
+            F->absorbed[pos_of(F, a)] = true;
+            return;
+        }
+    }
+    if (x->dims[0] != 1)
+        return;
+    for (int u = F->user_start[out->id]; u < F->user_start[out->id + 1]; u++) {
+        const mpk_node *a = node_at(F->g, F->users[u]);
+        if (a->op == MPK_OP_ARGMAX && !F->absorbed[pos_of(F, a)]) {
+            k->flags |= MPKB_F_EPI_ARGMAX;
+            k->t[6] = a->out[0]->id; /* the reduce's output; t5 (partials) comes in tile */
+            F->absorbed[pos_of(F, a)] = true;
+            break;
+        }
+    }
+}
+
+/* Peel rope, then rmsnorm, off an attention operand. */
+static int peel(fuser *F, const mpk_node *att, const mpk_tensor **x, int *gamma, float *eps)
+{
+    int table = -1;
+    mpk_node *r = sole_producer(F, *x, MPK_OP_ROPE);
+    if (r && r->in[1] == att->in[4]) {
+        table = rope_table(F->L, r, r->in[0]->dims[2]);
+        F->absorbed[pos_of(F, r)] = true;
+        *x = r->in[0];
+    }
+    mpk_node *nrm = sole_producer(F, *x, MPK_OP_RMSNORM);
+    if (nrm && nrm->in[1]->dims[0] == (*x)->dims[2]) {
+        *gamma = nrm->in[1]->id;
+        *eps = (float)nrm->attrs[0].f;
+        F->absorbed[pos_of(F, nrm)] = true;
+        *x = nrm->in[0];
+    } else if (table >= 0 && nrm) {
+        /* norm over something else: leave it to its own kernel op */
+    }
+    return table;
+}
+
+static bool fuse_attention(fuser *F, const mpk_node *n)
+{
+    mpk_low *L = F->L;
+    if (n->in[0]->dims[0] != 1) {
+        mpk_error(L->diag, n->loc, "attention over %lld tokens per step cannot be lowered yet: "
+                                  "mpk decodes one token per step",
+                  (long long)n->in[0]->dims[0]);
+        return false;
+    }
+    mpk_kop *k = new_kop(F, K_ATTENTION, n, "attention");
+    const mpk_tensor *q = n->in[0], *kk = n->in[1];
+    int tq = peel(F, n, &q, &k->t[5], &k->f[1]);
+    int tk = peel(F, n, &kk, &k->t[6], &k->f[2]);
+    k->t[0] = q->id;
+    k->t[1] = kk->id;
+    k->t[2] = n->in[2]->id;
+    k->t[3] = n->in[3]->id;
+    k->t[4] = n->in[4]->id;
+    k->t[7] = n->out[0]->id;
+    k->t[8] = tq;
+    k->t[9] = tk;
+    k->f[0] = (float)n->attrs[0].f;
+    /* The cache is kv[l]: its index is the layer. */
+    const mpk_tensor *c = n->in[3];
+    if (c->kind == MPK_T_VIEW && c->producer && c->producer->op == MPK_OP_INDEX)
+        k->layer = (int)c->producer->attrs[0].i;
+    if (k->layer >= 0)
+        k->label = mpk_arena_printf(L->arena, "model.layers.%d.self_attn", k->layer);
+    return true;
+}
+
+/* Views: alias when the bytes are contiguous, else a copy task. */
+static void view(fuser *F, const mpk_node *n)
+{
+    mpk_low *L = F->L;
+    const mpk_tensor *x = n->in[0];
+    int64_t inner = 1, outer = 1;
+    int d = 0;
+    for (int o = 0; o < n->nout; o++) {
+        const mpk_tensor *y = n->out[o];
+        int64_t off = 0;
+        bool contiguous = true;
+        switch (n->op) {
+        case MPK_OP_RESHAPE:
+        case MPK_OP_ALLREDUCE: /* one GPU: the sum over one rank */
+            break;
+        case MPK_OP_INDEX:
+            off = n->attrs[0].i * (mpk_tensor_numel(x) / x->dims[0]);
+            break;
+        case MPK_OP_SLICE:
+        case MPK_OP_SPLIT: {
+            d = (int)n->attrs[0].i;
+            if (d < 0)
+                d += x->ndim;
+            inner = outer = 1;
+            for (int i = 0; i < d; i++)
+                outer *= x->dims[i];
+            for (int i = d + 1; i < x->ndim; i++)
+                inner *= x->dims[i];
+            int64_t start = 0;
+            if (n->op == MPK_OP_SLICE)
+                start = n->attrs[1].i;
+            else
+                for (int i = 0; i < o; i++)
+                    start += n->attrs[1].items[i].i;
+            off = start * inner;
+            contiguous = outer == 1;
+            if (!contiguous) {
+                mpk_kop *k = new_kop(F, K_COPY, n, n->op == MPK_OP_SLICE ? "slice" : "split");
+                k->t[0] = x->id;
+                k->t[1] = y->id;
+                k->copy_outer = (int)outer;
+                k->copy_src_stride = (int)(x->dims[d] * inner);
+                k->copy_len = (int)(y->dims[d] * inner);
+                k->copy_src_off = (int)off;
+                L->lt[y->id].space = MPKB_SPACE_ARENA;
+                continue;
+            }
+            break;
+        }
+        default:
+            MPK_ASSERT(0);
+        }
+        mpk_ltensor *ly = &L->lt[y->id], *lx = &L->lt[x->id];
+        ly->root = lx->root;
+        ly->elem_off = lx->elem_off + off;
+        ly->space = lx->space;
+    }
+}
+
+static void simple(fuser *F, const mpk_node *n, mpk_kop_kind kind, const char *what)
+{
+    mpk_kop *k = new_kop(F, kind, n, what);
+    switch (kind) {
+    case K_EMBED: /* table ids out */
+    case K_ADD:
+    case K_MUL:
+        k->t[0] = n->in[0]->id, k->t[1] = n->in[1]->id, k->t[2] = n->out[0]->id;
+        break;
+    case K_RMSNORM:
+        k->t[0] = n->in[0]->id, k->t[1] = n->in[1]->id, k->t[2] = n->out[0]->id;
+        k->f[0] = (float)n->attrs[0].f;
+        break;
+    case K_ROPE:
+        k->t[0] = n->in[0]->id, k->t[1] = n->in[1]->id, k->t[3] = n->out[0]->id;
+        k->t[2] = rope_table(F->L, n, n->in[0]->dims[2]);
+        break;
+    case K_SILU:
+        k->t[0] = n->in[0]->id, k->t[2] = n->out[0]->id;
+        break;
+    case K_ARGMAX:
+        k->t[0] = n->in[0]->id, k->t[6] = n->out[0]->id;
+        break;
+    default:
+        MPK_ASSERT(0);
+    }
+}
+
+static int64_t numel_of(const mpk_tensor *t) { return mpk_tensor_numel(t); }
+
+/* Inputs, outputs and the logits: what the runtime reads and writes. */
+static bool find_io(fuser *F)
+{
+    mpk_low *L = F->L;
+    const mpk_graph *g = F->g;
+    for (int i = 0; i < L->nkops; i++) {
+        mpk_kop *k = &L->kops[i];
+        if (k->kind == K_EMBED)
+            L->token_lt = L->token_lt < 0 ? k->t[1] : L->token_lt;
+        if ((k->kind == K_ATTENTION || k->kind == K_ROPE) && L->pos_lt < 0)
+            L->pos_lt = k->t[k->kind == K_ATTENTION ? 4 : 1];
+    }
+    for (int i = 0; i < g->outputs.n && L->next_lt < 0; i++) {
+        const mpk_output *o = g->outputs.items[i];
+        if (o->t->producer && o->t->producer->op == MPK_OP_ARGMAX) {
+            L->next_lt = o->t->id;
+            L->logits_lt = o->t->producer->in[0]->id;
+        }
+    }
+    bool ok = true;
+    if (L->next_lt < 0) {
+        mpk_error(L->diag, (mpk_loc){0, 0, 0},
+                  "graph '%s' has no output computed by argmax: mpk-run decodes greedily and "
+                  "needs the next token as an output", g->name);
+        ok = false;
+    }
+    for (int i = 0; i < g->tensors.n; i++) {
+        const mpk_tensor *t = g->tensors.items[i];
+        if (t->kind != MPK_T_INPUT)
+            continue;
+        if (t->id != L->token_lt && t->id != L->pos_lt) {
+            mpk_error(L->diag, t->loc, "input '%s' is neither the token (the ids of embed) nor "
+                                       "the position (the pos of rope or attention), which are "
+                                       "the inputs mpk-run provides", t->name);
+            ok = false;
+        } else if (t->dtype != MPK_DT_I32 || numel_of(t) != 1) {
+            mpk_error(L->diag, t->loc, "input '%s' must be i32[1]: mpk decodes one token per step",
+                      t->name);
+            ok = false;
+        }
+    }
+    if (L->token_lt < 0 && ok) {
+        mpk_error(L->diag, (mpk_loc){0, 0, 0}, "graph '%s' has no embed of an input token", g->name);
+        ok = false;
+    }
+    if (ok && (numel_of(g->tensors.items[L->logits_lt]) !=
+               ((const mpk_tensor *)g->tensors.items[L->logits_lt])->dims[1])) {
+        mpk_error(L->diag, ((const mpk_tensor *)g->tensors.items[L->next_lt])->loc,
+                  "the argmax of the next token must be over one row of logits [1, vocab]");
+        ok = false;
+    }
+    return ok;
+}
+
+bool mpk_fuse(mpk_low *L)
+{
+    const mpk_graph *g = L->g;
+    fuser F = {.L = L, .g = g};
+    /* ltensors mirror the graph's tensors, same ids */
+    for (int i = 0; i < g->tensors.n; i++) {
+        const mpk_tensor *t = g->tensors.items[i];
+        MPK_ASSERT(t->id == i);
+        int space = t->kind == MPK_T_WEIGHT  ? MPKB_SPACE_WEIGHT
+                    : t->kind == MPK_T_STATE ? MPKB_SPACE_STATE
+                                             : MPKB_SPACE_ARENA;
+        int64_t dims[MPKB_MAX_DIMS] = {0};
+        if (t->ndim > MPKB_MAX_DIMS) {
+            mpk_error(L->diag, t->loc, "tensors have at most %d dimensions in a blob, this one %d",
+                      MPKB_MAX_DIMS, t->ndim);
+            return false;
+        }
+        memcpy(dims, t->dims, sizeof(int64_t) * (size_t)t->ndim);
+        int id = mpk_lt_new(L, t->dtype, t->ndim, dims, space,
+                            t->name ? t->name : mpk_arena_printf(L->arena, "%%%d", t->id));
+        L->lt[id].pinned = t->kind == MPK_T_INPUT;
+    }
+    build_users(&F);
+    /* Phase 1: matmuls and attention take what they can fuse, wherever it
+     * sits in the graph (a norm comes before its matmuls). */
+    bool ok = true;
+    for (int i = 0; i < g->nodes.n && ok; i++) {
+        const mpk_node *n = node_at(g, i);
+        if (n->op == MPK_OP_MATMUL)
+            fuse_matmul(&F, n);
+        else if (n->op == MPK_OP_ATTENTION)
+            ok = fuse_attention(&F, n);
+    }
+    /* Phase 2: every other op not absorbed is a kernel op of its own. */
+    for (int i = 0; i < g->nodes.n && ok; i++) {
+        const mpk_node *n = node_at(g, i);
+        if (F.absorbed[i])
+            continue;
+        switch (n->op) {
+        case MPK_OP_MATMUL:
+        case MPK_OP_ATTENTION: break;
+        case MPK_OP_EMBED:
+            if (numel_of(n->in[1]) != 1) {
+                mpk_error(L->diag, n->loc, "embed of %lld tokens per step cannot be lowered yet: "
+                                          "mpk decodes one token per step",
+                          (long long)numel_of(n->in[1]));
+                ok = false;
+            } else
+                simple(&F, n, K_EMBED, "embed");
+            break;
+        case MPK_OP_RMSNORM: simple(&F, n, K_RMSNORM, "rmsnorm"); break;
+        case MPK_OP_ROPE:
+            if (n->in[0]->dims[0] != 1) {
+                mpk_error(L->diag, n->loc, "rope over %lld tokens per step cannot be lowered yet",
+                          (long long)n->in[0]->dims[0]);
+                ok = false;
+            } else
+                simple(&F, n, K_ROPE, "rope");
+            break;
+        case MPK_OP_ADD: simple(&F, n, K_ADD, "add"); break;
+        case MPK_OP_MUL: simple(&F, n, K_MUL, "mul"); break;
+        case MPK_OP_SILU: simple(&F, n, K_SILU, "silu"); break;
+        case MPK_OP_ARGMAX:
+            if (n->in[0]->dims[0] != 1) {
+                mpk_error(L->diag, n->loc, "argmax over %lld rows cannot be lowered yet",
+                          (long long)n->in[0]->dims[0]);
+                ok = false;
+            } else
+                simple(&F, n, K_ARGMAX, "argmax");
+            break;
+        case MPK_OP_RESHAPE:
+        case MPK_OP_SLICE:
+        case MPK_OP_SPLIT:
+        case MPK_OP_INDEX:
+        case MPK_OP_ALLREDUCE: view(&F, n); break;
+        case MPK_OP_COUNT: MPK_ASSERT(0);
+        }
+    }
+    _Static_assert(MPK_OP_COUNT == 14, "ops.def changed: lower the new op here");
+    /* Kernel ops run in the order of their last absorbed graph op; sort
+     * stably (insertion: kops are nearly in order already). */
+    for (int i = 1; i < L->nkops; i++) {
+        mpk_kop k = L->kops[i];
+        int j = i;
+        for (; j > 0 && L->kops[j - 1].pos > k.pos; j--)
+            L->kops[j] = L->kops[j - 1];
+        L->kops[j] = k;
+    }
+    if (ok)
+        ok = find_io(&F);
+    if (ok) {
+        for (int i = 0; i < g->outputs.n; i++)
+            L->lt[L->lt[((const mpk_output *)g->outputs.items[i])->t->id].root].pinned = true;
+        L->lt[L->lt[L->logits_lt].root].pinned = true;
+    }
+    free(F.user_start);
+    free(F.users);
+    free(F.absorbed);
+    free(F.node_index);
+    return ok;
+}

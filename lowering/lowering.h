@@ -1,0 +1,207 @@
+/*
+ * lowering.h - the public header of mpk's lowering layer: from the typed op
+ * graph (frontend.h) to the task graph of a blob (mpk/blob.h).
+ *
+ * The passes run in this order, each in its own file, and the pipeline in
+ * lower.c is the one place that orders them:
+ *
+ *   fuse.c     ops into fused kernel ops (rmsnorm and silu*mul prologues,
+ *              residual and argmax epilogues, qk-norm + rope + KV append
+ *              into attention); unfusable ops stay as they are
+ *   tile.c     kernel ops into tasks (matvec row tiles, attention per kv
+ *              head and KV chunk + merge, argmax partial + reduce)
+ *   memory.c   tensors into memory spaces; one activation arena with
+ *              liveness-based reuse
+ *   events.c   what each task reads and writes (access.c), hence which
+ *              producer tasks it waits for; events shared by equal
+ *              producer sets; the tasks grouped by the event they wait for
+ *   place.c    tasks onto per-worker queues by a list-scheduling model of
+ *              bytes moved, each queue in the global topological order
+ *   verify.c   proves the events order every conflicting pair of accesses
+ *   emit.c     writes the blob
+ *
+ * All of it works on one mpk_low, whose arrays are already in the blob's
+ * record formats, so the verifier and the dumps read exactly what is
+ * written.
+ */
+#ifndef MPK_LOWERING_H
+#define MPK_LOWERING_H
+
+#include "frontend/frontend.h"
+#include "mpk/blob.h"
+
+typedef struct {
+    int64_t workers;      /* target worker count (0: the model's, else 132) */
+    const char *dump;     /* pass after which to print the graph, or NULL */
+    FILE *dump_out;
+} mpk_lower_opts;
+
+#define MPK_DEFAULT_WORKERS 132
+
+/* A kernel op: one or more graph ops that become one family of tasks. */
+typedef enum {
+    K_EMBED, K_MATVEC, K_ATTENTION, K_ARGMAX, K_RMSNORM, K_ROPE, K_ADD, K_MUL,
+    K_SILU, K_COPY
+} mpk_kop_kind;
+
+typedef struct {
+    mpk_kop_kind kind;
+    const mpk_node *node;   /* the graph op it stands for (the anchor) */
+    int pos;                /* index of the last absorbed graph op */
+    uint16_t flags;         /* MPKB_F_* */
+    int t[MPKB_NT];         /* ltensor indices, -1: none (task operand order) */
+    int64_t hint_tile, hint_kv_chunk;
+    float f[MPKB_NF];
+    int copy_outer, copy_src_stride, copy_len, copy_src_off; /* K_COPY */
+    const char *label;
+    int layer;
+} mpk_kop;
+
+/* A tensor as the lowering sees it: a graph tensor or one it made
+ * (partials, rope tables). Views resolve to a root and an element offset. */
+typedef struct {
+    mpk_dtype dtype;
+    int ndim;
+    int64_t dims[MPKB_MAX_DIMS];
+    int space;              /* mpkb_space */
+    int root;               /* ltensor holding the bytes (itself for roots) */
+    int64_t elem_off;       /* elements into the root */
+    const char *name;
+    bool pinned;            /* lives the whole step (inputs, outputs, logits) */
+    bool used;              /* referenced by a task */
+    int first, last;        /* tasks touching it (roots in the arena) */
+    uint64_t offset;        /* bytes into its space (roots: planned) */
+    const void *cdata;      /* CONST: the bytes */
+    int blob;               /* index in the blob's tensor table, or -1 */
+} mpk_ltensor;
+
+typedef struct mpk_low {
+    mpk_arena *arena;
+    mpk_diag *diag;
+    const mpk_graph *g;
+    mpk_lower_opts opt;
+    int64_t workers;
+
+    mpk_ltensor *lt;        /* graph tensors first (same ids), then made ones */
+    int nlt, caplt;
+    mpk_kop *kops;
+    int nkops, capkops;
+
+    /* the blob, built up pass by pass */
+    mpkb_meta meta;
+    char *strings;
+    uint32_t nstrings, capstrings;
+    mpkb_tensor *tensors;
+    uint32_t ntensors;
+    mpkb_task *tasks;
+    uint32_t ntasks, captasks;
+    mpkb_event *events;
+    uint32_t nevents, capevents;
+    uint32_t *triggers;
+    uint32_t ntriggers, captriggers;
+    mpkb_queue *queues;
+    uint32_t *qtasks;
+    uint8_t *consts;
+    uint64_t nconsts, capconsts;
+
+    int token_lt, pos_lt, next_lt, logits_lt; /* ltensors, -1: none */
+    uint64_t weight_read, act_bytes, kv_bytes_per_pos; /* --stats */
+    double pass_ms[6];      /* fuse, tile, memory, events, place, verify */
+} mpk_low;
+
+/* The pipeline: returns NULL after reporting errors in diag. */
+mpk_low *mpk_lower(const mpk_graph *g, const mpk_lower_opts *opt, mpk_diag *d);
+/* Write the blob to a file (atomically: temp file + rename) or, path "-",
+ * to standard output. Reports and returns false on failure. */
+bool mpk_emit(mpk_low *L, const char *path);
+/* The blob as one malloc'd buffer (for tests). */
+void *mpk_emit_buffer(mpk_low *L, size_t *size);
+void mpk_low_free(mpk_low *L);
+void mpk_low_stats(const mpk_low *L, FILE *out);
+
+/* The passes (called by mpk_lower, in this order). */
+bool mpk_fuse(mpk_low *L);
+bool mpk_tile(mpk_low *L);
+bool mpk_plan_memory(mpk_low *L);
+bool mpk_make_events(mpk_low *L);
+bool mpk_place(mpk_low *L);
+
+/* The verifier, on blob-form arrays (so it also runs on a read blob).
+ * Reports each problem on out, naming the tasks; returns the number found. */
+typedef struct {
+    const mpkb_meta *meta;
+    const char *strings;
+    const mpkb_tensor *tensors;
+    uint32_t ntensors;
+    const mpkb_task *tasks;
+    uint32_t ntasks;
+    const mpkb_event *events;
+    uint32_t nevents;
+    const uint32_t *triggers;
+    uint32_t ntriggers;
+    const mpkb_queue *queues; /* meta->workers of them, or NULL before placement */
+    const uint32_t *qtasks;
+} mpk_taskgraph;
+
+int mpk_verify(const mpk_taskgraph *tg, FILE *out, int max_report);
+mpk_taskgraph mpk_low_taskgraph(const mpk_low *L);
+
+/* access.c: the bytes of the arena and the state a task reads and writes,
+ * derived from its op and operands alone. */
+typedef struct {
+    uint8_t space;          /* MPKB_SPACE_ARENA or MPKB_SPACE_STATE */
+    bool write;
+    uint64_t lo, hi;        /* byte range [lo, hi) */
+} mpk_access;
+/* Appends to *out (grown with realloc); returns the count, or -1 if an
+ * operand is not what the op needs. */
+int mpk_task_accesses(const mpk_taskgraph *tg, const mpkb_task *t, mpk_access **out, int *cap);
+/* sweep.c: the tasks in order, each with what its accesses conflict with
+ * among earlier tasks (nearest only), as items: one task, the writers of a
+ * reader group, or the readers of one. Call mpk_sweep_next for t = 0, 1,
+ * ... in order; *items and *why (per item, the index of the access of t,
+ * for mpk_sweep_access) stay valid until the next call. An item's tasks
+ * never change once it has been returned. bad_task is set to the first
+ * task whose operands do not fit its op, or -1. */
+#define MPK_ITEM_KIND_TASK 0
+#define MPK_ITEM_KIND_WRITERS 1
+#define MPK_ITEM_KIND_READERS 2
+#define MPK_ITEM_TASK(i) ((i) * 4 + MPK_ITEM_KIND_TASK)
+#define MPK_ITEM_WRITERS(g) ((g) * 4 + MPK_ITEM_KIND_WRITERS)
+#define MPK_ITEM_READERS(g) ((g) * 4 + MPK_ITEM_KIND_READERS)
+#define MPK_ITEM_KIND(it) ((it) & 3)
+#define MPK_ITEM_ID(it) ((it) >> 2)
+typedef struct mpk_sweep mpk_sweep;
+mpk_sweep *mpk_sweep_new(const mpk_taskgraph *tg, int *bad_task);
+int mpk_sweep_next(mpk_sweep *S, uint32_t t, const int **items, const int **why);
+void mpk_sweep_item_tasks(const mpk_sweep *S, int item, const int **tasks, int *n);
+const mpk_access *mpk_sweep_access(const mpk_sweep *S, int i);
+void mpk_sweep_free(mpk_sweep *S);
+
+/* A cache from item lists (as sets) to a value, shared by the event builder
+ * and the verifier (sweep.c). */
+typedef struct mpk_sigcache mpk_sigcache;
+mpk_sigcache *mpk_sigcache_new(void);
+/* The value stored for this item set and key, or -1. */
+int64_t mpk_sigcache_get(mpk_sigcache *C, const int *items, int n, int64_t key);
+void mpk_sigcache_put(mpk_sigcache *C, const int *items, int n, int64_t key, int64_t value);
+void mpk_sigcache_free(mpk_sigcache *C);
+
+/* "label [tile]" of a task, for messages. */
+const char *mpk_task_desc(const mpk_taskgraph *tg, uint32_t task, char *buf, size_t n);
+
+/* Printing (dump.c): after a pass (--dump=PASS), and a whole blob (mpk
+ * dump): header facts, tensors, tasks with their events, queues; or the
+ * task graph for graphviz. */
+void mpk_dump_pass(const mpk_low *L, const char *pass, FILE *out);
+void mpk_print_taskgraph(const mpk_taskgraph *tg, FILE *out);
+void mpk_print_dot(const mpk_taskgraph *tg, FILE *out);
+
+/* Helpers shared by the passes (lower.c). */
+int mpk_lt_new(mpk_low *L, mpk_dtype dt, int ndim, const int64_t *dims, int space, const char *name);
+uint32_t mpk_str_intern(mpk_low *L, const char *s);
+int64_t mpk_lt_numel(const mpk_ltensor *t);
+mpk_kop *mpk_kop_new(mpk_low *L, mpk_kop_kind kind, const mpk_node *n);
+mpkb_task *mpk_task_new(mpk_low *L, uint16_t op, const mpk_kop *k);
+
+#endif

@@ -1,0 +1,204 @@
+/*
+ * tile.c - kernel ops into tasks.
+ *
+ * Tile sizes aim at every worker streaming the same number of bytes: a
+ * matvec of N rows is cut into tiles of T rows, T a multiple of 8, chosen to
+ * minimise (waves of tiles over the workers) x (bytes per tile + a fixed
+ * per-task cost). Attention runs one task per kv head and chunk of the KV
+ * cache, the chunk length chosen so that kv_heads x chunks is near the
+ * worker count, with a merge task per kv head when there is more than one
+ * chunk. A `with tile =` or `with kv_chunk =` hint (or the model's schedule)
+ * overrides the choice. Tasks reference ltensors here; memory.c maps them
+ * to blob tensors.
+ */
+#include "lowering/lowering.h"
+
+#include <string.h>
+
+/* Per-task overhead, in bytes of streaming at one SM's share of HBM
+ * bandwidth (about 1.5 us on an H100: fetch, wait, signal). */
+#define TASK_COST_BYTES 32768
+
+static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+static int64_t pick_rows(int64_t n, int64_t k, int64_t workers, int esize, int64_t hint)
+{
+    if (hint > 0)
+        return hint < n ? hint : n;
+    if (n <= 8)
+        return n;
+    int64_t best = 8, best_cost = -1;
+    int64_t limit = n < 16384 ? n : 16384;
+    for (int64_t t = 8; t <= limit + 7; t += 8) {
+        int64_t tt = t < n ? t : n;
+        int64_t waves = cdiv(cdiv(n, tt), workers);
+        int64_t cost = waves * (tt * k * esize + k * esize + TASK_COST_BYTES);
+        if (best_cost < 0 || cost <= best_cost)
+            best = tt, best_cost = cost;
+        if (tt == n)
+            break;
+    }
+    return best;
+}
+
+static void set_t(mpkb_task *t, int slot, int lt) { t->t[slot] = lt < 0 ? MPKB_NONE : (uint32_t)lt; }
+
+static void copy_operands(mpkb_task *t, const mpk_kop *k, int nslots)
+{
+    for (int i = 0; i < nslots; i++)
+        set_t(t, i, k->t[i]);
+}
+
+static void tile_matvec(mpk_low *L, mpk_kop *k)
+{
+    const mpk_ltensor *w = &L->lt[k->t[1]];
+    int64_t n = w->dims[0], kk = w->dims[1];
+    int64_t rows = pick_rows(n, kk, L->workers, mpk_dtype_size(w->dtype), k->hint_tile);
+    int64_t tiles = cdiv(n, rows);
+    int partials = -1;
+    if (k->flags & MPKB_F_EPI_ARGMAX) {
+        int64_t dims[2] = {tiles, 2};
+        partials = mpk_lt_new(L, MPK_DT_F32, 2, dims, MPKB_SPACE_ARENA,
+                              mpk_arena_printf(L->arena, "argmax partials of %s", k->label));
+    }
+    for (int64_t i = 0; i < tiles; i++) {
+        mpkb_task *t = mpk_task_new(L, MPKB_OP_MATVEC, k);
+        t->flags = k->flags;
+        copy_operands(t, k, 5);
+        set_t(t, 5, partials);
+        t->i[0] = (int32_t)(i * rows);
+        t->i[1] = (int32_t)(i + 1 == tiles ? n : (i + 1) * rows);
+        t->i[2] = (int32_t)i;
+        t->f[0] = k->f[0];
+    }
+    if (partials >= 0) {
+        mpkb_task *t = mpk_task_new(L, MPKB_OP_ARGMAX_REDUCE, k);
+        set_t(t, 0, partials);
+        set_t(t, 1, k->t[6]);
+    }
+}
+
+static void tile_argmax(mpk_low *L, mpk_kop *k)
+{
+    const mpk_ltensor *x = &L->lt[k->t[0]];
+    int64_t n = x->dims[1], cols = n < 8192 ? n : 8192, tiles = cdiv(n, cols);
+    int64_t dims[2] = {tiles, 2};
+    int partials = mpk_lt_new(L, MPK_DT_F32, 2, dims, MPKB_SPACE_ARENA,
+                              mpk_arena_printf(L->arena, "argmax partials of %s", k->label));
+    for (int64_t i = 0; i < tiles; i++) {
+        mpkb_task *t = mpk_task_new(L, MPKB_OP_ARGMAX_PART, k);
+        set_t(t, 0, k->t[0]);
+        set_t(t, 1, partials);
+        t->i[0] = (int32_t)(i * cols);
+        t->i[1] = (int32_t)(i + 1 == tiles ? n : (i + 1) * cols);
+        t->i[2] = (int32_t)i;
+    }
+    mpkb_task *t = mpk_task_new(L, MPKB_OP_ARGMAX_REDUCE, k);
+    set_t(t, 0, partials);
+    set_t(t, 1, k->t[6]);
+}
+
+static void tile_attention(mpk_low *L, mpk_kop *k)
+{
+    const mpk_ltensor *q = &L->lt[k->t[0]], *cache = &L->lt[k->t[3]];
+    int64_t heads = q->dims[1], d = q->dims[2], g = cache->dims[1], s = cache->dims[2];
+    int64_t chunk = k->hint_kv_chunk;
+    if (chunk <= 0) {
+        int64_t want = L->workers / g > 1 ? L->workers / g : 1;
+        chunk = cdiv(cdiv(s, want), 64) * 64;
+    }
+    if (chunk > s)
+        chunk = s;
+    int64_t nch = cdiv(s, chunk);
+    int partials = -1;
+    if (nch > 1) {
+        int64_t dims[3] = {heads, nch, d + 2};
+        partials = mpk_lt_new(L, MPK_DT_F32, 3, dims, MPKB_SPACE_ARENA,
+                              mpk_arena_printf(L->arena, "attention partials of %s", k->label));
+    }
+    for (int64_t h = 0; h < g; h++)
+        for (int64_t c = 0; c < nch; c++) {
+            mpkb_task *t = mpk_task_new(L, MPKB_OP_ATTENTION, k);
+            copy_operands(t, k, MPKB_NT);
+            if (nch == 1)
+                t->flags |= MPKB_F_DIRECT;
+            else
+                set_t(t, 7, partials);
+            t->i[0] = (int32_t)h;
+            t->i[1] = (int32_t)c;
+            t->i[2] = (int32_t)chunk;
+            t->i[3] = (int32_t)nch;
+            memcpy(t->f, k->f, sizeof t->f);
+        }
+    if (nch == 1)
+        return;
+    for (int64_t h = 0; h < g; h++) {
+        mpkb_task *t = mpk_task_new(L, MPKB_OP_ATTN_MERGE, k);
+        set_t(t, 0, partials);
+        set_t(t, 1, k->t[7]);
+        t->i[0] = (int32_t)h;
+        t->i[1] = (int32_t)nch;
+        t->i[2] = (int32_t)(heads / g);
+    }
+}
+
+/* Elementwise and per-vector ops: a few even pieces (they are small). */
+static void tile_range(mpk_low *L, mpk_kop *k, uint16_t op, int64_t n, int64_t min_piece)
+{
+    int64_t piece = cdiv(n, L->workers);
+    if (piece < min_piece)
+        piece = min_piece;
+    if (k->hint_tile > 0)
+        piece = k->hint_tile;
+    if (piece > n)
+        piece = n;
+    for (int64_t b = 0; b < n; b += piece) {
+        mpkb_task *t = mpk_task_new(L, op, k);
+        copy_operands(t, k, 4);
+        t->i[0] = (int32_t)b;
+        t->i[1] = (int32_t)(b + piece < n ? b + piece : n);
+        t->f[0] = k->f[0];
+    }
+}
+
+bool mpk_tile(mpk_low *L)
+{
+    mpkb_task *in = mpk_task_new(L, MPKB_OP_INPUTS, NULL);
+    in->label = mpk_str_intern(L, "inputs");
+    set_t(in, 0, L->token_lt);
+    set_t(in, 1, L->pos_lt);
+    for (int i = 0; i < L->nkops; i++) {
+        mpk_kop *k = &L->kops[i];
+        switch (k->kind) {
+        case K_EMBED: {
+            mpkb_task *t = mpk_task_new(L, MPKB_OP_EMBED, k);
+            copy_operands(t, k, 3);
+            t->i[1] = (int32_t)L->lt[k->t[0]].dims[1];
+            break;
+        }
+        case K_MATVEC: tile_matvec(L, k); break;
+        case K_ATTENTION: tile_attention(L, k); break;
+        case K_ARGMAX: tile_argmax(L, k); break;
+        case K_RMSNORM: {
+            const mpk_ltensor *x = &L->lt[k->t[0]];
+            tile_range(L, k, MPKB_OP_RMSNORM, mpk_lt_numel(x) / x->dims[x->ndim - 1], 1);
+            break;
+        }
+        case K_ROPE: tile_range(L, k, MPKB_OP_ROPE, L->lt[k->t[0]].dims[1], 1); break;
+        case K_ADD: tile_range(L, k, MPKB_OP_ADD, mpk_lt_numel(&L->lt[k->t[0]]), 2048); break;
+        case K_MUL: tile_range(L, k, MPKB_OP_MUL, mpk_lt_numel(&L->lt[k->t[0]]), 2048); break;
+        case K_SILU: tile_range(L, k, MPKB_OP_SILU, mpk_lt_numel(&L->lt[k->t[0]]), 2048); break;
+        case K_COPY: {
+            mpkb_task *t = mpk_task_new(L, MPKB_OP_COPY, k);
+            set_t(t, 0, k->t[0]);
+            set_t(t, 1, k->t[1]);
+            t->i[0] = k->copy_outer;
+            t->i[1] = k->copy_src_stride;
+            t->i[2] = k->copy_len;
+            t->i[3] = k->copy_src_off;
+            break;
+        }
+        }
+    }
+    return true;
+}

@@ -1,0 +1,643 @@
+/*
+ * blob.c - reading a blob and proving it safe to execute.
+ *
+ * Everything in a blob is checked before an executor sees it: the header,
+ * the section table and every section's CRC; every string, tensor, event
+ * and queue index; every tensor's bytes inside its space; every task's
+ * operands present, of the dtype and shape its op needs and with its tile
+ * coordinates inside them; the event graph acyclic within a step and every
+ * event's producer count right, so that a step always finishes; and the
+ * queues a permutation of the tasks that a static schedule can run without
+ * deadlock. A hostile blob gets one message naming the first problem.
+ *
+ * Whether the events order every conflicting access is the compiler's
+ * verifier's business (lowering/verify.c); this file only guarantees that
+ * executing the blob stays in bounds and terminates.
+ */
+#include "runtime.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "blobs are read in place: little-endian hosts only");
+
+#define MAX_FILE (1ull << 32)
+
+uint32_t mpkb_crc(const void *p, size_t n)
+{
+    uLong c = crc32(0L, Z_NULL, 0);
+    const Bytef *b = p;
+    while (n) {
+        uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
+        c = crc32(c, b, k);
+        b += k;
+        n -= k;
+    }
+    return (uint32_t)c;
+}
+
+typedef struct {
+    const char *name;
+    FILE *err;
+} ctx;
+
+static bool fail(ctx *C, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static bool fail(ctx *C, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(C->err, "%s: ", C->name);
+    vfprintf(C->err, fmt, ap);
+    fputc('\n', C->err);
+    va_end(ap);
+    return false;
+}
+
+uint64_t mpkb_numel(const mpkb_tensor *t)
+{
+    uint64_t n = 1;
+    for (int i = 0; i < t->ndim && i < MPKB_MAX_DIMS; i++)
+        n *= t->dims[i];
+    return n;
+}
+
+const char *mpkb_str(const mpkb_blob *b, uint32_t off)
+{
+    return off < b->strings_size ? b->strings + off : "?";
+}
+
+static const struct {
+    uint32_t kind, esize;
+    const char *name;
+} kinds[MPKB_NSECTIONS] = {
+    {MPKB_SEC_META, sizeof(mpkb_meta), "META"},
+    {MPKB_SEC_STRINGS, 1, "STRINGS"},
+    {MPKB_SEC_TENSORS, sizeof(mpkb_tensor), "TENSORS"},
+    {MPKB_SEC_TASKS, sizeof(mpkb_task), "TASKS"},
+    {MPKB_SEC_EVENTS, sizeof(mpkb_event), "EVENTS"},
+    {MPKB_SEC_TRIGGERS, sizeof(uint32_t), "TRIGGERS"},
+    {MPKB_SEC_QUEUES, sizeof(mpkb_queue), "QUEUES"},
+    {MPKB_SEC_QTASKS, sizeof(uint32_t), "QTASKS"},
+    {MPKB_SEC_CONSTS, 1, "CONSTS"},
+};
+
+static bool sections(ctx *C, mpkb_blob *b)
+{
+    const uint8_t *d = b->data;
+    if (b->size < sizeof(mpkb_header))
+        return fail(C, "%zu bytes is too short for a blob (the header alone is %zu)", b->size,
+                    sizeof(mpkb_header));
+    mpkb_header h;
+    memcpy(&h, d, sizeof h);
+    if (memcmp(h.magic, MPKB_MAGIC, 8) != 0) {
+        if (memcmp(h.magic, "MPKB", 4) == 0)
+            return fail(C, "damaged magic bytes (was the file transferred in text mode?)");
+        return fail(C, "not an mpk blob (bad magic bytes)");
+    }
+    uint32_t want = h.header_crc;
+    h.header_crc = 0;
+    if (mpkb_crc(&h, sizeof h) != want)
+        return fail(C, "header checksum mismatch (the file is damaged)");
+    if (h.version != MPKB_VERSION)
+        return fail(C, "blob format version %u; this mpk reads version %u (rebuild the model)",
+                    h.version, MPKB_VERSION);
+    if (h.header_size != sizeof h || h.file_size != b->size)
+        return fail(C, "the header says %llu bytes but the file has %zu (truncated?)",
+                    (unsigned long long)h.file_size, b->size);
+    if (h.nsections != MPKB_NSECTIONS || h.table_offset % 8 ||
+        h.table_offset > b->size || b->size - h.table_offset < (uint64_t)h.nsections * sizeof(mpkb_section))
+        return fail(C, "bad section table (%u sections at offset %llu)", h.nsections,
+                    (unsigned long long)h.table_offset);
+    const mpkb_section *tab = (const mpkb_section *)(d + h.table_offset);
+    if (mpkb_crc(tab, sizeof *tab * h.nsections) != h.table_crc)
+        return fail(C, "section table checksum mismatch (the file is damaged)");
+    const void *where[MPKB_NSECTIONS] = {0};
+    uint32_t count[MPKB_NSECTIONS] = {0};
+    uint64_t size[MPKB_NSECTIONS] = {0};
+    for (uint32_t i = 0; i < h.nsections; i++) {
+        const mpkb_section *s = &tab[i];
+        if (s->kind < 1 || s->kind > MPKB_NSECTIONS)
+            return fail(C, "section %u has unknown kind %u", i, s->kind);
+        int k = (int)s->kind - 1;
+        if (where[k])
+            return fail(C, "two %s sections", kinds[k].name);
+        if (s->entry_size != kinds[k].esize || (uint64_t)s->count * s->entry_size != s->size)
+            return fail(C, "%s section: %u entries of %u bytes do not make %llu bytes (want entries of %u)",
+                        kinds[k].name, s->count, s->entry_size, (unsigned long long)s->size, kinds[k].esize);
+        if (s->offset % MPKB_ALIGN || s->offset > b->size || b->size - s->offset < s->size)
+            return fail(C, "%s section at %llu (+%llu) is misaligned or runs past the end of the file",
+                        kinds[k].name, (unsigned long long)s->offset, (unsigned long long)s->size);
+        if (mpkb_crc(d + s->offset, s->size) != s->crc)
+            return fail(C, "%s section checksum mismatch (the file is damaged)", kinds[k].name);
+        where[k] = d + s->offset;
+        count[k] = s->count;
+        size[k] = s->size;
+    }
+    if (count[0] != 1)
+        return fail(C, "META section must hold one record");
+    b->hdr = (const mpkb_header *)d;
+    b->meta = where[0];
+    b->strings = where[1], b->strings_size = count[1];
+    b->tensors = where[2], b->ntensors = count[2];
+    b->tasks = where[3], b->ntasks = count[3];
+    b->events = where[4], b->nevents = count[4];
+    b->triggers = where[5], b->ntriggers = count[5];
+    b->queues = where[6], b->nqueues = count[6];
+    b->qtasks = where[7], b->nqtasks = count[7];
+    b->consts = where[8], b->consts_size = size[8];
+    if (!b->strings_size || b->strings[0] || b->strings[b->strings_size - 1])
+        return fail(C, "STRINGS section must start and end with a NUL byte");
+    return true;
+}
+
+static bool tensors(ctx *C, mpkb_blob *b)
+{
+    const mpkb_meta *m = b->meta;
+    if (m->arena_size > (1ull << 40) || m->state_size > (1ull << 42))
+        return fail(C, "absurd arena (%llu) or state (%llu) size", (unsigned long long)m->arena_size,
+                    (unsigned long long)m->state_size);
+    for (uint32_t i = 0; i < b->ntensors; i++) {
+        const mpkb_tensor *t = &b->tensors[i];
+        if (t->name >= b->strings_size)
+            return fail(C, "tensor %u: name offset %u outside STRINGS", i, t->name);
+        if (t->dtype >= MPKB_NDTYPES || t->space >= MPKB_NSPACES || t->ndim < 1 || t->ndim > MPKB_MAX_DIMS)
+            return fail(C, "tensor %u (%s): bad dtype %u, space %u or rank %u", i, mpkb_str(b, t->name),
+                        t->dtype, t->space, t->ndim);
+        uint64_t n = 1;
+        for (int d = 0; d < t->ndim; d++) {
+            if (t->dims[d] == 0 || __builtin_mul_overflow(n, (uint64_t)t->dims[d], &n) || n > (1ull << 40))
+                return fail(C, "tensor %u (%s): bad shape", i, mpkb_str(b, t->name));
+        }
+        uint64_t es = mpkb_dtype_size(t->dtype);
+        if (n * es != t->nbytes)
+            return fail(C, "tensor %u (%s): %llu bytes recorded, its shape needs %llu", i,
+                        mpkb_str(b, t->name), (unsigned long long)t->nbytes, (unsigned long long)(n * es));
+        if (t->offset % es)
+            return fail(C, "tensor %u (%s): offset %llu not aligned to its dtype", i, mpkb_str(b, t->name),
+                        (unsigned long long)t->offset);
+        uint64_t limit = t->space == MPKB_SPACE_ARENA   ? m->arena_size
+                         : t->space == MPKB_SPACE_STATE ? m->state_size
+                         : t->space == MPKB_SPACE_CONST ? b->consts_size
+                                                        : UINT64_MAX;
+        if (t->space == MPKB_SPACE_WEIGHT) {
+            if (t->base >= b->ntensors || b->tensors[t->base].space != MPKB_SPACE_WEIGHT ||
+                b->tensors[t->base].base != t->base || b->tensors[t->base].offset != 0)
+                return fail(C, "tensor %u (%s): base %u is not a loaded weight", i, mpkb_str(b, t->name), t->base);
+            limit = b->tensors[t->base].nbytes;
+            if (t->base != i && t->dtype != b->tensors[t->base].dtype)
+                return fail(C, "tensor %u (%s): a view of another dtype", i, mpkb_str(b, t->name));
+        }
+        if (t->offset > limit || limit - t->offset < t->nbytes)
+            return fail(C, "tensor %u (%s): bytes %llu..%llu lie outside its %s space (%llu bytes)", i,
+                        mpkb_str(b, t->name), (unsigned long long)t->offset,
+                        (unsigned long long)(t->offset + t->nbytes), mpkb_space_name(t->space),
+                        (unsigned long long)limit);
+    }
+    return true;
+}
+
+/* ---- tasks: each op's operands ----------------------------------------- */
+
+typedef struct {
+    ctx *C;
+    const mpkb_blob *b;
+    uint32_t task;
+    bool ok;
+} tcheck;
+
+static const mpkb_tensor *opnd(tcheck *T, int slot, bool optional)
+{
+    uint32_t v = T->b->tasks[T->task].t[slot];
+    if (v == MPKB_NONE) {
+        if (!optional && T->ok)
+            T->ok = fail(T->C, "task %u (%s): operand %d is missing", T->task,
+                         mpkb_op_name(T->b->tasks[T->task].op), slot);
+        return NULL;
+    }
+    if (v >= T->b->ntensors) {
+        if (T->ok)
+            T->ok = fail(T->C, "task %u: operand %d is tensor %u of %u", T->task, slot, v, T->b->ntensors);
+        return NULL;
+    }
+    return &T->b->tensors[v];
+}
+
+static bool want(tcheck *T, bool cond, const char *what)
+{
+    if (!cond && T->ok)
+        T->ok = fail(T->C, "task %u (%s %s): %s", T->task, mpkb_op_name(T->b->tasks[T->task].op),
+                     mpkb_str(T->b, T->b->tasks[T->task].label), what);
+    return cond;
+}
+
+static bool is_float(const mpkb_tensor *t) { return t && t->dtype != MPKB_I32; }
+static bool writable(const mpkb_tensor *t) { return t && (t->space == MPKB_SPACE_ARENA || t->space == MPKB_SPACE_STATE); }
+static bool is_i32_1(const mpkb_tensor *t) { return t && t->dtype == MPKB_I32 && mpkb_numel(t) == 1; }
+static uint64_t last_dim(const mpkb_tensor *t) { return t->dims[t->ndim - 1]; }
+
+static bool range_ok(int32_t lo, int32_t hi, uint64_t n) { return lo >= 0 && lo < hi && (uint64_t)hi <= n; }
+
+static void check_matvec(tcheck *T, const mpkb_task *t)
+{
+    const mpkb_tensor *x = opnd(T, 0, false), *w = opnd(T, 1, false), *o = opnd(T, 2, false);
+    if (!T->ok)
+        return;
+    if (!want(T, x->ndim == 2 && w->ndim == 2 && o->ndim == 2 && is_float(x) && is_float(w) &&
+                     is_float(o) && writable(o),
+              "x, w and out must be float matrices, out writable") ||
+        !want(T, x->dims[1] == w->dims[1] && o->dims[0] == x->dims[0] && o->dims[1] == w->dims[0],
+              "shapes x [M, K], w [N, K], out [M, N] do not agree") ||
+        !want(T, range_ok(t->i[0], t->i[1], w->dims[0]), "row range outside w"))
+        return;
+    if (t->flags & MPKB_F_EPI_RESIDUAL) {
+        const mpkb_tensor *r = opnd(T, 3, false);
+        if (r && !want(T, is_float(r) && mpkb_numel(r) == mpkb_numel(o), "residual must match out"))
+            return;
+    }
+    if (t->flags & (MPKB_F_PRO_RMSNORM | MPKB_F_PRO_SILU_MUL)) {
+        const mpkb_tensor *p = opnd(T, 4, false);
+        if (!p || !want(T, !((t->flags & MPKB_F_PRO_RMSNORM) && (t->flags & MPKB_F_PRO_SILU_MUL)),
+                        "two prologues"))
+            return;
+        if (t->flags & MPKB_F_PRO_RMSNORM)
+            want(T, is_float(p) && mpkb_numel(p) == x->dims[1], "norm weight must be [K]");
+        else
+            want(T, is_float(p) && mpkb_numel(p) == mpkb_numel(x), "silu*mul operand must match x");
+    }
+    if (t->flags & MPKB_F_EPI_ARGMAX) {
+        const mpkb_tensor *p = opnd(T, 5, false);
+        if (p)
+            want(T, p->dtype == MPKB_F32 && writable(p) && x->dims[0] == 1 && t->i[2] >= 0 &&
+                        (uint64_t)t->i[2] * 2 + 2 <= mpkb_numel(p),
+                 "argmax partials must be f32 with room for this tile, and M must be 1");
+    }
+}
+
+static void check_attention(tcheck *T, const mpkb_task *t)
+{
+    const mpkb_tensor *q = opnd(T, 0, false), *k = opnd(T, 1, false), *v = opnd(T, 2, false);
+    const mpkb_tensor *c = opnd(T, 3, false), *p = opnd(T, 4, false), *o = opnd(T, 7, false);
+    const mpkb_tensor *qn = opnd(T, 5, true), *kn = opnd(T, 6, true);
+    const mpkb_tensor *qr = opnd(T, 8, true), *kr = opnd(T, 9, true);
+    if (!T->ok)
+        return;
+    if (!want(T, q->ndim == 3 && k->ndim == 3 && v->ndim == 3 && c->ndim == 4, "q, k, v need rank 3, cache 4"))
+        return;
+    uint64_t H = q->dims[1], D = q->dims[2], G = c->dims[1], S = c->dims[2];
+    if (!want(T, q->dims[0] == 1 && k->dims[0] == 1 && v->dims[0] == 1, "one token per step") ||
+        !want(T, k->dims[1] == G && v->dims[1] == G && k->dims[2] == D && v->dims[2] == D &&
+                     c->dims[0] == 2 && c->dims[3] == D && G && H % G == 0,
+              "q [1, H, D], k and v [1, G, D], cache [2, G, S, D] do not agree") ||
+        !want(T, is_float(q) && is_float(k) && is_float(v) && is_float(c) && writable(c) && is_i32_1(p),
+              "bad dtypes, or the cache is not writable") ||
+        !want(T, !qn || (is_float(qn) && mpkb_numel(qn) == D), "q norm weight must be [D]") ||
+        !want(T, !kn || (is_float(kn) && mpkb_numel(kn) == D), "k norm weight must be [D]") ||
+        !want(T, !qr || (qr->dtype == MPKB_F32 && mpkb_numel(qr) * 2 == D), "q rope table must be f32[D/2]") ||
+        !want(T, !kr || (kr->dtype == MPKB_F32 && mpkb_numel(kr) * 2 == D), "k rope table must be f32[D/2]") ||
+        !want(T, t->i[0] >= 0 && (uint64_t)t->i[0] < G && t->i[2] > 0 && t->i[3] > 0 && t->i[1] >= 0 &&
+                     t->i[1] < t->i[3] && (uint64_t)t->i[2] * (uint64_t)(t->i[3] - 1) < S &&
+                     (uint64_t)t->i[2] * (uint64_t)t->i[3] >= S,
+              "kv head or chunk out of range") ||
+        !want(T, writable(o), "out is not writable"))
+        return;
+    if (t->flags & MPKB_F_DIRECT)
+        want(T, t->i[3] == 1 && is_float(o) && mpkb_numel(o) == H * D, "direct out must be [1, H, D]");
+    else
+        want(T, o->dtype == MPKB_F32 && o->ndim == 3 && o->dims[0] == H && o->dims[1] == (uint64_t)t->i[3] &&
+                    o->dims[2] == D + 2,
+             "partials must be f32 [H, chunks, D + 2]");
+}
+
+static void check_task(ctx *C, const mpkb_blob *b, uint32_t i, bool *ok)
+{
+    const mpkb_task *t = &b->tasks[i];
+    tcheck T = {C, b, i, true};
+    if (t->op >= MPKB_NOPS || t->label >= b->strings_size) {
+        *ok = fail(C, "task %u: unknown op %u or bad label", i, t->op);
+        return;
+    }
+    const mpkb_tensor *a, *x, *o;
+    switch (t->op) {
+    case MPKB_OP_INPUTS:
+        a = opnd(&T, 0, false);
+        x = opnd(&T, 1, true);
+        if (a)
+            want(&T, is_i32_1(a) && a->space == MPKB_SPACE_ARENA && (!x || (is_i32_1(x) && x->space == MPKB_SPACE_ARENA)),
+                 "token and pos must be i32[1] in the arena");
+        break;
+    case MPKB_OP_EMBED:
+        a = opnd(&T, 0, false), x = opnd(&T, 1, false), o = opnd(&T, 2, false);
+        if (T.ok)
+            want(&T, a->ndim == 2 && is_float(a) && is_i32_1(x) && is_float(o) && writable(o) &&
+                         mpkb_numel(o) == a->dims[1] && range_ok(t->i[0], t->i[1], a->dims[1]),
+                 "table [V, H], ids i32[1], out [1, H] and the column range do not agree");
+        break;
+    case MPKB_OP_MATVEC: check_matvec(&T, t); break;
+    case MPKB_OP_ATTENTION: check_attention(&T, t); break;
+    case MPKB_OP_ATTN_MERGE:
+        a = opnd(&T, 0, false), o = opnd(&T, 1, false);
+        if (T.ok && want(&T, a->dtype == MPKB_F32 && a->ndim == 3 && o->ndim == 3 && is_float(o) && writable(o),
+                         "partials f32 [H, chunks, D + 2] and out [1, H, D] expected"))
+            want(&T, a->dims[0] == o->dims[1] && a->dims[2] == (uint64_t)o->dims[2] + 2 && t->i[1] > 0 &&
+                         a->dims[1] == (uint64_t)t->i[1] && t->i[2] > 0 && t->i[0] >= 0 &&
+                         ((uint64_t)t->i[0] + 1) * (uint64_t)t->i[2] <= o->dims[1],
+                     "merge group outside the partials");
+        break;
+    case MPKB_OP_ARGMAX_PART:
+        x = opnd(&T, 0, false), a = opnd(&T, 1, false);
+        if (T.ok)
+            want(&T, is_float(x) && x->ndim == 2 && x->dims[0] == 1 && range_ok(t->i[0], t->i[1], x->dims[1]) &&
+                         a->dtype == MPKB_F32 && writable(a) && t->i[2] >= 0 &&
+                         (uint64_t)t->i[2] * 2 + 2 <= mpkb_numel(a),
+                 "x [1, N], column range and partials do not agree");
+        break;
+    case MPKB_OP_ARGMAX_REDUCE:
+        a = opnd(&T, 0, false), o = opnd(&T, 1, false);
+        if (T.ok)
+            want(&T, a->dtype == MPKB_F32 && mpkb_numel(a) % 2 == 0 && is_i32_1(o) && writable(o),
+                 "partials f32 [tiles, 2] and out i32[1] expected");
+        break;
+    case MPKB_OP_RMSNORM:
+        x = opnd(&T, 0, false), a = opnd(&T, 1, false), o = opnd(&T, 2, false);
+        if (T.ok)
+            want(&T, is_float(x) && is_float(a) && is_float(o) && writable(o) && a->ndim == 1 &&
+                         last_dim(x) == a->dims[0] && mpkb_numel(o) == mpkb_numel(x) &&
+                         range_ok(t->i[0], t->i[1], mpkb_numel(x) / a->dims[0]),
+                 "x, weight [D], out and the vector range do not agree");
+        break;
+    case MPKB_OP_ROPE:
+        x = opnd(&T, 0, false), a = opnd(&T, 1, false), o = opnd(&T, 3, false);
+        if (T.ok) {
+            const mpkb_tensor *f = opnd(&T, 2, false);
+            want(&T, f && is_float(x) && x->ndim == 3 && x->dims[0] == 1 && is_i32_1(a) &&
+                         f->dtype == MPKB_F32 && mpkb_numel(f) * 2 == x->dims[2] && is_float(o) &&
+                         writable(o) && mpkb_numel(o) == mpkb_numel(x) && range_ok(t->i[0], t->i[1], x->dims[1]),
+                 "x [1, H, D], pos, inv_freq f32[D/2], out and the head range do not agree");
+        }
+        break;
+    case MPKB_OP_ADD:
+    case MPKB_OP_MUL:
+        a = opnd(&T, 0, false), x = opnd(&T, 1, false), o = opnd(&T, 2, false);
+        if (T.ok)
+            want(&T, is_float(a) && is_float(x) && is_float(o) && writable(o) && mpkb_numel(a) == mpkb_numel(o) &&
+                         mpkb_numel(x) == mpkb_numel(o) && range_ok(t->i[0], t->i[1], mpkb_numel(o)),
+                 "operands and range do not agree");
+        break;
+    case MPKB_OP_SILU:
+        a = opnd(&T, 0, false), o = opnd(&T, 2, false);
+        if (T.ok)
+            want(&T, is_float(a) && is_float(o) && writable(o) && mpkb_numel(a) == mpkb_numel(o) &&
+                         range_ok(t->i[0], t->i[1], mpkb_numel(o)),
+                 "operands and range do not agree");
+        break;
+    case MPKB_OP_COPY: {
+        a = opnd(&T, 0, false), o = opnd(&T, 1, false);
+        if (!T.ok)
+            break;
+        int64_t rows = t->i[0], stride = t->i[1], len = t->i[2], off = t->i[3];
+        want(&T, a->dtype == o->dtype && writable(o) && rows > 0 && len > 0 && stride >= len && off >= 0 &&
+                     (uint64_t)(off + (rows - 1) * stride + len) <= mpkb_numel(a) &&
+                     (uint64_t)(rows * len) == mpkb_numel(o),
+             "strided copy outside its tensors");
+        break;
+    }
+    }
+    if (T.ok && t->dep >= b->nevents)
+        T.ok = fail(C, "task %u waits for event %u of %u", i, t->dep, b->nevents);
+    if (T.ok && (t->trig_first > b->ntriggers || b->ntriggers - t->trig_first < t->trig_count))
+        T.ok = fail(C, "task %u: triggers %u+%u outside TRIGGERS", i, t->trig_first, t->trig_count);
+    if (!T.ok)
+        *ok = false;
+}
+
+/* Events and queues: a step terminates, statically and dynamically. */
+static bool graph(ctx *C, mpkb_blob *b)
+{
+    const mpkb_meta *m = b->meta;
+    bool ok = true;
+    uint32_t *count = calloc(b->nevents + 1, sizeof *count);
+    uint32_t *done_by = calloc(b->nevents + 1, sizeof *done_by);
+    uint32_t *stack = malloc(sizeof *stack * (b->ntasks + 1));
+    uint8_t *seen = calloc(b->ntasks + 1, 1);
+    uint32_t *pos = malloc(sizeof *pos * (b->ntasks + 1));
+    uint32_t *wait_head = NULL;
+    if (!count || !done_by || !stack || !seen || !pos) {
+        ok = fail(C, "out of memory checking the task graph");
+        goto out;
+    }
+    if (m->step_event >= b->nevents || b->events[m->step_event].lag != 1) {
+        ok = fail(C, "the step event %u is missing or does not have lag 1", m->step_event);
+        goto out;
+    }
+    uint64_t covered = 0;
+    for (uint32_t e = 0; e < b->nevents; e++) {
+        const mpkb_event *ev = &b->events[e];
+        if (ev->lag > 1 || (ev->lag == 1 && e != m->step_event) || ev->first_task > b->ntasks ||
+            b->ntasks - ev->first_task < ev->ntasks) {
+            ok = fail(C, "event %u: bad lag %u or task range %u+%u", e, ev->lag, ev->first_task, ev->ntasks);
+            goto out;
+        }
+        covered += ev->ntasks;
+    }
+    for (uint32_t t = 0; t < b->ntasks; t++) {
+        const mpkb_task *x = &b->tasks[t];
+        const mpkb_event *ev = &b->events[x->dep];
+        if (t < ev->first_task || t >= ev->first_task + ev->ntasks) {
+            ok = fail(C, "task %u waits for event %u but lies outside its task range", t, x->dep);
+            goto out;
+        }
+        for (uint32_t k = 0; k < x->trig_count; k++) {
+            uint32_t e = b->triggers[x->trig_first + k];
+            if (e >= b->nevents) {
+                ok = fail(C, "task %u signals event %u of %u", t, e, b->nevents);
+                goto out;
+            }
+            for (uint32_t j = 0; j < k; j++)
+                if (b->triggers[x->trig_first + j] == e) {
+                    ok = fail(C, "task %u signals event %u twice", t, e);
+                    goto out;
+                }
+            count[e]++;
+        }
+    }
+    if (covered != b->ntasks) {
+        ok = fail(C, "the events' task ranges overlap");
+        goto out;
+    }
+    for (uint32_t e = 0; e < b->nevents; e++)
+        if (count[e] != b->events[e].triggers) {
+            ok = fail(C, "event %u expects %u producers but %u tasks signal it", e, b->events[e].triggers, count[e]);
+            goto out;
+        }
+    /* Dynamic order (Kahn): the step event has fired at a step's start. */
+    memset(done_by, 0, sizeof *done_by * b->nevents);
+    uint32_t sp = 0, ran = 0;
+    const mpkb_event *se = &b->events[m->step_event];
+    for (uint32_t t = se->first_task; t < se->first_task + se->ntasks; t++)
+        stack[sp++] = t;
+    for (uint32_t e = 0; e < b->nevents; e++)
+        if (!b->events[e].lag && b->events[e].triggers == 0)
+            for (uint32_t t = b->events[e].first_task; t < b->events[e].first_task + b->events[e].ntasks; t++)
+                stack[sp++] = t;
+    while (sp) {
+        uint32_t t = stack[--sp];
+        ran++;
+        const mpkb_task *x = &b->tasks[t];
+        for (uint32_t k = 0; k < x->trig_count; k++) {
+            uint32_t e = b->triggers[x->trig_first + k];
+            if (b->events[e].lag || ++done_by[e] != b->events[e].triggers)
+                continue;
+            for (uint32_t c = b->events[e].first_task; c < b->events[e].first_task + b->events[e].ntasks; c++)
+                stack[sp++] = c;
+        }
+    }
+    if (ran != b->ntasks) {
+        ok = fail(C, "%u of %u tasks can never run: the events form a cycle or wait for nothing that fires",
+                  b->ntasks - ran, b->ntasks);
+        goto out;
+    }
+    /* Static order: queues partition the tasks, and running each queue in
+     * order, a worker blocked on an event until it fires, finishes. */
+    if (b->nqueues != m->workers || m->workers == 0 || b->nqtasks != b->ntasks) {
+        ok = fail(C, "%u queues for %u workers, holding %u of %u tasks", b->nqueues, m->workers, b->nqtasks,
+                  b->ntasks);
+        goto out;
+    }
+    for (uint32_t q = 0; q < b->nqueues; q++) {
+        const mpkb_queue *Q = &b->queues[q];
+        if (Q->first > b->nqtasks || b->nqtasks - Q->first < Q->count) {
+            ok = fail(C, "queue %u: range %u+%u outside QTASKS", q, Q->first, Q->count);
+            goto out;
+        }
+        for (uint32_t k = 0; k < Q->count; k++) {
+            uint32_t t = b->qtasks[Q->first + k];
+            if (t >= b->ntasks || seen[t]) {
+                ok = fail(C, "queue %u: task %u is out of range or queued twice", q, t);
+                goto out;
+            }
+            seen[t] = 1;
+        }
+    }
+    /* simulate: pos[q] = next index; a queue whose head is not ready waits
+     * on its event (linked through wait_head/next via stack as storage) */
+    memset(done_by, 0, sizeof *done_by * b->nevents);
+    for (uint32_t q = 0; q < b->nqueues; q++)
+        pos[q] = 0;
+    uint32_t progress = 1, finished = 0;
+    while (progress) {
+        progress = 0;
+        for (uint32_t q = 0; q < b->nqueues; q++) {
+            const mpkb_queue *Q = &b->queues[q];
+            while (pos[q] < Q->count) {
+                const mpkb_task *x = &b->tasks[b->qtasks[Q->first + pos[q]]];
+                const mpkb_event *ev = &b->events[x->dep];
+                if (!ev->lag && done_by[x->dep] < ev->triggers)
+                    break;
+                for (uint32_t k = 0; k < x->trig_count; k++)
+                    done_by[b->triggers[x->trig_first + k]]++;
+                pos[q]++;
+                finished++;
+                progress = 1;
+            }
+        }
+    }
+    if (finished != b->ntasks)
+        ok = fail(C, "the queues deadlock: run in order, %u of %u tasks never start", b->ntasks - finished,
+                  b->ntasks);
+out:
+    free(count);
+    free(done_by);
+    free(stack);
+    free(seen);
+    free(pos);
+    free(wait_head);
+    return ok;
+}
+
+static bool validate(ctx *C, mpkb_blob *b)
+{
+    if (!sections(C, b) || !tensors(C, b))
+        return false;
+    const mpkb_meta *m = b->meta;
+    if (m->name >= b->strings_size)
+        return fail(C, "model name outside STRINGS");
+    const mpkb_tensor *tok = m->token_input < b->ntensors ? &b->tensors[m->token_input] : NULL;
+    const mpkb_tensor *nxt = m->next_output < b->ntensors ? &b->tensors[m->next_output] : NULL;
+    const mpkb_tensor *lg = m->logits < b->ntensors ? &b->tensors[m->logits] : NULL;
+    if (!tok || !is_i32_1(tok) || tok->space != MPKB_SPACE_ARENA || !nxt || !is_i32_1(nxt) ||
+        nxt->space != MPKB_SPACE_ARENA || !lg || !is_float(lg) || lg->space != MPKB_SPACE_ARENA ||
+        mpkb_numel(lg) != m->vocab || m->vocab == 0)
+        return fail(C, "metadata: token, next-token and logits tensors missing or of the wrong kind");
+    if (m->pos_input != MPKB_NONE &&
+        (m->pos_input >= b->ntensors || !is_i32_1(&b->tensors[m->pos_input]) ||
+         b->tensors[m->pos_input].space != MPKB_SPACE_ARENA))
+        return fail(C, "metadata: the position tensor is of the wrong kind");
+    if (m->neos > MPKB_MAX_EOS || m->max_seq == 0)
+        return fail(C, "metadata: %u eos ids (at most %d), max_seq %u", m->neos, MPKB_MAX_EOS, m->max_seq);
+    for (uint32_t i = 0; i < m->neos; i++)
+        if (m->eos[i] < 0 || (uint32_t)m->eos[i] >= m->vocab)
+            return fail(C, "metadata: eos id %d outside the vocabulary (%u)", m->eos[i], m->vocab);
+    if (b->ntasks == 0 || b->nevents == 0)
+        return fail(C, "no tasks");
+    bool ok = true;
+    for (uint32_t i = 0; i < b->ntasks && ok; i++)
+        check_task(C, b, i, &ok);
+    return ok && graph(C, b);
+}
+
+bool mpkb_parse(mpkb_blob *b, const void *data, size_t size, const char *name, FILE *err)
+{
+    memset(b, 0, sizeof *b);
+    b->data = data;
+    b->size = size;
+    ctx C = {name, err};
+    if (((uintptr_t)data & 7) != 0)
+        return fail(&C, "internal: blob buffer not 8-byte aligned");
+    if (!validate(&C, b)) {
+        memset(b, 0, sizeof *b);
+        return false;
+    }
+    return true;
+}
+
+bool mpkb_open(mpkb_blob *b, const char *path, FILE *err)
+{
+    memset(b, 0, sizeof *b);
+    ctx C = {path, err};
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return fail(&C, "cannot open: %s", strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return fail(&C, "not a regular file");
+    }
+    if ((uint64_t)st.st_size > MAX_FILE) {
+        fclose(f);
+        return fail(&C, "%lld bytes is too large for a blob", (long long)st.st_size);
+    }
+    size_t n = (size_t)st.st_size;
+    void *buf = malloc(n ? n : 1);
+    if (!buf || fread(buf, 1, n, f) != n) {
+        free(buf);
+        fclose(f);
+        return fail(&C, "cannot read: %s", errno ? strerror(errno) : "short read");
+    }
+    fclose(f);
+    if (!mpkb_parse(b, buf, n, path, err)) {
+        free(buf);
+        return false;
+    }
+    b->owned = buf;
+    return true;
+}
+
+void mpkb_close(mpkb_blob *b)
+{
+    free(b->owned);
+    memset(b, 0, sizeof *b);
+}

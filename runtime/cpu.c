@@ -1,0 +1,571 @@
+/*
+ * cpu.c - the CPU reference executor: runs a blob task by task.
+ *
+ * Each step runs its tasks one at a time in a random order (seeded) among
+ * those whose event has fired, so any order the GPU might take can be
+ * taken here too: a missing dependency shows up as a wrong answer under
+ * some seed. The arena starts filled with NaNs, so reading bytes nobody
+ * wrote is loud. Numerics follow man 5 mpk-blob: storage in the tensor's
+ * dtype (bf16 rounded to nearest even), arithmetic in fp32, and rounding
+ * exactly where a GPU task stores a value.
+ *
+ * Weight data comes straight from the mapped safetensors files and may be
+ * unaligned, so every element is loaded through memcpy.
+ */
+#include "runtime.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- elements ------------------------------------------------------------ */
+
+static float bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static uint16_t f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+static float ld(uint32_t dt, const uint8_t *p, uint64_t i)
+{
+    switch (dt) {
+    case MPKB_BF16: {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        return bf16_to_f32(h);
+    }
+    case MPKB_F16: {
+        _Float16 h;
+        memcpy(&h, p + 2 * i, 2);
+        return (float)h;
+    }
+    case MPKB_F32: {
+        float f;
+        memcpy(&f, p + 4 * i, 4);
+        return f;
+    }
+    default: {
+        int32_t v;
+        memcpy(&v, p + 4 * i, 4);
+        return (float)v;
+    }
+    }
+}
+
+static void st(uint32_t dt, uint8_t *p, uint64_t i, float v)
+{
+    switch (dt) {
+    case MPKB_BF16: {
+        uint16_t h = f32_to_bf16(v);
+        memcpy(p + 2 * i, &h, 2);
+        break;
+    }
+    case MPKB_F16: {
+        _Float16 h = (_Float16)v;
+        memcpy(p + 2 * i, &h, 2);
+        break;
+    }
+    case MPKB_F32: memcpy(p + 4 * i, &v, 4); break;
+    default: {
+        int32_t x = (int32_t)v;
+        memcpy(p + 4 * i, &x, 4);
+    }
+    }
+}
+
+/* The value v would have after a store to dtype dt. */
+static float rnd(uint32_t dt, float v)
+{
+    return dt == MPKB_BF16 ? bf16_to_f32(f32_to_bf16(v)) : dt == MPKB_F16 ? (float)(_Float16)v : v;
+}
+
+static int32_t ld_i32(const uint8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static void st_i32(uint8_t *p, int32_t v) { memcpy(p, &v, 4); }
+
+/* ---- the machine ---------------------------------------------------------- */
+
+struct mpk_cpu {
+    const mpkb_blob *b;
+    const void *const *weights; /* per tensor: loaded bytes (base tensors) */
+    uint8_t *arena, *state;
+    uint64_t *count;            /* event counters, monotonic */
+    uint64_t step;
+    int32_t token;
+    uint64_t rng;
+    FILE *err;
+    float *scratch;             /* K floats for a matvec input */
+    float *scores;
+};
+
+static uint8_t *ptr(mpk_cpu *M, uint32_t ti)
+{
+    const mpkb_tensor *t = &M->b->tensors[ti];
+    switch (t->space) {
+    case MPKB_SPACE_ARENA: return M->arena + t->offset;
+    case MPKB_SPACE_STATE: return M->state + t->offset;
+    case MPKB_SPACE_CONST: return (uint8_t *)M->b->consts + t->offset;
+    default: return (uint8_t *)M->weights[t->base] + t->offset;
+    }
+}
+
+static uint32_t dt(mpk_cpu *M, uint32_t ti) { return M->b->tensors[ti].dtype; }
+static const mpkb_tensor *tn(mpk_cpu *M, uint32_t ti) { return &M->b->tensors[ti]; }
+
+static float silu(float v) { return v / (1.0f + expf(-v)); }
+
+static void matvec(mpk_cpu *M, const mpkb_task *t)
+{
+    const mpkb_tensor *x = tn(M, t->t[0]), *w = tn(M, t->t[1]);
+    uint64_t m_rows = x->dims[0], k = x->dims[1], n = w->dims[0];
+    const uint8_t *xp = ptr(M, t->t[0]), *wp = ptr(M, t->t[1]);
+    uint8_t *op = ptr(M, t->t[2]);
+    uint32_t xd = x->dtype, wd = w->dtype, od = dt(M, t->t[2]);
+    float *in = M->scratch;
+    for (uint64_t m = 0; m < m_rows; m++) {
+        if (t->flags & MPKB_F_PRO_RMSNORM) {
+            float ss = 0;
+            for (uint64_t i = 0; i < k; i++) {
+                float v = ld(xd, xp, m * k + i);
+                ss += v * v;
+            }
+            float r = 1.0f / sqrtf(ss / (float)k + t->f[0]);
+            const uint8_t *gp = ptr(M, t->t[4]);
+            uint32_t gd = dt(M, t->t[4]);
+            for (uint64_t i = 0; i < k; i++)
+                in[i] = rnd(xd, ld(gd, gp, i) * (ld(xd, xp, m * k + i) * r));
+        } else if (t->flags & MPKB_F_PRO_SILU_MUL) {
+            const uint8_t *bp = ptr(M, t->t[4]);
+            uint32_t bd = dt(M, t->t[4]);
+            for (uint64_t i = 0; i < k; i++)
+                in[i] = rnd(xd, silu(ld(xd, xp, m * k + i)) * ld(bd, bp, m * k + i));
+        } else {
+            for (uint64_t i = 0; i < k; i++)
+                in[i] = ld(xd, xp, m * k + i);
+        }
+        float best = -INFINITY;
+        int32_t best_at = t->i[0];
+        for (uint64_t r = (uint64_t)t->i[0]; r < (uint64_t)t->i[1]; r++) {
+            float acc = 0;
+            if (wd == MPKB_BF16) {
+                const uint8_t *row = wp + 2 * r * k;
+                for (uint64_t i = 0; i < k; i++) {
+                    uint16_t h;
+                    memcpy(&h, row + 2 * i, 2);
+                    acc += in[i] * bf16_to_f32(h);
+                }
+            } else {
+                for (uint64_t i = 0; i < k; i++)
+                    acc += in[i] * ld(wd, wp, r * k + i);
+            }
+            if (acc > best) /* NaN never wins; the first maximum does */
+                best = acc, best_at = (int32_t)r;
+            if (t->flags & MPKB_F_EPI_RESIDUAL)
+                acc += ld(dt(M, t->t[3]), ptr(M, t->t[3]), m * n + r);
+            st(od, op, m * n + r, acc);
+        }
+        if (t->flags & MPKB_F_EPI_ARGMAX) {
+            uint8_t *pp = ptr(M, t->t[5]);
+            st(MPKB_F32, pp, (uint64_t)t->i[2] * 2, best);
+            st_i32(pp + 8 * (uint64_t)t->i[2] + 4, best_at);
+        }
+    }
+}
+
+/* rmsnorm (optional) and rope (optional) of one D-vector, in fp32. */
+static void norm_rope(mpk_cpu *M, float *v, uint64_t d, uint32_t gamma, float eps, uint32_t table, int32_t pos)
+{
+    if (gamma != MPKB_NONE) {
+        float ss = 0;
+        for (uint64_t i = 0; i < d; i++)
+            ss += v[i] * v[i];
+        float r = 1.0f / sqrtf(ss / (float)d + eps);
+        for (uint64_t i = 0; i < d; i++)
+            v[i] = ld(dt(M, gamma), ptr(M, gamma), i) * (v[i] * r);
+    }
+    if (table != MPKB_NONE) {
+        const uint8_t *f = ptr(M, table);
+        uint64_t h = d / 2;
+        for (uint64_t i = 0; i < h; i++) {
+            float ang = (float)pos * ld(MPKB_F32, f, i);
+            float c = cosf(ang), s = sinf(ang), a = v[i], b = v[i + h];
+            v[i] = a * c - b * s;
+            v[i + h] = b * c + a * s;
+        }
+    }
+}
+
+static bool attention(mpk_cpu *M, const mpkb_task *t)
+{
+    const mpkb_tensor *q = tn(M, t->t[0]), *cache = tn(M, t->t[3]);
+    uint64_t H = q->dims[1], D = q->dims[2], G = cache->dims[1], S = cache->dims[2];
+    uint64_t g = (uint64_t)t->i[0], c = (uint64_t)t->i[1], C = (uint64_t)t->i[2], nch = (uint64_t)t->i[3];
+    uint64_t per = H / G;
+    int32_t pos = ld_i32(ptr(M, t->t[4]));
+    if (pos < 0 || (uint64_t)pos >= S) {
+        fprintf(M->err, "mpk-run: position %d is outside the KV cache (%llu positions)\n", pos,
+                (unsigned long long)S);
+        return false;
+    }
+    uint8_t *cp = ptr(M, t->t[3]);
+    uint32_t cd = cache->dtype;
+    float *v = M->scratch;
+    uint64_t lo = c * C, hi = (c + 1) * C < S ? (c + 1) * C : S;
+    if ((uint64_t)pos >= lo && (uint64_t)pos < hi) {
+        /* append k and v at pos */
+        for (uint64_t i = 0; i < D; i++)
+            v[i] = ld(dt(M, t->t[1]), ptr(M, t->t[1]), g * D + i);
+        norm_rope(M, v, D, t->t[6], t->f[2], t->t[9], pos);
+        for (uint64_t i = 0; i < D; i++) {
+            st(cd, cp, ((0 * G + g) * S + (uint64_t)pos) * D + i, v[i]);
+            st(cd, cp, ((1 * G + g) * S + (uint64_t)pos) * D + i,
+               ld(dt(M, t->t[2]), ptr(M, t->t[2]), g * D + i));
+        }
+    }
+    if (hi > (uint64_t)pos + 1)
+        hi = (uint64_t)pos + 1;
+    uint8_t *op = ptr(M, t->t[7]);
+    uint32_t od = dt(M, t->t[7]);
+    float *acc = v + D, *s = M->scores;
+    for (uint64_t h = g * per; h < (g + 1) * per; h++) {
+        for (uint64_t i = 0; i < D; i++)
+            v[i] = ld(q->dtype, ptr(M, t->t[0]), h * D + i);
+        norm_rope(M, v, D, t->t[5], t->f[1], t->t[8], pos);
+        for (uint64_t i = 0; i < D; i++)
+            v[i] = rnd(q->dtype, v[i]);
+        float mx = -INFINITY, sum = 0;
+        for (uint64_t j = lo; j < hi; j++) {
+            float dot = 0;
+            for (uint64_t i = 0; i < D; i++)
+                dot += v[i] * ld(cd, cp, ((0 * G + g) * S + j) * D + i);
+            s[j - lo] = dot * t->f[0];
+            if (s[j - lo] > mx)
+                mx = s[j - lo];
+        }
+        for (uint64_t i = 0; i < D; i++)
+            acc[i] = 0;
+        for (uint64_t j = lo; j < hi; j++) {
+            float p = expf(s[j - lo] - mx);
+            sum += p;
+            for (uint64_t i = 0; i < D; i++)
+                acc[i] += p * ld(cd, cp, ((1 * G + g) * S + j) * D + i);
+        }
+        if (t->flags & MPKB_F_DIRECT) {
+            for (uint64_t i = 0; i < D; i++)
+                st(od, op, h * D + i, acc[i] / sum);
+        } else {
+            uint64_t base = (h * nch + c) * (D + 2);
+            for (uint64_t i = 0; i < D; i++)
+                st(MPKB_F32, op, base + i, acc[i]);
+            st(MPKB_F32, op, base + D, lo < hi ? mx : -INFINITY);
+            st(MPKB_F32, op, base + D + 1, sum);
+        }
+    }
+    return true;
+}
+
+static void merge(mpk_cpu *M, const mpkb_task *t)
+{
+    const mpkb_tensor *o = tn(M, t->t[1]);
+    uint64_t D = o->dims[2], nch = (uint64_t)t->i[1], per = (uint64_t)t->i[2], g = (uint64_t)t->i[0];
+    const uint8_t *pp = ptr(M, t->t[0]);
+    uint8_t *op = ptr(M, t->t[1]);
+    for (uint64_t h = g * per; h < (g + 1) * per; h++) {
+        float mx = -INFINITY, sum = 0;
+        for (uint64_t c = 0; c < nch; c++) {
+            float m = ld(MPKB_F32, pp, (h * nch + c) * (D + 2) + D);
+            mx = m > mx ? m : mx;
+        }
+        for (uint64_t c = 0; c < nch; c++) {
+            uint64_t b = (h * nch + c) * (D + 2);
+            float m = ld(MPKB_F32, pp, b + D);
+            sum += m == -INFINITY ? 0 : ld(MPKB_F32, pp, b + D + 1) * expf(m - mx);
+        }
+        for (uint64_t i = 0; i < D; i++) {
+            float a = 0;
+            for (uint64_t c = 0; c < nch; c++) {
+                uint64_t b = (h * nch + c) * (D + 2);
+                float m = ld(MPKB_F32, pp, b + D);
+                if (m != -INFINITY)
+                    a += ld(MPKB_F32, pp, b + i) * expf(m - mx);
+            }
+            st(o->dtype, op, h * D + i, a / sum);
+        }
+    }
+}
+
+static bool run_task(mpk_cpu *M, const mpkb_task *t)
+{
+    const mpkb_blob *b = M->b;
+    uint64_t lo = (uint64_t)t->i[0], hi = (uint64_t)t->i[1];
+    switch (t->op) {
+    case MPKB_OP_INPUTS:
+        st_i32(ptr(M, t->t[0]), M->token);
+        if (t->t[1] != MPKB_NONE)
+            st_i32(ptr(M, t->t[1]), (int32_t)M->step);
+        return true;
+    case MPKB_OP_EMBED: {
+        const mpkb_tensor *tab = tn(M, t->t[0]);
+        int32_t id = ld_i32(ptr(M, t->t[1]));
+        if (id < 0 || (uint64_t)id >= tab->dims[0]) {
+            fprintf(M->err, "mpk-run: token id %d is outside the vocabulary (0..%u)\n", id, tab->dims[0] - 1);
+            return false;
+        }
+        for (uint64_t c = lo; c < hi; c++)
+            st(dt(M, t->t[2]), ptr(M, t->t[2]), c,
+               ld(tab->dtype, ptr(M, t->t[0]), (uint64_t)id * tab->dims[1] + c));
+        return true;
+    }
+    case MPKB_OP_MATVEC: matvec(M, t); return true;
+    case MPKB_OP_ATTENTION: return attention(M, t);
+    case MPKB_OP_ATTN_MERGE: merge(M, t); return true;
+    case MPKB_OP_ARGMAX_PART: {
+        float best = -INFINITY;
+        int32_t at = t->i[0];
+        for (uint64_t c = lo; c < hi; c++) {
+            float v = ld(dt(M, t->t[0]), ptr(M, t->t[0]), c);
+            if (v > best)
+                best = v, at = (int32_t)c;
+        }
+        uint8_t *pp = ptr(M, t->t[1]);
+        st(MPKB_F32, pp, (uint64_t)t->i[2] * 2, best);
+        st_i32(pp + 8 * (uint64_t)t->i[2] + 4, at);
+        return true;
+    }
+    case MPKB_OP_ARGMAX_REDUCE: {
+        const uint8_t *pp = ptr(M, t->t[0]);
+        uint64_t tiles = mpkb_numel(tn(M, t->t[0])) / 2;
+        float best = -INFINITY;
+        int32_t at = -1;
+        for (uint64_t i = 0; i < tiles; i++) {
+            float v = ld(MPKB_F32, pp, 2 * i);
+            int32_t c = ld_i32(pp + 8 * i + 4);
+            if (v > best || (v == best && at >= 0 && c < at) || (at < 0 && v == best))
+                best = v, at = c;
+        }
+        st_i32(ptr(M, t->t[1]), at < 0 ? 0 : at);
+        return true;
+    }
+    case MPKB_OP_RMSNORM: {
+        uint64_t d = tn(M, t->t[1])->dims[0];
+        uint32_t xd = dt(M, t->t[0]);
+        for (uint64_t r = lo; r < hi; r++) {
+            float ss = 0;
+            for (uint64_t i = 0; i < d; i++) {
+                float v = ld(xd, ptr(M, t->t[0]), r * d + i);
+                ss += v * v;
+            }
+            float s = 1.0f / sqrtf(ss / (float)d + t->f[0]);
+            for (uint64_t i = 0; i < d; i++)
+                st(dt(M, t->t[2]), ptr(M, t->t[2]), r * d + i,
+                   ld(dt(M, t->t[1]), ptr(M, t->t[1]), i) * (ld(xd, ptr(M, t->t[0]), r * d + i) * s));
+        }
+        return true;
+    }
+    case MPKB_OP_ROPE: {
+        uint64_t d = tn(M, t->t[0])->dims[2];
+        int32_t pos = ld_i32(ptr(M, t->t[1]));
+        for (uint64_t h = lo; h < hi; h++) {
+            for (uint64_t i = 0; i < d; i++)
+                M->scratch[i] = ld(dt(M, t->t[0]), ptr(M, t->t[0]), h * d + i);
+            norm_rope(M, M->scratch, d, MPKB_NONE, 0, t->t[2], pos);
+            for (uint64_t i = 0; i < d; i++)
+                st(dt(M, t->t[3]), ptr(M, t->t[3]), h * d + i, M->scratch[i]);
+        }
+        return true;
+    }
+    case MPKB_OP_ADD:
+    case MPKB_OP_MUL:
+        for (uint64_t i = lo; i < hi; i++) {
+            float a = ld(dt(M, t->t[0]), ptr(M, t->t[0]), i), c = ld(dt(M, t->t[1]), ptr(M, t->t[1]), i);
+            st(dt(M, t->t[2]), ptr(M, t->t[2]), i, t->op == MPKB_OP_ADD ? a + c : a * c);
+        }
+        return true;
+    case MPKB_OP_SILU:
+        for (uint64_t i = lo; i < hi; i++)
+            st(dt(M, t->t[2]), ptr(M, t->t[2]), i, silu(ld(dt(M, t->t[0]), ptr(M, t->t[0]), i)));
+        return true;
+    case MPKB_OP_COPY: {
+        uint32_t d = dt(M, t->t[0]);
+        uint64_t es = mpkb_dtype_size(d);
+        for (int64_t r = 0; r < t->i[0]; r++)
+            memcpy(ptr(M, t->t[1]) + (uint64_t)(r * t->i[2]) * es,
+                   ptr(M, t->t[0]) + (uint64_t)(t->i[3] + r * t->i[1]) * es, (uint64_t)t->i[2] * es);
+        return true;
+    }
+    }
+    (void)b;
+    return false;
+}
+
+static uint64_t next_rand(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static bool fired(const mpk_cpu *M, uint32_t e)
+{
+    const mpkb_event *ev = &M->b->events[e];
+    return M->count[e] >= (M->step + 1 - ev->lag) * ev->triggers;
+}
+
+/* One step: tasks in a random order among the ready ones (seed 0: in the
+ * order they became ready). */
+static bool step(mpk_cpu *M, bool random_order, uint32_t *ready)
+{
+    const mpkb_blob *b = M->b;
+    uint32_t n = 0, ran = 0;
+    for (uint32_t e = 0; e < b->nevents; e++)
+        if (fired(M, e) && (b->events[e].lag || M->count[e] == M->step * b->events[e].triggers + 0 ||
+                            b->events[e].triggers == 0))
+            for (uint32_t t = b->events[e].first_task; t < b->events[e].first_task + b->events[e].ntasks; t++)
+                ready[n++] = t;
+    uint32_t head = 0;
+    while (head < n) {
+        uint32_t pick = head;
+        if (random_order)
+            pick = head + (uint32_t)(next_rand(&M->rng) % (n - head));
+        uint32_t t = ready[pick];
+        ready[pick] = ready[head];
+        ready[head++] = t;
+        const mpkb_task *x = &b->tasks[t];
+        if (!run_task(M, x))
+            return false;
+        ran++;
+        for (uint32_t k = 0; k < x->trig_count; k++) {
+            uint32_t e = b->triggers[x->trig_first + k];
+            M->count[e]++;
+            const mpkb_event *ev = &b->events[e];
+            if (!ev->lag && M->count[e] == (M->step + 1) * ev->triggers)
+                for (uint32_t c = ev->first_task; c < ev->first_task + ev->ntasks; c++)
+                    ready[n++] = c;
+        }
+    }
+    if (ran != b->ntasks) {
+        fprintf(M->err, "mpk-run: step %llu stalled: %u of %u tasks never became ready\n",
+                (unsigned long long)M->step, b->ntasks - ran, b->ntasks);
+        return false;
+    }
+    return true;
+}
+
+mpk_cpu *mpk_cpu_new(const mpkb_blob *b, const void *const *weights, uint64_t seed, FILE *err)
+{
+    mpk_cpu *M = calloc(1, sizeof *M);
+    if (!M)
+        return NULL;
+    M->b = b;
+    M->weights = weights;
+    M->err = err;
+    M->rng = seed;
+    uint64_t maxk = 16, maxs = 16;
+    for (uint32_t i = 0; i < b->ntensors; i++)
+        for (int d = 0; d < b->tensors[i].ndim; d++)
+            maxk = b->tensors[i].dims[d] > maxk ? b->tensors[i].dims[d] : maxk;
+    for (uint32_t i = 0; i < b->ntasks; i++)
+        if (b->tasks[i].op == MPKB_OP_ATTENTION && (uint64_t)b->tasks[i].i[2] > maxs)
+            maxs = (uint64_t)b->tasks[i].i[2];
+    M->arena = malloc(b->meta->arena_size ? b->meta->arena_size : 1);
+    M->state = calloc(1, b->meta->state_size ? b->meta->state_size : 1);
+    M->count = calloc(b->nevents, sizeof *M->count);
+    M->scratch = malloc(sizeof(float) * 2 * (maxk + 2));
+    M->scores = malloc(sizeof(float) * (maxs + 1));
+    if (!M->arena || !M->state || !M->count || !M->scratch || !M->scores) {
+        fprintf(err, "mpk-run: out of memory for the arena (%llu bytes) and state (%llu bytes)\n",
+                (unsigned long long)b->meta->arena_size, (unsigned long long)b->meta->state_size);
+        mpk_cpu_free(M);
+        return NULL;
+    }
+    memset(M->arena, 0xff, b->meta->arena_size); /* NaN in every float dtype */
+    return M;
+}
+
+void mpk_cpu_free(mpk_cpu *M)
+{
+    if (!M)
+        return;
+    free(M->arena);
+    free(M->state);
+    free(M->count);
+    free(M->scratch);
+    free(M->scores);
+    free(M);
+}
+
+bool mpk_cpu_step(mpk_cpu *M, int32_t token, bool random_order, int32_t *next, float *logits)
+{
+    const mpkb_blob *b = M->b;
+    uint32_t *ready = malloc(sizeof *ready * (b->ntasks + 1));
+    if (!ready)
+        return false;
+    M->token = token;
+    bool ok = step(M, random_order, ready);
+    free(ready);
+    if (!ok)
+        return false;
+    *next = ld_i32(M->arena + b->tensors[b->meta->next_output].offset);
+    if (logits) {
+        const mpkb_tensor *lg = &b->tensors[b->meta->logits];
+        for (uint32_t i = 0; i < b->meta->vocab; i++)
+            logits[i] = ld(lg->dtype, M->arena + lg->offset, i);
+    }
+    M->step++;
+    return true;
+}
+
+const void **mpk_bind_weights(const mpkb_blob *b, const char *path, mpk_weights **w, FILE *err)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < b->ntensors; i++)
+        n += b->tensors[i].space == MPKB_SPACE_WEIGHT && b->tensors[i].base == i;
+    mpk_weight_req *req = calloc(n + 1, sizeof *req);
+    uint32_t *which = calloc(n + 1, sizeof *which);
+    const void **table = calloc(b->ntensors + 1, sizeof *table);
+    if (!req || !which || !table) {
+        free(req), free(which), free(table);
+        return NULL;
+    }
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < b->ntensors; i++) {
+        const mpkb_tensor *t = &b->tensors[i];
+        if (t->space != MPKB_SPACE_WEIGHT || t->base != i)
+            continue;
+        req[k].name = mpkb_str(b, t->name);
+        req[k].dtype = t->dtype;
+        req[k].ndim = t->ndim;
+        for (int d = 0; d < t->ndim; d++)
+            req[k].dims[d] = t->dims[d];
+        which[k++] = i;
+    }
+    *w = mpk_weights_open(path, req, n, err);
+    if (*w)
+        for (uint32_t j = 0; j < n; j++)
+            table[which[j]] = req[j].data;
+    free(req);
+    free(which);
+    if (!*w) {
+        free(table);
+        return NULL;
+    }
+    return table;
+}

@@ -1,0 +1,279 @@
+/*
+ * mpk-run.c - load a blob and a checkpoint, and decode.
+ *
+ *   mpk-run MODEL.mpkb --weights PATH --cpu --prompt-ids 1,2,3 -n N
+ *
+ * Everything that can be checked is checked before the first step: the
+ * blob (runtime/blob.c), every weight by name, dtype and shape
+ * (runtime/weights.c), the prompt ids against the vocabulary and the
+ * length against the KV cache. Then the prompt is fed one token per step
+ * and the greedy continuation printed on one line of standard output as it
+ * is generated, ending early at an end-of-sequence id of the model.
+ * Exit status: 0 success, 1 a problem with the blob, the weights or the
+ * run, 2 usage errors.
+ */
+#include "runtime.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifndef MPK_VERSION
+#define MPK_VERSION "0.1.0"
+#endif
+
+enum { EXIT_RUN = 1, EXIT_USAGE = 2 };
+
+static const char usage_text[] =
+    "usage: mpk-run MODEL.mpkb --weights PATH --cpu --prompt-ids ID,ID,... [-n N] [options]\n"
+    "\n"
+    "Decode greedily: feed the prompt, then print the N generated token ids on\n"
+    "one line of standard output (fewer if the model emits an end-of-sequence id).\n"
+    "\n"
+    "options:\n"
+    "  --weights PATH     a .safetensors file, or a directory holding\n"
+    "                     model.safetensors or model.safetensors.index.json\n"
+    "  --cpu              run on the CPU reference executor\n"
+    "  --prompt-ids LIST  comma-separated token ids (at least one)\n"
+    "  -n N               tokens to generate (default 16)\n"
+    "  --seed S           order of tasks on the CPU: 0 in order of readiness,\n"
+    "                     else a random order seeded with S (default 1)\n"
+    "  --dump-logits FILE write the logits of every step as float32 (steps x vocab)\n"
+    "  --stats            print load and per-token times on standard error\n"
+    "  -h, --help         print this help\n"
+    "  --version          print the version\n"
+    "\n"
+    "See mpk-run(1).\n";
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "mpk-run: error: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nTry 'mpk-run --help' for more information.\n");
+    return EXIT_USAGE;
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static bool parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (*s < '0' || *s > '9')
+        return false;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end || errno || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* "1,2,3" -> ids; false on anything else. */
+static int32_t *parse_ids(const char *s, int *n)
+{
+    int cap = 1;
+    for (const char *p = s; *p; p++)
+        cap += *p == ',';
+    int32_t *ids = malloc(sizeof *ids * (size_t)cap);
+    char *copy = strdup(s);
+    if (!ids || !copy) {
+        free(ids), free(copy);
+        return NULL;
+    }
+    *n = 0;
+    bool ok = *copy != 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok && ok; tok = strtok_r(NULL, ",", &save)) {
+        uint64_t v;
+        ok = parse_u64(tok, INT32_MAX, &v);
+        ids[(*n)++] = (int32_t)v;
+    }
+    ok = ok && *n == cap;
+    free(copy);
+    if (!ok) {
+        free(ids);
+        return NULL;
+    }
+    return ids;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct {
+    const char *blob, *weights, *prompt, *logits;
+    uint64_t n, seed;
+    bool cpu, stats;
+} options;
+
+static int run(const options *o)
+{
+    double t0 = now_ms();
+    int status = EXIT_RUN;
+    mpkb_blob b;
+    mpk_weights *w = NULL;
+    const void **table = NULL;
+    mpk_cpu *M = NULL;
+    FILE *lf = NULL;
+    float *logits = NULL;
+    int np = 0;
+    int32_t *prompt = parse_ids(o->prompt, &np);
+    double *times = NULL;
+    if (!prompt)
+        return usage_error("--prompt-ids needs comma-separated token ids, not '%s'", o->prompt);
+    if (!mpkb_open(&b, o->blob, stderr)) {
+        free(prompt);
+        return EXIT_RUN;
+    }
+    const mpkb_meta *m = b.meta;
+    for (int i = 0; i < np; i++)
+        if ((uint32_t)prompt[i] >= m->vocab) {
+            fprintf(stderr, "mpk-run: error: prompt id %d is outside the model's vocabulary (0..%u)\n",
+                    prompt[i], m->vocab - 1);
+            goto out;
+        }
+    if ((uint64_t)np + o->n - 1 > m->max_seq) {
+        fprintf(stderr, "mpk-run: error: %d prompt tokens and %llu generated need %llu positions; "
+                        "the model's KV cache holds %u (rebuild with -D max_seq=N)\n",
+                np, (unsigned long long)o->n, (unsigned long long)(np + o->n - 1), m->max_seq);
+        goto out;
+    }
+    table = mpk_bind_weights(&b, o->weights, &w, stderr);
+    if (!table)
+        goto out;
+    M = mpk_cpu_new(&b, table, o->seed, stderr);
+    if (!M)
+        goto out;
+    if (o->logits) {
+        lf = fopen(o->logits, "wb");
+        if (!lf) {
+            fprintf(stderr, "mpk-run: error: cannot write '%s': %s\n", o->logits, strerror(errno));
+            status = EXIT_USAGE;
+            goto out;
+        }
+        logits = malloc(sizeof *logits * m->vocab);
+        if (!logits)
+            goto out;
+    }
+    times = calloc(o->n + (uint64_t)np + 1, sizeof *times);
+    double t1 = now_ms();
+    if (o->stats)
+        fprintf(stderr, "mpk-run: loaded %s (%u tasks) and %.1f MiB of weights in %.1f ms\n", o->blob,
+                b.ntasks, (double)mpk_weights_bytes(w) / 1048576.0, t1 - t0);
+    int32_t token = prompt[0], next = 0;
+    uint64_t made = 0;
+    double ttft = 0;
+    for (uint64_t s = 0; made < o->n; s++) {
+        double ts = now_ms();
+        if (!mpk_cpu_step(M, token, o->seed != 0, &next, logits))
+            goto out;
+        if (lf && fwrite(logits, sizeof *logits, m->vocab, lf) != m->vocab) {
+            fprintf(stderr, "mpk-run: error: writing '%s' failed\n", o->logits);
+            goto out;
+        }
+        times[s] = now_ms() - ts;
+        if (s + 1 < (uint64_t)np) {
+            token = prompt[s + 1];
+            continue;
+        }
+        if (made == 0)
+            ttft = now_ms() - t1;
+        printf("%s%d", made ? " " : "", next);
+        fflush(stdout);
+        made++;
+        token = next;
+        bool eos = false;
+        for (uint32_t k = 0; k < m->neos; k++)
+            eos |= next == m->eos[k];
+        if (eos)
+            break;
+    }
+    printf("\n");
+    if (lf && fclose(lf) != 0) {
+        lf = NULL;
+        fprintf(stderr, "mpk-run: error: writing '%s' failed\n", o->logits);
+        goto out;
+    }
+    lf = NULL;
+    if (o->stats) {
+        uint64_t steps = (uint64_t)np + made - 1;
+        qsort(times, steps, sizeof *times, cmp_double);
+        fprintf(stderr, "mpk-run: cpu: %llu steps, time to first token %.1f ms, median step %.2f ms\n",
+                (unsigned long long)steps, ttft, times[steps / 2]);
+    }
+    status = 0;
+out:
+    if (lf)
+        fclose(lf);
+    free(logits);
+    free(times);
+    mpk_cpu_free(M);
+    free(table);
+    mpk_weights_close(w);
+    mpkb_close(&b);
+    free(prompt);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    enum { OPT_WEIGHTS = 256, OPT_CPU, OPT_PROMPT, OPT_SEED, OPT_LOGITS, OPT_STATS, OPT_VERSION };
+    static const struct option longopts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {"weights", required_argument, NULL, OPT_WEIGHTS},
+        {"cpu", no_argument, NULL, OPT_CPU},
+        {"prompt-ids", required_argument, NULL, OPT_PROMPT},
+        {"seed", required_argument, NULL, OPT_SEED},
+        {"dump-logits", required_argument, NULL, OPT_LOGITS},
+        {"stats", no_argument, NULL, OPT_STATS},
+        {NULL, 0, NULL, 0},
+    };
+    options o = {.n = 16, .seed = 1};
+    opterr = 0;
+    for (int c; (c = getopt_long(argc, argv, ":hn:", longopts, NULL)) != -1;) {
+        switch (c) {
+        case 'h': fputs(usage_text, stdout); return 0;
+        case OPT_VERSION: printf("mpk-run %s\n", MPK_VERSION); return 0;
+        case OPT_WEIGHTS: o.weights = optarg; break;
+        case OPT_CPU: o.cpu = true; break;
+        case OPT_PROMPT: o.prompt = optarg; break;
+        case OPT_LOGITS: o.logits = optarg; break;
+        case OPT_STATS: o.stats = true; break;
+        case 'n':
+            if (!parse_u64(optarg, 1u << 30, &o.n) || o.n == 0)
+                return usage_error("-n needs a positive number of tokens, not '%s'", optarg);
+            break;
+        case OPT_SEED:
+            if (!parse_u64(optarg, UINT64_MAX, &o.seed))
+                return usage_error("--seed needs a non-negative integer, not '%s'", optarg);
+            break;
+        case ':': return usage_error("option '%s' needs an argument", argv[optind - 1]);
+        default: return usage_error("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc)
+        return usage_error("%s", "no blob given");
+    if (optind + 1 < argc)
+        return usage_error("one blob at a time; '%s' is one too many", argv[optind + 1]);
+    o.blob = argv[optind];
+    if (!o.weights)
+        return usage_error("%s", "--weights PATH is required");
+    if (!o.prompt)
+        return usage_error("%s", "--prompt-ids is required");
+    if (!o.cpu)
+        return usage_error("%s", "this mpk-run has no GPU executor yet; pass --cpu for the CPU "
+                                 "reference executor");
+    return run(&o);
+}

@@ -1,0 +1,108 @@
+/*
+ * runtime.h - the public header of mpk's runtime layer.
+ *
+ *   blob.c     reading and validating a blob (.mpkb) before anything uses it
+ *   weights.c  safetensors checkpoints: map the files, bind the blob's weights
+ *   cpu.c      the CPU reference executor
+ *
+ * The runtime includes the blob format (include/mpk/blob.h) and nothing of
+ * the compiler. Every function that reads a file reports problems as
+ * "FILE: what" lines on the given stream and returns failure; nothing here
+ * exits or aborts on bad input.
+ */
+#ifndef MPK_RUNTIME_H
+#define MPK_RUNTIME_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "mpk/blob.h"
+
+/* ---- blob.c -------------------------------------------------------------- */
+
+/* A validated blob: pointers into one buffer. Every index, offset and count
+ * in it has been checked, so executors may use them without checks. */
+typedef struct {
+    const uint8_t *data;
+    size_t size;
+    const mpkb_header *hdr;
+    const mpkb_meta *meta;
+    const char *strings;
+    uint32_t strings_size;
+    const mpkb_tensor *tensors;
+    uint32_t ntensors;
+    const mpkb_task *tasks;
+    uint32_t ntasks;
+    const mpkb_event *events;
+    uint32_t nevents;
+    const uint32_t *triggers;
+    uint32_t ntriggers;
+    const mpkb_queue *queues;
+    uint32_t nqueues;
+    const uint32_t *qtasks;
+    uint32_t nqtasks;
+    const uint8_t *consts;
+    uint64_t consts_size;
+    void *owned; /* the buffer, when mpkb_open read it */
+} mpkb_blob;
+
+/* Read PATH and validate it. On failure, reports "PATH: problem" on err and
+ * returns false (b is then empty). */
+bool mpkb_open(mpkb_blob *b, const char *path, FILE *err);
+/* Validate a buffer in memory (kept, not copied; 8-byte aligned). */
+bool mpkb_parse(mpkb_blob *b, const void *data, size_t size, const char *name, FILE *err);
+void mpkb_close(mpkb_blob *b);
+/* A string of the blob (validated: always NUL-terminated, in range). */
+const char *mpkb_str(const mpkb_blob *b, uint32_t off);
+uint64_t mpkb_numel(const mpkb_tensor *t);
+/* crc32 of a buffer (zlib). */
+uint32_t mpkb_crc(const void *p, size_t n);
+
+/* ---- weights.c ------------------------------------------------------------ */
+
+/* One tensor a model needs. name, dtype, ndim and dims are inputs; data is
+ * set by mpk_weights_open to the tensor's bytes in the mapped file. */
+typedef struct {
+    const char *name;
+    uint32_t dtype;                 /* mpkb_dtype */
+    uint32_t ndim;
+    uint64_t dims[MPKB_MAX_DIMS];
+    const void *data;               /* out */
+    uint64_t nbytes;                /* out: numel * dtype size */
+} mpk_weight_req;
+
+typedef struct mpk_weights mpk_weights;
+
+/* PATH is a .safetensors file, or a directory holding model.safetensors or a
+ * sharded model.safetensors.index.json. Maps the files (read-only) and binds
+ * every request: the tensor must exist, with the same dtype and shape, and
+ * lie inside its file. Every problem is reported, by tensor name, before it
+ * returns NULL; on success all requests have data set. */
+mpk_weights *mpk_weights_open(const char *path, mpk_weight_req *reqs, size_t nreqs, FILE *err);
+/* Total bytes mapped for the requested tensors. */
+uint64_t mpk_weights_bytes(const mpk_weights *w);
+void mpk_weights_close(mpk_weights *w);
+
+/* ---- cpu.c ------------------------------------------------------------------ */
+
+typedef struct mpk_cpu mpk_cpu;
+
+/* An executor for blob b; weights[i] holds the bytes of every loaded weight
+ * tensor i (base == i), as bound by mpk_weights_open. seed 0 runs the ready
+ * tasks in the order they became ready; any other seed in a random order. */
+mpk_cpu *mpk_cpu_new(const mpkb_blob *b, const void *const *weights, uint64_t seed, FILE *err);
+/* One decode step with this token (its position is the step count so far).
+ * Sets *next to the greedy next token and, if logits is not NULL, copies
+ * meta.vocab logits there as fp32. Reports and returns false on a runtime
+ * error (a token or position out of range, a stall). */
+bool mpk_cpu_step(mpk_cpu *M, int32_t token, bool random_order, int32_t *next, float *logits);
+void mpk_cpu_free(mpk_cpu *M);
+
+/* Bind a blob's weights to a checkpoint: the table for mpk_cpu_new (NULL on
+ * failure, reported). Free the table with free() and w with
+ * mpk_weights_close. */
+const void **mpk_bind_weights(const mpkb_blob *b, const char *path, mpk_weights **w, FILE *err);
+
+#endif
