@@ -64,7 +64,7 @@ TEST_SRC := tests/check_main.c tests/check_lexer.c tests/check_parser.c tests/ch
             tests/check_weights.c tests/check_lower.c
 TEST_OBJ := $(TEST_SRC:%.c=$(B)/%.o)
 
-.PHONY: all check install uninstall clean fuzz check-unit check-golden check-cli check-examples check-fuzz \
+.PHONY: demo all check install uninstall clean fuzz check-unit check-golden check-cli check-examples check-fuzz \
         check-man check-import check-parity check-blob
 .DELETE_ON_ERROR:
 
@@ -110,6 +110,20 @@ bin/mpk-run: $(B)/runtime/mpk-run.o $(B)/libmpkrt.a
 	@mkdir -p bin
 	$(CC) -o $@ $^ $(LIBS) $(LDFLAGS_ALL)
 
+# ---- the main job -----------------------------------------------------------
+# Compile the real Qwen3-8B to a blob (no weights needed), then import, build
+# and run a small Qwen3 from tests/data on the CPU reference executor, next to
+# the tokens HF transformers produced for it. (The GPU runtime comes next.)
+DEMO := tests/data/qwen3-tiny
+demo: bin/mpk bin/mpk-run
+	@mkdir -p $(B)/demo
+	bin/mpk build --stats --time examples/qwen3-8b.mpk -o $(B)/demo/qwen3-8b.mpkb
+	bin/mpk import $(DEMO)/config.json -o $(B)/demo/tiny.mpk
+	bin/mpk build $(B)/demo/tiny.mpk -o $(B)/demo/tiny.mpkb
+	bin/mpk-run $(B)/demo/tiny.mpkb --weights $(DEMO) --cpu --stats \
+	    --prompt-ids $$(cat $(DEMO)/prompt.ids) -n $$(wc -w < $(DEMO)/generated.ids)
+	@echo "HF transformers: $$(cat $(DEMO)/generated.ids)"
+
 # ---- tests ------------------------------------------------------------------
 
 $(B)/tests/%.o: tests/%.c $(HEADERS) tests/check_mpk.h $(B)/flags
@@ -136,8 +150,12 @@ check-blob: bin/mpk
 	sh tests/run-blob.sh bin/mpk
 
 # mpk import -> mpk build -> mpk-run --cpu against HF transformers.
-check-parity: bin/mpk bin/mpk-run
-	sh tests/run-parity.sh bin/mpk bin/mpk-run
+$(B)/tests/logits_cmp: tests/logits_cmp.c $(B)/flags
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDFLAGS_ALL)
+
+check-parity: bin/mpk bin/mpk-run $(B)/tests/logits_cmp
+	sh tests/run-parity.sh bin/mpk bin/mpk-run $(B)/tests/logits_cmp
 
 check-golden: bin/mpk
 	sh tests/run-golden.sh bin/mpk

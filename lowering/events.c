@@ -49,7 +49,8 @@ typedef struct {
     uint32_t n;            /* tasks */
     mpk_sweep *sw;
     mpk_sigcache *sigs;    /* item list -> event */
-    uint32_t *stamp;       /* per task: in the raw set of task t + 1 */
+    uint32_t *stamp;       /* per task: in the raw set being built if == gen */
+    uint32_t gen;
     ivec raw;
     ivec pool;             /* reduced item task lists: count, tasks */
     uint32_t *inset;       /* per task: member of the reduced set of task t + 1 */
@@ -261,7 +262,9 @@ static void reduced_item(ev *E, int item, const int **out, int *n)
 /* The raw producer set of task t: its items' (reduced) tasks, once each. */
 static void expand(ev *E, uint32_t t, const int *items, int n)
 {
+    (void)t;
     E->raw.n = 0;
+    E->gen++; /* a fresh mark: one task may be expanded twice */
     for (int i = 0; i < n; i++) {
         const int *v;
         int k;
@@ -269,16 +272,16 @@ static void expand(ev *E, uint32_t t, const int *items, int n)
             int x = MPK_ITEM_ID(items[i]);
             v = &x;
             k = 1;
-            if (E->stamp[x] != t + 1) {
-                E->stamp[x] = t + 1;
+            if (E->stamp[x] != E->gen) {
+                E->stamp[x] = E->gen;
                 ipush(&E->raw, x);
             }
             continue;
         }
         reduced_item(E, items[i], &v, &k);
         for (int j = 0; j < k; j++)
-            if (E->stamp[v[j]] != t + 1) {
-                E->stamp[v[j]] = t + 1;
+            if (E->stamp[v[j]] != E->gen) {
+                E->stamp[v[j]] = E->gen;
                 ipush(&E->raw, v[j]);
             }
     }
@@ -332,6 +335,27 @@ static void sweep(ev *E)
 static void make_triggers(ev *E)
 {
     mpk_low *L = E->L;
+    /* An event nobody waits for (made while trying a cheaper set) is
+     * dropped: events are renumbered densely, in the same order. */
+    uint32_t *waiters = calloc(L->nevents + 1, sizeof *waiters), kept = 1;
+    for (uint32_t t = 0; t < E->n; t++)
+        waiters[L->tasks[t].dep]++;
+    uint32_t *renum = malloc(sizeof *renum * (L->nevents + 1));
+    renum[0] = 0;
+    for (uint32_t e = 1; e < L->nevents; e++) {
+        renum[e] = waiters[e] ? kept : MPKB_NONE;
+        if (waiters[e]) {
+            L->events[kept] = L->events[e];
+            E->prod_off[kept] = E->prod_off[e];
+            E->prod_n[kept] = E->prod_n[e];
+            kept++;
+        }
+    }
+    for (uint32_t t = 0; t < E->n; t++)
+        L->tasks[t].dep = renum[L->tasks[t].dep];
+    L->nevents = kept;
+    free(waiters);
+    free(renum);
     uint32_t *count = calloc(E->n + 1, sizeof *count);
     for (uint32_t e = 1; e < L->nevents; e++)
         for (int i = 0; i < E->prod_n[e]; i++)
@@ -442,11 +466,11 @@ bool mpk_make_events(mpk_low *L)
     L->meta.step_event = 0;
     sweep(&E);
     mpk_sweep_free(E.sw);
+    for (uint32_t e = 0; e < L->nevents; e++)
+        free(E.anc[e]);
     count_bytes(&E);
     make_triggers(&E);
     group_tasks(&E);
-    for (uint32_t e = 0; e < L->nevents; e++)
-        free(E.anc[e]);
     free(E.anc);
     free(E.anc_words);
     free(E.inset);

@@ -414,6 +414,30 @@ static bool find_io(fuser *F)
     return ok;
 }
 
+/* The residual stream (embed, residual epilogues, adds) and the logits are
+ * stored in fp32: a few KB a layer, and it halves the error against an
+ * fp32 reference, since every layer adds a small update to a large vector
+ * whose bf16 rounding would otherwise accumulate. Views follow their root. */
+static void promote(fuser *F)
+{
+    mpk_low *L = F->L;
+    bool *p = calloc((size_t)L->nlt + 1, 1);
+    for (int i = 0; i < L->nkops; i++) {
+        const mpk_kop *k = &L->kops[i];
+        if (k->kind == K_EMBED || k->kind == K_ADD || (k->kind == K_MATVEC && (k->flags & MPKB_F_EPI_RESIDUAL)))
+            p[L->lt[k->t[2]].root] = true;
+    }
+    p[L->lt[L->logits_lt].root] = true;
+    for (int i = 0; i < L->nlt; i++)
+        if (p[L->lt[i].root] && L->lt[i].dtype != MPK_DT_I32)
+            L->lt[i].dtype = MPK_DT_F32;
+    /* a copy makes a dense tensor of its source's dtype */
+    for (int i = 0; i < L->nkops; i++)
+        if (L->kops[i].kind == K_COPY)
+            L->lt[L->kops[i].t[1]].dtype = L->lt[L->kops[i].t[0]].dtype;
+    free(p);
+}
+
 bool mpk_fuse(mpk_low *L)
 {
     const mpk_graph *g = L->g;
@@ -504,6 +528,8 @@ bool mpk_fuse(mpk_low *L)
     }
     if (ok)
         ok = find_io(&F);
+    if (ok)
+        promote(&F);
     if (ok) {
         for (int i = 0; i < g->outputs.n; i++)
             L->lt[L->lt[((const mpk_output *)g->outputs.items[i])->t->id].root].pinned = true;

@@ -63,7 +63,7 @@ int mpk_lt_new(mpk_low *L, mpk_dtype dt, int ndim, const int64_t *dims, int spac
     return id;
 }
 
-/* Strings are interned through a small open-addressing table so that the
+/* Strings are interned through an open-addressing table so that the
  * thousands of task labels of a big model cost one copy each. */
 static uint64_t hash_str(const char *s)
 {
@@ -73,43 +73,36 @@ static uint64_t hash_str(const char *s)
     return h;
 }
 
-typedef struct {
-    uint32_t *slots; /* string offset + 1, 0 = empty */
-    uint32_t cap, n;
-} strtab;
-static strtab strtabs[1]; /* one compilation at a time per process */
-
 uint32_t mpk_str_intern(mpk_low *L, const char *s)
 {
-    strtab *T = strtabs;
-    if (T->n * 2 >= T->cap) {
-        uint32_t ncap = T->cap ? T->cap * 2 : 1024;
+    if (L->str_n * 2 >= L->str_cap) {
+        uint32_t ncap = L->str_cap ? L->str_cap * 2 : 1024;
         uint32_t *ns = calloc(ncap, sizeof *ns);
         if (!ns)
             mpk_internal_error(__FILE__, __LINE__, "out of memory");
-        for (uint32_t i = 0; i < T->cap; i++) {
-            if (!T->slots[i])
+        for (uint32_t i = 0; i < L->str_cap; i++) {
+            if (!L->str_slots[i])
                 continue;
-            uint32_t j = (uint32_t)hash_str(L->strings + T->slots[i] - 1) & (ncap - 1);
+            uint32_t j = (uint32_t)hash_str(L->strings + L->str_slots[i] - 1) & (ncap - 1);
             while (ns[j])
                 j = (j + 1) & (ncap - 1);
-            ns[j] = T->slots[i];
+            ns[j] = L->str_slots[i];
         }
-        free(T->slots);
-        T->slots = ns;
-        T->cap = ncap;
+        free(L->str_slots);
+        L->str_slots = ns;
+        L->str_cap = ncap;
     }
-    uint32_t j = (uint32_t)hash_str(s) & (T->cap - 1);
-    for (; T->slots[j]; j = (j + 1) & (T->cap - 1))
-        if (strcmp(L->strings + T->slots[j] - 1, s) == 0)
-            return T->slots[j] - 1;
+    uint32_t j = (uint32_t)hash_str(s) & (L->str_cap - 1);
+    for (; L->str_slots[j]; j = (j + 1) & (L->str_cap - 1))
+        if (strcmp(L->strings + L->str_slots[j] - 1, s) == 0)
+            return L->str_slots[j] - 1;
     size_t len = strlen(s) + 1;
     uint32_t off = L->nstrings;
     L->strings = grow(L->strings, &L->capstrings, off + (uint32_t)len, 1);
     memcpy(L->strings + off, s, len);
     L->nstrings += (uint32_t)len;
-    T->slots[j] = off + 1;
-    T->n++;
+    L->str_slots[j] = off + 1;
+    L->str_n++;
     return off;
 }
 
@@ -168,8 +161,7 @@ void mpk_low_free(mpk_low *L)
     free(L->queues);
     free(L->qtasks);
     free(L->consts);
-    free(strtabs->slots);
-    memset(strtabs, 0, sizeof strtabs);
+    free(L->str_slots);
     free(L);
 }
 

@@ -91,6 +91,8 @@ typedef struct mpk_low {
     mpkb_meta meta;
     char *strings;
     uint32_t nstrings, capstrings;
+    uint32_t *str_slots;    /* intern table: string offset + 1, 0 = empty */
+    uint32_t str_cap, str_n;
     mpkb_tensor *tensors;
     uint32_t ntensors;
     mpkb_task *tasks;

@@ -5,9 +5,9 @@
  * those whose event has fired, so any order the GPU might take can be
  * taken here too: a missing dependency shows up as a wrong answer under
  * some seed. The arena starts filled with NaNs, so reading bytes nobody
- * wrote is loud. Numerics follow man 5 mpk-blob: storage in the tensor's
- * dtype (bf16 rounded to nearest even), arithmetic in fp32, and rounding
- * exactly where a GPU task stores a value.
+ * wrote is loud. Numerics follow man 5 mpk-blob: values are rounded to a
+ * tensor's dtype (bf16: to nearest even) only when a task stores them;
+ * everything a task computes in between stays fp32, as on the GPU.
  *
  * Weight data comes straight from the mapped safetensors files and may be
  * unaligned, so every element is loaded through memcpy.
@@ -85,12 +85,6 @@ static void st(uint32_t dt, uint8_t *p, uint64_t i, float v)
     }
 }
 
-/* The value v would have after a store to dtype dt. */
-static float rnd(uint32_t dt, float v)
-{
-    return dt == MPKB_BF16 ? bf16_to_f32(f32_to_bf16(v)) : dt == MPKB_F16 ? (float)(_Float16)v : v;
-}
-
 static int32_t ld_i32(const uint8_t *p)
 {
     int32_t v;
@@ -150,12 +144,12 @@ static void matvec(mpk_cpu *M, const mpkb_task *t)
             const uint8_t *gp = ptr(M, t->t[4]);
             uint32_t gd = dt(M, t->t[4]);
             for (uint64_t i = 0; i < k; i++)
-                in[i] = rnd(xd, ld(gd, gp, i) * (ld(xd, xp, m * k + i) * r));
+                in[i] = ld(gd, gp, i) * (ld(xd, xp, m * k + i) * r);
         } else if (t->flags & MPKB_F_PRO_SILU_MUL) {
             const uint8_t *bp = ptr(M, t->t[4]);
             uint32_t bd = dt(M, t->t[4]);
             for (uint64_t i = 0; i < k; i++)
-                in[i] = rnd(xd, silu(ld(xd, xp, m * k + i)) * ld(bd, bp, m * k + i));
+                in[i] = silu(ld(xd, xp, m * k + i)) * ld(bd, bp, m * k + i);
         } else {
             for (uint64_t i = 0; i < k; i++)
                 in[i] = ld(xd, xp, m * k + i);
@@ -248,8 +242,6 @@ static bool attention(mpk_cpu *M, const mpkb_task *t)
         for (uint64_t i = 0; i < D; i++)
             v[i] = ld(q->dtype, ptr(M, t->t[0]), h * D + i);
         norm_rope(M, v, D, t->t[5], t->f[1], t->t[8], pos);
-        for (uint64_t i = 0; i < D; i++)
-            v[i] = rnd(q->dtype, v[i]);
         float mx = -INFINITY, sum = 0;
         for (uint64_t j = lo; j < hi; j++) {
             float dot = 0;

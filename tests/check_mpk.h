@@ -25,6 +25,8 @@ int count_op(const mpk_graph *g, mpk_op op);
 Suite *make_lexer_suite(void);
 Suite *make_parser_suite(void);
 Suite *make_sema_suite(void);
+Suite *make_weights_suite(void);
+Suite *make_lower_suite(void);
 
 #define ck_assert_diag_has(r, text)                                                  \
     ck_assert_msg(strstr((r).diag, (text)) != NULL, "expected \"%s\" in:\n%s", (text), \

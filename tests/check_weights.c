@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-Suite *make_weights_suite(void);
+#include "check_mpk.h"
 
 static char dir[200];
 

@@ -33,7 +33,35 @@ expect 2 'no input file'               "$bin" check
 expect 2 'needs a number'              "$bin" check --max-errors=x examples/qwen3-8b.mpk
 expect 2 "cannot read 'nope.mpk'"      "$bin" check nope.mpk
 expect 2 'is a directory'              "$bin" check examples
-expect 2 'not implemented yet'         "$bin" build examples/qwen3-8b.mpk
+expect 0 ''                            "$bin" build examples/qwen3-0.6b.mpk -o "$tmp/q.mpkb"
+expect 0 'tasks=\|^blob'                "$bin" dump "$tmp/q.mpkb"
+expect 0 '^digraph'                    "$bin" dump --dot "$tmp/q.mpkb"
+expect 0 'bytes per token'             "$bin" build --stats --workers=8 examples/qwen3-0.6b.mpk -o "$tmp/q8.mpkb"
+expect 0 '^# after fuse'               "$bin" build --dump=fuse -D layers=1 examples/qwen3-0.6b.mpk -o "$tmp/q1.mpkb"
+expect 2 "unknown pass 'frob'"         "$bin" build --dump=frob examples/qwen3-0.6b.mpk
+expect 2 '--workers needs a number'    "$bin" build --workers=0 examples/qwen3-0.6b.mpk
+expect 2 'go with .mpk build'          "$bin" check --stats examples/qwen3-0.6b.mpk
+expect 2 '--dot goes with'             "$bin" build --dot examples/qwen3-0.6b.mpk
+expect 1 'not an mpk blob'             "$bin" dump examples/qwen3-0.6b.mpk
+expect 1 'cannot open'                 "$bin" dump "$tmp/nope.mpkb"
+expect 2 'takes no model options'      "$bin" dump -D x=1 "$tmp/q.mpkb"
+expect 2 ''                            "$bin" import "$tmp/nope.json"
+# mpk build with no -o writes NAME.mpkb in the current directory
+(cd "$tmp" && "$OLDPWD/$bin" build "$OLDPWD/examples/qwen3-0.6b.mpk" >/dev/null 2>&1) && [ -s "$tmp/qwen3-0.6b.mpkb" ] &&
+    pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL default blob name"; }
+run=$(dirname "$bin")/mpk-run
+if [ -x "$run" ]; then
+    expect 0 'usage: mpk-run'              "$run" --help
+    expect 2 'no blob given'               "$run" --cpu
+    expect 2 '--weights PATH is required'  "$run" "$tmp/q.mpkb" --cpu --prompt-ids 1
+    expect 2 'needs comma-separated'       "$run" "$tmp/q.mpkb" --cpu --weights x --prompt-ids 1,,2
+    expect 2 'no GPU executor yet'         "$run" "$tmp/q.mpkb" --weights x --prompt-ids 1
+    expect 2 '-n needs a positive'         "$run" "$tmp/q.mpkb" --cpu --weights x --prompt-ids 1 -n 0
+    expect 1 'outside the model.s vocabulary' "$run" "$tmp/q.mpkb" --cpu --weights x --prompt-ids 999999
+    expect 1 'cannot open'                 "$run" "$tmp/nope.mpkb" --cpu --weights x --prompt-ids 1
+    expect 1 "model.embed_tokens.weight"   "$run" "$tmp/q.mpkb" --cpu --weights tests/data/qwen3-tiny --prompt-ids 1
+    expect 1 'KV cache holds'              "$run" "$tmp/q.mpkb" --cpu --weights x --prompt-ids 1 -n 5000
+fi
 expect 2 "unknown --emit kind 'blob'"  "$bin" build --emit=blob examples/qwen3-8b.mpk
 expect 2 '-o goes with'                "$bin" check -o x examples/qwen3-8b.mpk
 expect 2 'one input file'              "$bin" build --emit=graph examples/qwen3-8b.mpk examples/qwen3-0.6b.mpk

@@ -49,9 +49,10 @@
  * e.first_task + e.ntasks), so an event activates a contiguous range.
  * Every task has a dep; the event graph is acyclic within a step.
  *
- * Numerics. Storage is the tensor's dtype (bf16 in the models so far,
- * rounded to nearest even); arithmetic is fp32. The rounding points, which
- * the CPU and GPU executors share, are given with each op below.
+ * Numerics. A value is rounded to its tensor's dtype (bf16: to nearest
+ * even) when a task stores it, and only then: everything a task computes
+ * in between (a prologue's input, a normed and roped q) stays fp32. The
+ * compiler keeps the residual stream and the logits in f32 tensors.
  */
 #ifndef MPK_BLOB_H
 #define MPK_BLOB_H
@@ -150,8 +151,8 @@ typedef struct {
  * MATVEC        t0 x [M, K], t1 w [N, K], t2 out [M, N]; i0..i1 row range
  *               of w (columns of out); flags:
  *                 PRO_RMSNORM  t4 gamma [K], f0 eps: the input is
- *                              bf16(gamma[k] * x[k] / sqrt(mean(x^2) + eps))
- *                 PRO_SILU_MUL t4 b [M, K]: the input is bf16(silu(x) * b)
+ *                              gamma[k] * (x[k] / sqrt(mean(x^2) + eps))
+ *                 PRO_SILU_MUL t4 b [M, K]: the input is silu(x) * b
  *                 EPI_RESIDUAL t3 r [M, N]: out = bf16(acc + r)
  *                 EPI_ARGMAX   t5 partials f32 [tiles, 2], i2 tile: writes
  *                              (max acc, its column as int32 bits) over the
@@ -163,10 +164,10 @@ typedef struct {
  *               NONE (f1 eps), t6 k gamma [D] or NONE (f2 eps), t8 q rope
  *               inv_freq f32 [D/2] or NONE, t9 k rope inv_freq or NONE;
  *               i0 kv head g, i1 chunk c, i2 chunk length C, i3 chunks;
- *               f0 scale. q and k are normed (fp32), roped (fp32, HF's
+ *               f0 scale. q and k are normed and roped in fp32 (HF's
  *               rotate_half pairs i and i + D/2, angle = pos * inv_freq in
- *               fp32) and rounded once to bf16. The task whose chunk holds
- *               pos writes k and v at row pos of the cache; then for the H/G
+ *               fp32). The task whose chunk holds pos writes k and v at row
+ *               pos of the cache (rounded there); then for the H/G
  *               query heads of group g it attends over positions
  *               [c*C, min((c+1)*C, pos+1)). flags DIRECT (one chunk): t7 is
  *               out [1, H, D] = bf16(softmax . v); else t7 is partials f32
