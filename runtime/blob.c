@@ -423,8 +423,7 @@ static bool graph(ctx *C, mpkb_blob *b)
     uint32_t *done_by = calloc(b->nevents + 1, sizeof *done_by);
     uint32_t *stack = malloc(sizeof *stack * (b->ntasks + 1));
     uint8_t *seen = calloc(b->ntasks + 1, 1);
-    uint32_t *pos = malloc(sizeof *pos * (b->ntasks + 1));
-    uint32_t *wait_head = NULL;
+    uint32_t *pos = malloc(sizeof *pos * ((size_t)b->nqueues + 1)); /* per queue */
     if (!count || !done_by || !stack || !seen || !pos) {
         ok = fail(C, "out of memory checking the task graph");
         goto out;
@@ -522,8 +521,8 @@ static bool graph(ctx *C, mpkb_blob *b)
             seen[t] = 1;
         }
     }
-    /* simulate: pos[q] = next index; a queue whose head is not ready waits
-     * on its event (linked through wait_head/next via stack as storage) */
+    /* simulate: pos[q] is the next task of queue q; sweep the queues,
+     * running heads whose event has fired, until none can move */
     memset(done_by, 0, sizeof *done_by * b->nevents);
     for (uint32_t q = 0; q < b->nqueues; q++)
         pos[q] = 0;
@@ -554,7 +553,6 @@ out:
     free(stack);
     free(seen);
     free(pos);
-    free(wait_head);
     return ok;
 }
 

@@ -21,6 +21,14 @@ for f in examples/*.mpk; do
         fi
     done
 done
+# small graphs: fewer tasks than workers (most queues empty), no attention
+for f in tests/blob/*.mpk; do
+    if "$bin" build --workers=132 "$f" -o "$tmp/small.mpkb" >"$tmp/log" 2>&1 && "$bin" dump "$tmp/small.mpkb" >/dev/null 2>"$tmp/log"; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1)); echo "FAIL $f"; sed 's/^/    /' "$tmp/log" | head -20
+    fi
+done
 size=$(wc -c < "$tmp/qwen3-8b-132.mpkb")
 if [ "$size" -lt 8000000 ]; then
     pass=$((pass + 1))
