@@ -160,7 +160,7 @@ check-parity: bin/mpk bin/mpk-run $(B)/tests/logits_cmp
 check-golden: bin/mpk
 	sh tests/run-golden.sh bin/mpk
 
-check-cli: bin/mpk
+check-cli: bin/mpk bin/mpk-run
 	sh tests/run-cli.sh bin/mpk
 
 check-examples: bin/mpk

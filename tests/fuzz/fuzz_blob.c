@@ -132,15 +132,46 @@ static void walk_tensors(const mpkb_blob *b)
     }
 }
 
+/* The operand slots an op reads (man 5 mpk-blob): bit k for t[k]; *opt
+ * gets the ones that may be MPKB_NONE. */
+static unsigned used_slots(const mpkb_task *t, unsigned *opt)
+{
+    *opt = 0;
+    switch (t->op) {
+    case MPKB_OP_INPUTS: *opt = 2; return 3;
+    case MPKB_OP_EMBED: return 7;
+    case MPKB_OP_MATVEC:
+        return 7 | (t->flags & MPKB_F_EPI_RESIDUAL ? 8 : 0) |
+               (t->flags & (MPKB_F_PRO_RMSNORM | MPKB_F_PRO_SILU_MUL) ? 16 : 0) |
+               (t->flags & MPKB_F_EPI_ARGMAX ? 32 : 0);
+    case MPKB_OP_ATTENTION: *opt = 0x360; return 0x3ff;
+    case MPKB_OP_ATTN_MERGE:
+    case MPKB_OP_ARGMAX_PART:
+    case MPKB_OP_ARGMAX_REDUCE:
+    case MPKB_OP_COPY: return 3;
+    case MPKB_OP_RMSNORM:
+    case MPKB_OP_ADD:
+    case MPKB_OP_MUL: return 7;
+    case MPKB_OP_ROPE: return 15;
+    case MPKB_OP_SILU: return 5;
+    default: return 0;
+    }
+}
+
 static void walk_tasks(const mpkb_blob *b)
 {
     for (uint32_t i = 0; i < b->ntasks; i++) {
         const mpkb_task *t = &b->tasks[i];
         must(t->op < MPKB_NOPS, "task op", i);
         touched += strlen(mpkb_str(b, t->label)) + strlen(mpkb_op_name(t->op));
+        unsigned opt, used = used_slots(t, &opt);
+        /* The reader leaves the slots an op does not use unchecked: mpk dump
+         * only prints their numbers. */
         for (int k = 0; k < MPKB_NT; k++)
-            if (t->t[k] != MPKB_NONE)
+            if (used & (1u << k) && (t->t[k] != MPKB_NONE || !(opt & (1u << k))))
                 tensor_at(b, t->t[k]);
+            else
+                touched += t->t[k];
         must(t->dep < b->nevents, "task dep", i);
         touched += b->events[t->dep].triggers;
         must(t->trig_first <= b->ntriggers && b->ntriggers - t->trig_first >= t->trig_count, "task triggers", i);
