@@ -38,6 +38,49 @@ static uint16_t f32_to_bf16(float f)
     return (uint16_t)(u >> 16);
 }
 
+/* IEEE half precision, by hand: not every C compiler has _Float16. */
+static float f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1f, m = h & 0x3ff, u;
+    if (e == 0x1f)
+        u = sign | 0x7f800000u | (m << 13); /* inf, nan */
+    else if (e)
+        u = sign | ((e + 112) << 23) | (m << 13);
+    else if (!m)
+        u = sign;
+    else { /* subnormal: normalise */
+        e = 113;
+        while (!(m & 0x400))
+            m <<= 1, e--;
+        u = sign | (e << 23) | ((m & 0x3ff) << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static uint16_t f32_to_f16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u)
+        return sign | 0x7e00; /* nan */
+    if (a >= 0x477ff000u)
+        return sign | 0x7c00; /* overflow (and values rounding up to it) */
+    if (a < 0x38800000u) {   /* subnormal or zero: round at the right bit */
+        if (a < 0x33000000u)
+            return sign;
+        uint32_t e = a >> 23, m = (a & 0x7fffff) | 0x800000, shift = 126 - e;
+        uint32_t half = m >> shift, rest = m & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        half += rest > mid || (rest == mid && (half & 1));
+        return sign | (uint16_t)half;
+    }
+    uint32_t r = a + 0xfff + ((a >> 13) & 1) - (112u << 23);
+    return sign | (uint16_t)(r >> 13);
+}
+
 static float ld(uint32_t dt, const uint8_t *p, uint64_t i)
 {
     switch (dt) {
@@ -47,9 +90,9 @@ static float ld(uint32_t dt, const uint8_t *p, uint64_t i)
         return bf16_to_f32(h);
     }
     case MPKB_F16: {
-        _Float16 h;
+        uint16_t h;
         memcpy(&h, p + 2 * i, 2);
-        return (float)h;
+        return f16_to_f32(h);
     }
     case MPKB_F32: {
         float f;
@@ -73,7 +116,7 @@ static void st(uint32_t dt, uint8_t *p, uint64_t i, float v)
         break;
     }
     case MPKB_F16: {
-        _Float16 h = (_Float16)v;
+        uint16_t h = f32_to_f16(v);
         memcpy(p + 2 * i, &h, 2);
         break;
     }
