@@ -160,8 +160,13 @@ static bool tensors(ctx *C, mpkb_blob *b)
     if (m->arena_size > (1ull << 40) || m->state_size > (1ull << 42))
         return fail(C, "absurd arena (%llu) or state (%llu) size", (unsigned long long)m->arena_size,
                     (unsigned long long)m->state_size);
+    uint64_t arena_end = 0, state_end = 0;
     for (uint32_t i = 0; i < b->ntensors; i++) {
         const mpkb_tensor *t = &b->tensors[i];
+        if (t->space == MPKB_SPACE_ARENA && t->offset + t->nbytes > arena_end && t->offset <= m->arena_size)
+            arena_end = t->offset + t->nbytes;
+        if (t->space == MPKB_SPACE_STATE && t->offset + t->nbytes > state_end && t->offset <= m->state_size)
+            state_end = t->offset + t->nbytes;
         if (t->name >= b->strings_size)
             return fail(C, "tensor %u: name offset %u outside STRINGS", i, t->name);
         if (t->dtype >= MPKB_NDTYPES || t->space >= MPKB_NSPACES || t->ndim < 1 || t->ndim > MPKB_MAX_DIMS)
@@ -197,6 +202,10 @@ static bool tensors(ctx *C, mpkb_blob *b)
                         (unsigned long long)(t->offset + t->nbytes), mpkb_space_name(t->space),
                         (unsigned long long)limit);
     }
+    /* sizes beyond what the tensors use would only make executors allocate */
+    if (m->arena_size > arena_end + 4096 || m->state_size > state_end + 4096)
+        return fail(C, "arena (%llu bytes) or state (%llu bytes) is larger than its tensors need",
+                    (unsigned long long)m->arena_size, (unsigned long long)m->state_size);
     return true;
 }
 
@@ -298,7 +307,7 @@ static void check_attention(tcheck *T, const mpkb_task *t)
         !want(T, !kn || (is_float(kn) && mpkb_numel(kn) == D), "k norm weight must be [D]") ||
         !want(T, !qr || (qr->dtype == MPKB_F32 && mpkb_numel(qr) * 2 == D), "q rope table must be f32[D/2]") ||
         !want(T, !kr || (kr->dtype == MPKB_F32 && mpkb_numel(kr) * 2 == D), "k rope table must be f32[D/2]") ||
-        !want(T, t->i[0] >= 0 && (uint64_t)t->i[0] < G && t->i[2] > 0 && t->i[3] > 0 && t->i[1] >= 0 &&
+        !want(T, t->i[0] >= 0 && (uint64_t)t->i[0] < G && t->i[2] > 0 && (uint64_t)t->i[2] <= S && t->i[3] > 0 && t->i[1] >= 0 &&
                      t->i[1] < t->i[3] && (uint64_t)t->i[2] * (uint64_t)(t->i[3] - 1) < S &&
                      (uint64_t)t->i[2] * (uint64_t)t->i[3] >= S,
               "kv head or chunk out of range") ||
@@ -320,6 +329,11 @@ static void check_task(ctx *C, const mpkb_blob *b, uint32_t i, bool *ok)
         *ok = fail(C, "task %u: unknown op %u or bad label", i, t->op);
         return;
     }
+    for (int k = 0; k < MPKB_NT; k++)
+        if (t->t[k] != MPKB_NONE && t->t[k] >= b->ntensors) {
+            *ok = fail(C, "task %u: operand %d is tensor %u of %u", i, k, t->t[k], b->ntensors);
+            return;
+        }
     const mpkb_tensor *a, *x, *o;
     switch (t->op) {
     case MPKB_OP_INPUTS:
@@ -455,11 +469,11 @@ static bool graph(ctx *C, mpkb_blob *b)
                 ok = fail(C, "task %u signals event %u of %u", t, e, b->nevents);
                 goto out;
             }
-            for (uint32_t j = 0; j < k; j++)
-                if (b->triggers[x->trig_first + j] == e) {
-                    ok = fail(C, "task %u signals event %u twice", t, e);
-                    goto out;
-                }
+            if (done_by[e] == t + 1) { /* done_by: last task that signalled e, + 1 */
+                ok = fail(C, "task %u signals event %u twice", t, e);
+                goto out;
+            }
+            done_by[e] = t + 1;
             count[e]++;
         }
     }
@@ -521,29 +535,48 @@ static bool graph(ctx *C, mpkb_blob *b)
             seen[t] = 1;
         }
     }
-    /* simulate: pos[q] is the next task of queue q; sweep the queues,
-     * running heads whose event has fired, until none can move */
+    /* simulate: pos[q] is the next task of queue q. A queue whose head
+     * waits for an unfired event is parked on that event's list and
+     * revisited only when it fires: linear in tasks + queues. */
     memset(done_by, 0, sizeof *done_by * b->nevents);
+    uint32_t *park = malloc(sizeof *park * ((size_t)b->nevents + 1)); /* first parked queue + 1 */
+    uint32_t *next = malloc(sizeof *next * ((size_t)b->nqueues + 1));
+    uint32_t *work = malloc(sizeof *work * ((size_t)b->nqueues + 1));
+    uint32_t finished = 0, nw = 0;
+    if (!park || !next || !work) {
+        free(park), free(next), free(work);
+        ok = fail(C, "out of memory checking the queues");
+        goto out;
+    }
+    memset(park, 0, sizeof *park * b->nevents);
     for (uint32_t q = 0; q < b->nqueues; q++)
-        pos[q] = 0;
-    uint32_t progress = 1, finished = 0;
-    while (progress) {
-        progress = 0;
-        for (uint32_t q = 0; q < b->nqueues; q++) {
-            const mpkb_queue *Q = &b->queues[q];
-            while (pos[q] < Q->count) {
-                const mpkb_task *x = &b->tasks[b->qtasks[Q->first + pos[q]]];
-                const mpkb_event *ev = &b->events[x->dep];
-                if (!ev->lag && done_by[x->dep] < ev->triggers)
-                    break;
-                for (uint32_t k = 0; k < x->trig_count; k++)
-                    done_by[b->triggers[x->trig_first + k]]++;
-                pos[q]++;
-                finished++;
-                progress = 1;
+        pos[q] = 0, work[nw++] = q;
+    while (nw) {
+        uint32_t q = work[--nw];
+        const mpkb_queue *Q = &b->queues[q];
+        while (pos[q] < Q->count) {
+            const mpkb_task *x = &b->tasks[b->qtasks[Q->first + pos[q]]];
+            const mpkb_event *ev = &b->events[x->dep];
+            if (!ev->lag && done_by[x->dep] < ev->triggers) {
+                next[q] = park[x->dep];
+                park[x->dep] = q + 1;
+                break;
             }
+            for (uint32_t k = 0; k < x->trig_count; k++) {
+                uint32_t e = b->triggers[x->trig_first + k];
+                if (++done_by[e] == b->events[e].triggers && !b->events[e].lag)
+                    for (uint32_t w = park[e]; w; w = next[w - 1])
+                        work[nw++] = w - 1;
+                if (done_by[e] == b->events[e].triggers)
+                    park[e] = 0;
+            }
+            pos[q]++;
+            finished++;
         }
     }
+    free(park);
+    free(next);
+    free(work);
     if (finished != b->ntasks)
         ok = fail(C, "the queues deadlock: run in order, %u of %u tasks never start", b->ntasks - finished,
                   b->ntasks);

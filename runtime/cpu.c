@@ -441,7 +441,7 @@ static bool run_task(mpk_cpu *M, const mpkb_task *t)
         uint32_t d = dt(M, t->t[0]);
         uint64_t es = mpkb_dtype_size(d);
         for (int64_t r = 0; r < t->i[0]; r++)
-            memcpy(ptr(M, t->t[1]) + (uint64_t)(r * t->i[2]) * es,
+            memmove(ptr(M, t->t[1]) + (uint64_t)(r * t->i[2]) * es, /* a hostile blob may overlap them */
                    ptr(M, t->t[0]) + (uint64_t)(t->i[3] + r * t->i[1]) * es, (uint64_t)t->i[2] * es);
         return true;
     }
