@@ -260,9 +260,8 @@ static void reduced_item(ev *E, int item, const int **out, int *n)
 }
 
 /* The raw producer set of task t: its items' (reduced) tasks, once each. */
-static void expand(ev *E, uint32_t t, const int *items, int n)
+static void expand(ev *E, const int *items, int n)
 {
-    (void)t;
     E->raw.n = 0;
     E->gen++; /* a fresh mark: one task may be expanded twice */
     for (int i = 0; i < n; i++) {
@@ -307,7 +306,7 @@ static void sweep(ev *E)
         if (ng == n || n <= 64) {
             int64_t eg = ng ? mpk_sigcache_get(E->sigs, groups, ng, 0) : -1;
             if (ng && eg < 0) {
-                expand(E, t, groups, ng);
+                expand(E, groups, ng);
                 eg = dep_of(E, (int)t, E->raw.v, E->raw.n);
                 mpk_sigcache_put(E->sigs, groups, ng, 0, eg);
             }
@@ -321,7 +320,7 @@ static void sweep(ev *E)
         if (e < 0) {
             e = mpk_sigcache_get(E->sigs, items, n, 0);
             if (e < 0) {
-                expand(E, t, items, n);
+                expand(E, items, n);
                 e = dep_of(E, (int)t, E->raw.v, E->raw.n);
                 mpk_sigcache_put(E->sigs, items, n, 0, e);
             }

@@ -56,12 +56,10 @@ static void build_users(fuser *F)
         }
     free(fill);
     F->absorbed = calloc((size_t)nn + 1, 1);
-    F->node_index = calloc((size_t)nn + 1, sizeof *F->node_index);
     int maxid = 0;
     for (int i = 0; i < nn; i++)
         if (node_at(g, i)->id > maxid)
             maxid = node_at(g, i)->id;
-    free(F->node_index);
     F->node_index = calloc((size_t)maxid + 1, sizeof *F->node_index);
     for (int i = 0; i < nn; i++)
         F->node_index[node_at(g, i)->id] = i;
@@ -234,8 +232,6 @@ static int peel(fuser *F, const mpk_node *att, const mpk_tensor **x, int *gamma,
         *eps = (float)nrm->attrs[0].f;
         F->absorbed[pos_of(F, nrm)] = true;
         *x = nrm->in[0];
-    } else if (table >= 0 && nrm) {
-        /* norm over something else: leave it to its own kernel op */
     }
     return table;
 }

@@ -149,6 +149,7 @@ struct mpk_cpu {
     uint64_t rng;
     FILE *err;
     float *scratch;             /* K floats for a matvec input */
+    uint32_t *ready;            /* the step's ready list, ntasks long */
     float *scores;
 };
 
@@ -348,7 +349,6 @@ static void merge(mpk_cpu *M, const mpkb_task *t)
 
 static bool run_task(mpk_cpu *M, const mpkb_task *t)
 {
-    const mpkb_blob *b = M->b;
     uint64_t lo = (uint64_t)t->i[0], hi = (uint64_t)t->i[1];
     switch (t->op) {
     case MPKB_OP_INPUTS:
@@ -446,7 +446,6 @@ static bool run_task(mpk_cpu *M, const mpkb_task *t)
         return true;
     }
     }
-    (void)b;
     return false;
 }
 
@@ -525,7 +524,8 @@ mpk_cpu *mpk_cpu_new(const mpkb_blob *b, const void *const *weights, uint64_t se
     M->count = calloc(b->nevents, sizeof *M->count);
     M->scratch = malloc(sizeof(float) * 2 * (maxk + 2));
     M->scores = malloc(sizeof(float) * (maxs + 1));
-    if (!M->arena || !M->state || !M->count || !M->scratch || !M->scores) {
+    M->ready = malloc(sizeof *M->ready * (b->ntasks + 1));
+    if (!M->arena || !M->state || !M->count || !M->scratch || !M->scores || !M->ready) {
         fprintf(err, "mpk-run: out of memory for the arena (%llu bytes) and state (%llu bytes)\n",
                 (unsigned long long)b->meta->arena_size, (unsigned long long)b->meta->state_size);
         mpk_cpu_free(M);
@@ -544,19 +544,15 @@ void mpk_cpu_free(mpk_cpu *M)
     free(M->count);
     free(M->scratch);
     free(M->scores);
+    free(M->ready);
     free(M);
 }
 
 bool mpk_cpu_step(mpk_cpu *M, int32_t token, bool random_order, int32_t *next, float *logits)
 {
     const mpkb_blob *b = M->b;
-    uint32_t *ready = malloc(sizeof *ready * (b->ntasks + 1));
-    if (!ready)
-        return false;
     M->token = token;
-    bool ok = step(M, random_order, ready);
-    free(ready);
-    if (!ok)
+    if (!step(M, random_order, M->ready))
         return false;
     *next = ld_i32(M->arena + b->tensors[b->meta->next_output].offset);
     if (logits) {
