@@ -113,7 +113,8 @@ int mpk_task_accesses(const mpk_taskgraph *tg, const mpkb_task *t, mpk_access **
         whole(&A, o[4], false);
         whole(&A, o[5], false);
         whole(&A, o[6], false);
-        uint64_t r0 = c * len, r1 = (c + 1) * len < s ? (c + 1) * len : s;
+        uint64_t per_chunk = len * mpkb_kv_blocks(s, len, nch ? nch : 1); /* its rows are contiguous */
+        uint64_t r0 = c * per_chunk, r1 = (c + 1) * per_chunk < s ? (c + 1) * per_chunk : s;
         for (int kv = 0; kv < 2; kv++) {
             uint64_t base = ((uint64_t)kv * g + kh) * s * d;
             add(&A, o[3], false, base + r0 * d, base + r1 * d);

@@ -5,10 +5,14 @@
  * matvec of N rows is cut into tiles of T rows, T a multiple of 8, chosen to
  * minimise (waves of tiles over the workers) x (bytes per tile + a fixed
  * per-task cost). Attention runs one task per kv head and chunk of the KV
- * cache, the chunk length chosen so that kv_heads x chunks is near the
- * worker count, with a merge task per kv head when there is more than one
- * chunk. A `with tile =` or `with kv_chunk =` hint (or the model's schedule)
- * overrides the choice. Tasks reference ltensors here; memory.c maps them
+ * cache, kv_heads x chunks near the worker count, with a merge task per kv
+ * head when there is more than one chunk. By default a chunk owns every
+ * n-th block of 64, 32 or 16 positions, so that the positions in use
+ * at any context length spread over all chunks (man 5 mpk-blob: the cache
+ * keeps a chunk's blocks together); where blocks cannot divide the cache
+ * evenly, chunks are contiguous. A `with tile =` or `with kv_chunk =`
+ * (contiguous chunk length) hint, or the model's schedule, overrides the
+ * choice. Tasks reference ltensors here; memory.c maps them
  * to blob tensors.
  */
 #include "lowering/lowering.h"
@@ -102,14 +106,27 @@ static void tile_attention(mpk_low *L, mpk_kop *k)
 {
     const mpk_ltensor *q = &L->lt[k->t[0]], *cache = &L->lt[k->t[3]];
     int64_t heads = q->dims[1], d = q->dims[2], g = cache->dims[1], s = cache->dims[2];
-    int64_t chunk = k->hint_kv_chunk;
+    int64_t chunk = k->hint_kv_chunk, nch = 0;
     if (chunk <= 0) {
+        /* one chunk per worker over the kv heads, each owning every nch-th
+         * block of positions: any context, short or long, spreads over all
+         * chunks. Blocks must divide the cache evenly; else contiguous. */
         int64_t want = L->workers / g > 1 ? L->workers / g : 1;
-        chunk = cdiv(cdiv(s, want), 64) * 64;
+        /* the largest block with 8 or more per chunk, else the smallest
+         * with 2 or more */
+        for (int64_t b = 64; b >= 16 && !nch && want > 1; b /= 2)
+            if (s % (b * want) == 0 && s / (b * want) >= 8)
+                chunk = b, nch = want;
+        for (int64_t b = 16; b <= 64 && !nch && want > 1; b *= 2)
+            if (s % (b * want) == 0 && s / (b * want) >= 2)
+                chunk = b, nch = want;
+        if (!nch)
+            chunk = cdiv(cdiv(s, want), 64) * 64;
     }
     if (chunk > s)
         chunk = s;
-    int64_t nch = cdiv(s, chunk);
+    if (!nch)
+        nch = cdiv(s, chunk);
     int partials = -1;
     if (nch > 1) {
         int64_t dims[3] = {heads, nch, d + 2};

@@ -308,9 +308,11 @@ static void check_attention(tcheck *T, const mpkb_task *t)
         !want(T, !qr || (qr->dtype == MPKB_F32 && mpkb_numel(qr) * 2 == D), "q rope table must be f32[D/2]") ||
         !want(T, !kr || (kr->dtype == MPKB_F32 && mpkb_numel(kr) * 2 == D), "k rope table must be f32[D/2]") ||
         !want(T, t->i[0] >= 0 && (uint64_t)t->i[0] < G && t->i[2] > 0 && (uint64_t)t->i[2] <= S && t->i[3] > 0 && t->i[1] >= 0 &&
-                     t->i[1] < t->i[3] && (uint64_t)t->i[2] * (uint64_t)(t->i[3] - 1) < S &&
-                     (uint64_t)t->i[2] * (uint64_t)t->i[3] >= S,
+                     t->i[1] < t->i[3],
               "kv head or chunk out of range") ||
+        !want(T, (uint64_t)t->i[2] * (uint64_t)t->i[3] >= S ? (uint64_t)t->i[2] * (uint64_t)(t->i[3] - 1) < S
+                                                             : S % ((uint64_t)t->i[2] * (uint64_t)t->i[3]) == 0,
+              "chunks do not tile the cache (contiguous chunks, or blocks that divide it evenly)") ||
         !want(T, writable(o), "out is not writable"))
         return;
     if (t->flags & MPKB_F_DIRECT)

@@ -150,7 +150,8 @@ struct mpk_cpu {
     FILE *err;
     float *scratch;             /* K floats for a matvec input */
     uint32_t *ready;            /* the step's ready list, ntasks long */
-    float *scores;
+    float *scores;              /* attention: a score per position of a chunk */
+    uint64_t *rows;             /* attention: the cache row of each */
 };
 
 static uint8_t *ptr(mpk_cpu *M, uint32_t ti)
@@ -254,8 +255,8 @@ static bool attention(mpk_cpu *M, const mpkb_task *t)
 {
     const mpkb_tensor *q = tn(M, t->t[0]), *cache = tn(M, t->t[3]);
     uint64_t H = q->dims[1], D = q->dims[2], G = cache->dims[1], S = cache->dims[2];
-    uint64_t g = (uint64_t)t->i[0], c = (uint64_t)t->i[1], C = (uint64_t)t->i[2], nch = (uint64_t)t->i[3];
-    uint64_t per = H / G;
+    uint64_t g = (uint64_t)t->i[0], c = (uint64_t)t->i[1], B = (uint64_t)t->i[2], nch = (uint64_t)t->i[3];
+    uint64_t per = H / G, P = mpkb_kv_blocks(S, B, nch);
     int32_t pos = ld_i32(ptr(M, t->t[4]));
     if (pos < 0 || (uint64_t)pos >= S) {
         fprintf(M->err, "mpk-run: position %d is outside the KV cache (%llu positions)\n", pos,
@@ -265,20 +266,23 @@ static bool attention(mpk_cpu *M, const mpkb_task *t)
     uint8_t *cp = ptr(M, t->t[3]);
     uint32_t cd = cache->dtype;
     float *v = M->scratch;
-    uint64_t lo = c * C, hi = (c + 1) * C < S ? (c + 1) * C : S;
-    if ((uint64_t)pos >= lo && (uint64_t)pos < hi) {
-        /* append k and v at pos */
+    uint64_t kb = (0 * G + g) * S, vb = (1 * G + g) * S; /* rows of head g's planes */
+    if (((uint64_t)pos / B) % nch == c) {
+        /* append k and v at pos's row */
+        uint64_t row = mpkb_kv_row((uint64_t)pos, B, nch, P);
         for (uint64_t i = 0; i < D; i++)
             v[i] = ld(dt(M, t->t[1]), ptr(M, t->t[1]), g * D + i);
         norm_rope(M, v, D, t->t[6], t->f[2], t->t[9], pos);
         for (uint64_t i = 0; i < D; i++) {
-            st(cd, cp, ((0 * G + g) * S + (uint64_t)pos) * D + i, v[i]);
-            st(cd, cp, ((1 * G + g) * S + (uint64_t)pos) * D + i,
-               ld(dt(M, t->t[2]), ptr(M, t->t[2]), g * D + i));
+            st(cd, cp, (kb + row) * D + i, v[i]);
+            st(cd, cp, (vb + row) * D + i, ld(dt(M, t->t[2]), ptr(M, t->t[2]), g * D + i));
         }
     }
-    if (hi > (uint64_t)pos + 1)
-        hi = (uint64_t)pos + 1;
+    /* the chunk's positions up to pos, as cache rows, in order */
+    uint64_t n = 0, *rows = M->rows;
+    for (uint64_t b = c; b * B <= (uint64_t)pos; b += nch)
+        for (uint64_t j = b * B; j < (b + 1) * B && j <= (uint64_t)pos; j++)
+            rows[n++] = mpkb_kv_row(j, B, nch, P);
     uint8_t *op = ptr(M, t->t[7]);
     uint32_t od = dt(M, t->t[7]);
     float *acc = v + D, *s = M->scores;
@@ -287,21 +291,21 @@ static bool attention(mpk_cpu *M, const mpkb_task *t)
             v[i] = ld(q->dtype, ptr(M, t->t[0]), h * D + i);
         norm_rope(M, v, D, t->t[5], t->f[1], t->t[8], pos);
         float mx = -INFINITY, sum = 0;
-        for (uint64_t j = lo; j < hi; j++) {
+        for (uint64_t j = 0; j < n; j++) {
             float dot = 0;
             for (uint64_t i = 0; i < D; i++)
-                dot += v[i] * ld(cd, cp, ((0 * G + g) * S + j) * D + i);
-            s[j - lo] = dot * t->f[0];
-            if (s[j - lo] > mx)
-                mx = s[j - lo];
+                dot += v[i] * ld(cd, cp, (kb + rows[j]) * D + i);
+            s[j] = dot * t->f[0];
+            if (s[j] > mx)
+                mx = s[j];
         }
         for (uint64_t i = 0; i < D; i++)
             acc[i] = 0;
-        for (uint64_t j = lo; j < hi; j++) {
-            float p = expf(s[j - lo] - mx);
+        for (uint64_t j = 0; j < n; j++) {
+            float p = expf(s[j] - mx);
             sum += p;
             for (uint64_t i = 0; i < D; i++)
-                acc[i] += p * ld(cd, cp, ((1 * G + g) * S + j) * D + i);
+                acc[i] += p * ld(cd, cp, (vb + rows[j]) * D + i);
         }
         if (t->flags & MPKB_F_DIRECT) {
             for (uint64_t i = 0; i < D; i++)
@@ -310,7 +314,7 @@ static bool attention(mpk_cpu *M, const mpkb_task *t)
             uint64_t base = (h * nch + c) * (D + 2);
             for (uint64_t i = 0; i < D; i++)
                 st(MPKB_F32, op, base + i, acc[i]);
-            st(MPKB_F32, op, base + D, lo < hi ? mx : -INFINITY);
+            st(MPKB_F32, op, base + D, n ? mx : -INFINITY);
             st(MPKB_F32, op, base + D + 1, sum);
         }
     }
@@ -516,16 +520,17 @@ mpk_cpu *mpk_cpu_new(const mpkb_blob *b, const void *const *weights, uint64_t se
     for (uint32_t i = 0; i < b->ntensors; i++)
         for (int d = 0; d < b->tensors[i].ndim; d++)
             maxk = b->tensors[i].dims[d] > maxk ? b->tensors[i].dims[d] : maxk;
-    for (uint32_t i = 0; i < b->ntasks; i++)
-        if (b->tasks[i].op == MPKB_OP_ATTENTION && (uint64_t)b->tasks[i].i[2] > maxs)
-            maxs = (uint64_t)b->tasks[i].i[2];
+    for (uint32_t i = 0; i < b->ntasks; i++) /* a chunk holds at most the whole cache */
+        if (b->tasks[i].op == MPKB_OP_ATTENTION && b->tensors[b->tasks[i].t[3]].dims[2] > maxs)
+            maxs = b->tensors[b->tasks[i].t[3]].dims[2];
     M->arena = malloc(b->meta->arena_size ? b->meta->arena_size : 1);
     M->state = calloc(1, b->meta->state_size ? b->meta->state_size : 1);
     M->count = calloc(b->nevents, sizeof *M->count);
     M->scratch = malloc(sizeof(float) * 2 * (maxk + 2));
     M->scores = malloc(sizeof(float) * (maxs + 1));
+    M->rows = malloc(sizeof(uint64_t) * (maxs + 1));
     M->ready = malloc(sizeof *M->ready * (b->ntasks + 1));
-    if (!M->arena || !M->state || !M->count || !M->scratch || !M->scores || !M->ready) {
+    if (!M->arena || !M->state || !M->count || !M->scratch || !M->scores || !M->rows || !M->ready) {
         fprintf(err, "mpk-run: out of memory for the arena (%llu bytes) and state (%llu bytes)\n",
                 (unsigned long long)b->meta->arena_size, (unsigned long long)b->meta->state_size);
         mpk_cpu_free(M);
@@ -544,6 +549,7 @@ void mpk_cpu_free(mpk_cpu *M)
     free(M->count);
     free(M->scratch);
     free(M->scores);
+    free(M->rows);
     free(M->ready);
     free(M);
 }

@@ -37,7 +37,7 @@ for dir in tests/data/*/; do
         expect="$expect${expect:+ }$t"
         case ",$eos," in *",$t,"*) break ;; esac
     done
-    for workers in 1 5 132; do
+    for workers in 1 5 8 132; do
         blob="$tmp/$name-$workers.mpkb"
         if ! "$mpk" build --workers=$workers "$tmp/$name.mpk" -o "$blob" >"$tmp/log" 2>&1; then
             fail=$((fail + 1)); echo "FAIL $name: mpk build --workers=$workers"; sed 's/^/    /' "$tmp/log"

@@ -163,13 +163,19 @@ typedef struct {
  *               t3 cache [2, G, S, D], t4 pos i32[1], t5 q gamma [D] or
  *               NONE (f1 eps), t6 k gamma [D] or NONE (f2 eps), t8 q rope
  *               inv_freq f32 [D/2] or NONE, t9 k rope inv_freq or NONE;
- *               i0 kv head g, i1 chunk c, i2 chunk length C, i3 chunks;
- *               f0 scale. q and k are normed and roped in fp32 (HF's
- *               rotate_half pairs i and i + D/2, angle = pos * inv_freq in
- *               fp32). The task whose chunk holds pos writes k and v at row
- *               pos of the cache (rounded there); then for the H/G
- *               query heads of group g it attends over positions
- *               [c*C, min((c+1)*C, pos+1)). flags DIRECT (one chunk): t7 is
+ *               i0 kv head g, i1 chunk c, i2 block length B, i3 chunks
+ *               n; f0 scale. Positions fall in blocks of B; chunk c owns
+ *               blocks c, c + n, c + 2n, ... (with P = ceil(S / (B n))
+ *               blocks per chunk: either P = 1, contiguous chunks, or
+ *               S = B n P exactly). The cache stores a chunk's blocks
+ *               together: position j lives at row mpkb_kv_row(j) =
+ *               ((b mod n) P + b / n) B + j mod B, b = j / B, so chunk c's
+ *               rows are [c P B, (c + 1) P B). q and k are normed and
+ *               roped in fp32 (HF's rotate_half pairs i and i + D/2,
+ *               angle = pos * inv_freq in fp32). The task whose chunk
+ *               owns pos writes k and v at pos's row (rounded there);
+ *               then for the H/G query heads of group g it attends over
+ *               its positions up to pos. flags DIRECT (one chunk): t7 is
  *               out [1, H, D] = bf16(softmax . v); else t7 is partials f32
  *               [H, chunks, D + 2] = (acc[D], max, sum) per head and chunk,
  *               an empty chunk writing (0, -inf, 0).
@@ -227,17 +233,36 @@ typedef struct {
     uint32_t count;
 } mpkb_queue;
 
-_Static_assert(sizeof(mpkb_header) == 64, "mpkb_header is 64 bytes");
-_Static_assert(sizeof(mpkb_section) == 32, "mpkb_section is 32 bytes");
-_Static_assert(sizeof(mpkb_meta) == 136, "mpkb_meta is 136 bytes");
-_Static_assert(sizeof(mpkb_tensor) == 56, "mpkb_tensor is 56 bytes");
-_Static_assert(sizeof(mpkb_task) == 96, "mpkb_task is 96 bytes");
-_Static_assert(sizeof(mpkb_event) == 16, "mpkb_event is 16 bytes");
-_Static_assert(sizeof(mpkb_queue) == 8, "mpkb_queue is 8 bytes");
+/* C11 spells it _Static_assert; the CUDA executor includes this as C++. */
+#ifdef __cplusplus
+#define MPKB_STATIC_ASSERT static_assert
+#else
+#define MPKB_STATIC_ASSERT _Static_assert
+#endif
+MPKB_STATIC_ASSERT(sizeof(mpkb_header) == 64, "mpkb_header is 64 bytes");
+MPKB_STATIC_ASSERT(sizeof(mpkb_section) == 32, "mpkb_section is 32 bytes");
+MPKB_STATIC_ASSERT(sizeof(mpkb_meta) == 136, "mpkb_meta is 136 bytes");
+MPKB_STATIC_ASSERT(sizeof(mpkb_tensor) == 56, "mpkb_tensor is 56 bytes");
+MPKB_STATIC_ASSERT(sizeof(mpkb_task) == 96, "mpkb_task is 96 bytes");
+MPKB_STATIC_ASSERT(sizeof(mpkb_event) == 16, "mpkb_event is 16 bytes");
+MPKB_STATIC_ASSERT(sizeof(mpkb_queue) == 8, "mpkb_queue is 8 bytes");
 
 static inline uint32_t mpkb_dtype_size(uint32_t dt)
 {
     return dt == MPKB_BF16 || dt == MPKB_F16 ? 2 : dt == MPKB_F32 || dt == MPKB_I32 ? 4 : 0;
+}
+
+/* Attention's KV layout (see ATTENTION): blocks per chunk, and the cache
+ * row of position j for block length B, n chunks and P blocks per chunk. */
+static inline uint64_t mpkb_kv_blocks(uint64_t S, uint64_t B, uint64_t n)
+{
+    return (S + B * n - 1) / (B * n);
+}
+
+static inline uint64_t mpkb_kv_row(uint64_t j, uint64_t B, uint64_t n, uint64_t P)
+{
+    uint64_t b = j / B;
+    return ((b % n) * P + b / n) * B + j % B;
 }
 
 static inline const char *mpkb_op_name(uint32_t op)
