@@ -8,6 +8,12 @@
 #   make fuzz            libFuzzer on the front end for FUZZ_TIME seconds
 #   make fuzz-blob       libFuzzer on the blob reader for FUZZ_TIME seconds
 #   make install PREFIX=/usr/local DESTDIR=
+#   make gpu-check       the GPU executor against the CPU one and HF (GPU machine)
+#   make bench           ms/token of mpk, PyTorch and the bandwidth limit (GPU machine)
+#
+# mpk-run gets the GPU executor (runtime/gpu.cu) when nvcc is found (PATH or
+# /usr/local/cuda) and GPU is not 0; otherwise it is built CPU-only and says
+# so. SAN=1 builds are CPU-only: the sanitizers do not cover device code.
 #
 # Objects depend on build/flags, which changes whenever the compiler or its
 # flags change (SAN=1, PREFIX, ...), so switching never mixes stale objects.
@@ -37,6 +43,23 @@ SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 endif
 
 B := build
+
+NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+ifeq ($(SAN),1)
+GPU ?= 0
+endif
+GPU ?= $(if $(NVCC),1,0)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+# Hopper's own code, plus sm_80 code and PTX that newer GPUs compile at load.
+NVCC_ARCH ?= -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=[sm_80,compute_80]
+NVCCFLAGS ?= -O3 -lineinfo
+ifeq ($(GPU),1)
+GPU_OBJ := $(B)/runtime/gpu.o
+GPU_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -lrt -lpthread -ldl -lstdc++
+else
+GPU_OBJ := $(B)/runtime/gpu_none.o
+GPU_LIBS :=
+endif
 CPPFLAGS_ALL := -D_GNU_SOURCE -DMPK_DATADIR='"$(DATADIR)"' -I. -Ifrontend -Iinclude -I$(B)/gen
 BASE_CFLAGS := -std=c11 $(CFLAGS) $(SANFLAGS)
 ALL_CFLAGS := $(BASE_CFLAGS) $(WARN) $(CPPFLAGS_ALL)
@@ -65,7 +88,7 @@ TEST_SRC := tests/check_main.c tests/check_lexer.c tests/check_parser.c tests/ch
             tests/check_weights.c tests/check_lower.c
 TEST_OBJ := $(TEST_SRC:%.c=$(B)/%.o)
 
-.PHONY: demo fuzz-blob all check install uninstall clean fuzz check-unit check-golden check-cli check-examples check-fuzz \
+.PHONY: gpu-check bench demo fuzz-blob all check install uninstall clean fuzz check-unit check-golden check-cli check-examples check-fuzz \
         check-man check-import check-parity check-blob
 .DELETE_ON_ERROR:
 
@@ -73,7 +96,8 @@ all: bin/mpk bin/mpk-run
 
 $(B)/flags: FORCE
 	@mkdir -p $(B)
-	@echo '$(CC) $(ALL_CFLAGS) $(LDFLAGS_ALL)' | cmp -s - $@ || echo '$(CC) $(ALL_CFLAGS) $(LDFLAGS_ALL)' > $@
+	@echo '$(CC) $(ALL_CFLAGS) $(LDFLAGS_ALL) GPU=$(GPU) $(NVCC) $(NVCC_ARCH) $(NVCCFLAGS)' | cmp -s - $@ || \
+	    echo '$(CC) $(ALL_CFLAGS) $(LDFLAGS_ALL) GPU=$(GPU) $(NVCC) $(NVCC_ARCH) $(NVCCFLAGS)' > $@
 FORCE:
 
 $(B)/gen/parser.c $(B)/gen/parser.h: grammar/parser.y
@@ -107,21 +131,34 @@ bin/mpk: $(B)/driver/mpk.o $(B)/driver/import.o $(B)/libmpklower.a $(B)/libmpkrt
 	@mkdir -p bin
 	$(CC) -o $@ $^ $(LIBS) $(LDFLAGS_ALL)
 
-bin/mpk-run: $(B)/runtime/mpk-run.o $(B)/libmpkrt.a
+$(B)/runtime/gpu.o: runtime/gpu.cu $(HEADERS) $(B)/flags
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) $(NVCC_ARCH) -std=c++17 -D_GNU_SOURCE -Iinclude -Iruntime \
+	    -Xcompiler -Wall,-Wextra $(if $(filter 1,$(WERROR)),-Werror all-warnings) -c -o $@ $<
+
+bin/mpk-run: $(B)/runtime/mpk-run.o $(B)/libmpkrt.a $(GPU_OBJ)
 	@mkdir -p bin
-	$(CC) -o $@ $^ $(LIBS) $(LDFLAGS_ALL)
+ifneq ($(GPU),1)
+	@echo "note: no CUDA toolkit (nvcc) found, or GPU=0: bin/mpk-run is CPU-only (mpk-run --cpu)"
+endif
+	$(CC) -o $@ $(B)/runtime/mpk-run.o $(GPU_OBJ) $(B)/libmpkrt.a $(LIBS) $(GPU_LIBS) $(LDFLAGS_ALL)
 
 # ---- the main job -----------------------------------------------------------
 # Compile the real Qwen3-8B to a blob (no weights needed), then import, build
-# and run a small Qwen3 from tests/data on the CPU reference executor, next to
-# the tokens HF transformers produced for it. (The GPU runtime comes next.)
+# and run a small Qwen3 from tests/data, on the GPU when there is one (and
+# mpk-run was built with CUDA), else on the CPU reference executor, next to
+# the tokens HF transformers produced for it.
 DEMO := tests/data/qwen3-tiny
 demo: bin/mpk bin/mpk-run
 	@mkdir -p $(B)/demo
 	bin/mpk build --stats --time examples/qwen3-8b.mpk -o $(B)/demo/qwen3-8b.mpkb
 	bin/mpk import $(DEMO)/config.json -o $(B)/demo/tiny.mpk
 	bin/mpk build $(B)/demo/tiny.mpk -o $(B)/demo/tiny.mpkb
-	bin/mpk-run $(B)/demo/tiny.mpkb --weights $(DEMO) --cpu --stats \
+	@if [ "$(GPU)" = 1 ] && nvidia-smi -L >/dev/null 2>&1; then on=GPU; exe=; else on=CPU; exe=--cpu; fi; \
+	echo "running on the $$on:"; \
+	echo bin/mpk-run $(B)/demo/tiny.mpkb --weights $(DEMO) $$exe --stats \
+	    --prompt-ids $$(cat $(DEMO)/prompt.ids) -n $$(wc -w < $(DEMO)/generated.ids); \
+	bin/mpk-run $(B)/demo/tiny.mpkb --weights $(DEMO) $$exe --stats \
 	    --prompt-ids $$(cat $(DEMO)/prompt.ids) -n $$(wc -w < $(DEMO)/generated.ids)
 	@echo "HF transformers: $$(cat $(DEMO)/generated.ids)"
 
@@ -157,6 +194,18 @@ $(B)/tests/logits_cmp: tests/logits_cmp.c $(B)/flags
 
 check-parity: bin/mpk bin/mpk-run $(B)/tests/logits_cmp
 	sh tests/run-parity.sh bin/mpk bin/mpk-run $(B)/tests/logits_cmp
+
+# On a machine with a GPU: the GPU executor against the CPU executor and
+# HF transformers, compute-sanitizer, refusals, the watchdog, the trace.
+gpu-check: bin/mpk bin/mpk-run $(B)/tests/logits_cmp
+	@test "$(GPU)" = 1 || { echo "gpu-check: mpk-run was built without CUDA (GPU=$(GPU))"; exit 1; }
+	sh tests/run-gpu.sh bin/mpk bin/mpk-run $(B)/tests/logits_cmp
+
+# On a machine with a GPU: mpk, PyTorch (eager and CUDA graph) and the
+# bandwidth limit in one run; see bench/README.md.
+bench: bin/mpk bin/mpk-run
+	@test "$(GPU)" = 1 || { echo "bench: mpk-run was built without CUDA (GPU=$(GPU))"; exit 1; }
+	bash bench/bench.sh bin/mpk bin/mpk-run
 
 check-golden: bin/mpk
 	sh tests/run-golden.sh bin/mpk

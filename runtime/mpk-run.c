@@ -1,14 +1,17 @@
 /*
  * mpk-run.c - load a blob and a checkpoint, and decode.
  *
- *   mpk-run MODEL.mpkb --weights PATH --cpu --prompt-ids 1,2,3 -n N
+ *   mpk-run MODEL.mpkb --weights PATH --prompt-ids 1,2,3 -n N [--cpu]
  *
  * Everything that can be checked is checked before the first step: the
  * blob (runtime/blob.c), every weight by name, dtype and shape
  * (runtime/weights.c), the prompt ids against the vocabulary and the
  * length against the KV cache. Then the prompt is fed one token per step
  * and the greedy continuation printed on one line of standard output as it
- * is generated, ending early at an end-of-sequence id of the model.
+ * is generated, ending early at an end-of-sequence id of the model. The
+ * GPU executor (gpu.cu) runs the whole generation in one kernel launch and
+ * streams the tokens back; --cpu runs the reference executor (cpu.c)
+ * step by step instead.
  * Exit status: 0 success, 1 a problem with the blob, the weights or the
  * run, 2 usage errors.
  */
@@ -20,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifndef MPK_VERSION
 #define MPK_VERSION "0.1.0"
@@ -28,21 +32,30 @@
 enum { EXIT_RUN = 1, EXIT_USAGE = 2 };
 
 static const char usage_text[] =
-    "usage: mpk-run MODEL.mpkb --weights PATH --cpu --prompt-ids ID,ID,... [-n N] [options]\n"
+    "usage: mpk-run MODEL.mpkb --weights PATH --prompt-ids ID,ID,... [-n N] [options]\n"
     "\n"
     "Decode greedily: feed the prompt, then print the N generated token ids on\n"
     "one line of standard output (fewer if the model emits an end-of-sequence id).\n"
+    "Runs on the GPU, the whole generation in one kernel launch, unless --cpu.\n"
     "\n"
     "options:\n"
     "  --weights PATH     a .safetensors file, or a directory holding\n"
     "                     model.safetensors or model.safetensors.index.json\n"
-    "  --cpu              run on the CPU reference executor\n"
     "  --prompt-ids LIST  comma-separated token ids (at least one)\n"
     "  -n N               tokens to generate (default 16)\n"
-    "  --seed S           order of tasks on the CPU: 0 in order of readiness,\n"
-    "                     else a random order seeded with S (default 1)\n"
+    "  --cpu              run on the CPU reference executor instead of the GPU\n"
+    "  --schedule KIND    GPU: dynamic (tasks handed out in order as workers\n"
+    "                     free up; the default) or static (each worker runs the\n"
+    "                     queue the compiler placed)\n"
+    "  --watchdog MS      GPU: a wait longer than MS milliseconds is a stall:\n"
+    "                     report it and stop (default 10000)\n"
+    "  --trace FILE       GPU: write each task's start and end per SM as Chrome\n"
+    "                     trace JSON (chrome://tracing, ui.perfetto.dev)\n"
+    "  --seed S           CPU: order of tasks: 0 in order of readiness, else a\n"
+    "                     random order seeded with S (default 1)\n"
     "  --dump-logits FILE write the logits of every step as float32 (steps x vocab)\n"
-    "  --stats            print load and per-token times on standard error\n"
+    "  --stats            print load time, time to first token and per-token\n"
+    "                     latency on standard error\n"
     "  -h, --help         print this help\n"
     "  --version          print the version\n"
     "\n"
@@ -112,10 +125,76 @@ static int cmp_double(const void *a, const void *b)
 }
 
 typedef struct {
-    const char *blob, *weights, *prompt, *logits;
-    uint64_t n, seed;
-    bool cpu, stats;
+    const char *blob, *weights, *prompt, *logits, *trace;
+    uint64_t n, seed, watchdog;
+    int64_t stall;
+    int schedule;
+    bool cpu, stats, gpu_opt;
 } options;
+
+static void print_token(void *ctx, int32_t tok)
+{
+    int *made = ctx;
+    printf("%s%d", *made ? " " : "", tok);
+    fflush(stdout);
+    ++*made;
+}
+
+/* The whole generation in one launch on the GPU. */
+static int run_gpu(const options *o, const mpkb_blob *b, const void *const *table, const int32_t *prompt, int np,
+                   double t0, FILE *lf)
+{
+    const mpkb_meta *m = b->meta;
+    mpk_gpu_opts go = {.schedule = o->schedule, .watchdog_ms = (uint32_t)o->watchdog, .trace = o->trace,
+                       .test_stall = (int32_t)o->stall, .progress = isatty(2) != 0};
+    uint64_t steps = (uint64_t)np + o->n - 1;
+    float *logits = NULL;
+    int status = EXIT_RUN, made = 0;
+    mpk_gpu_stats st;
+    if (o->stall >= (int64_t)b->ntasks) {
+        fprintf(stderr, "mpk-run: error: --test-stall %lld: the blob has tasks 0..%u\n", (long long)o->stall,
+                b->ntasks - 1);
+        return EXIT_USAGE;
+    }
+    mpk_gpu *G = mpk_gpu_new(b, table, &go, stderr);
+    if (!G)
+        return EXIT_RUN;
+    if (lf && !(logits = malloc(sizeof *logits * steps * m->vocab))) {
+        fprintf(stderr, "mpk-run: error: out of memory for %llu steps of logits\n", (unsigned long long)steps);
+        goto out;
+    }
+    uint64_t wbytes;
+    double load = mpk_gpu_load_ms(G, &wbytes);
+    if (o->stats)
+        fprintf(stderr, "mpk-run: loaded %s (%u tasks) and %.1f MiB of weights in %.1f ms (%.2f GB/s), %.1f ms in all\n",
+                o->blob, b->ntasks, (double)wbytes / 1048576.0, load, load > 0 ? (double)wbytes / 1e6 / load : 0.0,
+                now_ms() - t0);
+    bool ok = mpk_gpu_generate(G, prompt, (uint32_t)np, (uint32_t)o->n, logits, print_token, &made, &st);
+    if (ok || made)
+        printf("\n");
+    fflush(stdout);
+    if (!ok)
+        goto out;
+    if (lf && fwrite(logits, sizeof *logits * m->vocab, st.steps, lf) != st.steps) {
+        fprintf(stderr, "mpk-run: error: writing '%s' failed\n", o->logits);
+        goto out;
+    }
+    if (o->stats) {
+        fprintf(stderr, "mpk-run: gpu: %u steps (%s schedule, %d workers), time to first token %.2f ms, ",
+                st.steps, o->schedule == MPK_SCHED_STATIC ? "static" : "dynamic", st.sms, st.ttft_ms);
+        if (st.made > 1)
+            fprintf(stderr, "median per token %.3f ms, %.1f tokens/s\n", st.per_token_ms, 1e3 / st.per_token_ms);
+        else
+            fprintf(stderr, "one token: no per-token latency\n");
+        if (o->trace)
+            fprintf(stderr, "mpk-run: trace: %u task records in %s\n", st.trace_events, o->trace);
+    }
+    status = 0;
+out:
+    free(logits);
+    mpk_gpu_free(G);
+    return status;
+}
 
 static int run(const options *o)
 {
@@ -152,9 +231,6 @@ static int run(const options *o)
     table = mpk_bind_weights(&b, o->weights, &w, stderr);
     if (!table)
         goto out;
-    M = mpk_cpu_new(&b, table, o->seed, stderr);
-    if (!M)
-        goto out;
     if (o->logits) {
         lf = fopen(o->logits, "wb");
         if (!lf) {
@@ -162,6 +238,20 @@ static int run(const options *o)
             status = EXIT_USAGE;
             goto out;
         }
+    }
+    if (!o->cpu) {
+        status = run_gpu(o, &b, table, prompt, np, t0, lf);
+        if (lf && fclose(lf) != 0 && status == 0) {
+            fprintf(stderr, "mpk-run: error: writing '%s' failed\n", o->logits);
+            status = EXIT_RUN;
+        }
+        lf = NULL;
+        goto out;
+    }
+    M = mpk_cpu_new(&b, table, o->seed, stderr);
+    if (!M)
+        goto out;
+    if (o->logits) {
         logits = malloc(sizeof *logits * m->vocab);
         if (!logits)
             goto out;
@@ -228,7 +318,10 @@ out:
 
 int main(int argc, char **argv)
 {
-    enum { OPT_WEIGHTS = 256, OPT_CPU, OPT_PROMPT, OPT_SEED, OPT_LOGITS, OPT_STATS, OPT_VERSION };
+    enum {
+        OPT_WEIGHTS = 256, OPT_CPU, OPT_PROMPT, OPT_SEED, OPT_LOGITS, OPT_STATS, OPT_VERSION, OPT_SCHEDULE,
+        OPT_WATCHDOG, OPT_TRACE, OPT_STALL
+    };
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
@@ -238,9 +331,15 @@ int main(int argc, char **argv)
         {"seed", required_argument, NULL, OPT_SEED},
         {"dump-logits", required_argument, NULL, OPT_LOGITS},
         {"stats", no_argument, NULL, OPT_STATS},
+        {"schedule", required_argument, NULL, OPT_SCHEDULE},
+        {"watchdog", required_argument, NULL, OPT_WATCHDOG},
+        {"trace", required_argument, NULL, OPT_TRACE},
+        {"test-stall", required_argument, NULL, OPT_STALL},
         {NULL, 0, NULL, 0},
     };
-    options o = {.n = 16, .seed = 1};
+    options o = {.n = 16, .seed = 1, .watchdog = 10000, .stall = -1, .schedule = MPK_SCHED_DYNAMIC};
+    const char *gpu_only = NULL;
+    uint64_t v;
     opterr = 0;
     for (int c; (c = getopt_long(argc, argv, ":hn:", longopts, NULL)) != -1;) {
         switch (c) {
@@ -251,6 +350,27 @@ int main(int argc, char **argv)
         case OPT_PROMPT: o.prompt = optarg; break;
         case OPT_LOGITS: o.logits = optarg; break;
         case OPT_STATS: o.stats = true; break;
+        case OPT_SCHEDULE:
+            if (!strcmp(optarg, "static"))
+                o.schedule = MPK_SCHED_STATIC;
+            else if (!strcmp(optarg, "dynamic"))
+                o.schedule = MPK_SCHED_DYNAMIC;
+            else
+                return usage_error("--schedule is static or dynamic, not '%s'", optarg);
+            gpu_only = "--schedule";
+            break;
+        case OPT_WATCHDOG:
+            if (!parse_u64(optarg, 3600000, &o.watchdog) || o.watchdog == 0)
+                return usage_error("--watchdog needs milliseconds from 1 to 3600000, not '%s'", optarg);
+            gpu_only = "--watchdog";
+            break;
+        case OPT_TRACE: o.trace = optarg; gpu_only = "--trace"; break;
+        case OPT_STALL:
+            if (!parse_u64(optarg, INT32_MAX, &v))
+                return usage_error("--test-stall needs a task index, not '%s'", optarg);
+            o.stall = (int64_t)v;
+            gpu_only = "--test-stall";
+            break;
         case 'n':
             if (!parse_u64(optarg, 1u << 30, &o.n) || o.n == 0)
                 return usage_error("-n needs a positive number of tokens, not '%s'", optarg);
@@ -272,8 +392,7 @@ int main(int argc, char **argv)
         return usage_error("%s", "--weights PATH is required");
     if (!o.prompt)
         return usage_error("%s", "--prompt-ids is required");
-    if (!o.cpu)
-        return usage_error("%s", "this mpk-run has no GPU executor yet; pass --cpu for the CPU "
-                                 "reference executor");
+    if (o.cpu && gpu_only)
+        return usage_error("%s is for the GPU executor; it means nothing with --cpu", gpu_only);
     return run(&o);
 }

@@ -4,6 +4,8 @@
  *   blob.c     reading and validating a blob (.mpkb) before anything uses it
  *   weights.c  safetensors checkpoints: map the files, bind the blob's weights
  *   cpu.c      the CPU reference executor
+ *   gpu.cu     the GPU executor: one persistent CUDA kernel per generation
+ *              (gpu_none.c stands in where mpk-run is built without CUDA)
  *
  * The runtime includes the blob format (include/mpk/blob.h) and nothing of
  * the compiler. Every function that reads a file reports problems as
@@ -104,5 +106,43 @@ void mpk_cpu_free(mpk_cpu *M);
  * failure, reported). Free the table with free() and w with
  * mpk_weights_close. */
 const void **mpk_bind_weights(const mpkb_blob *b, const char *path, mpk_weights **w, FILE *err);
+
+/* ---- gpu.cu ------------------------------------------------------------------ */
+
+typedef enum { MPK_SCHED_DYNAMIC = 0, MPK_SCHED_STATIC = 1 } mpk_schedule;
+
+typedef struct {
+    int32_t schedule;       /* mpk_schedule */
+    uint32_t watchdog_ms;   /* a wait longer than this is a stall: report and stop */
+    const char *trace;      /* write a Chrome trace JSON here, or NULL */
+    int32_t test_stall;     /* test only: this task never signals (-1: none) */
+    bool progress;          /* a progress bar on err while loading weights */
+} mpk_gpu_opts;
+
+typedef struct {
+    double ttft_ms;         /* launch to the first generated token on the host */
+    double per_token_ms;    /* median gap between generated tokens (device clock) */
+    double wall_ms;         /* the launch, start to end */
+    uint32_t steps, made;   /* steps run, tokens generated */
+    int sms;                /* worker CTAs */
+    uint32_t trace_events;
+} mpk_gpu_stats;
+
+typedef struct mpk_gpu mpk_gpu;
+typedef void (*mpk_token_fn)(void *ctx, int32_t token);
+
+/* Put blob b and its weights (as for mpk_cpu_new) on the GPU. Reports and
+ * returns NULL when there is no usable GPU, the blob needs what the kernel
+ * cannot do, or a CUDA call fails. */
+mpk_gpu *mpk_gpu_new(const mpkb_blob *b, const void *const *weights, const mpk_gpu_opts *o, FILE *err);
+/* Milliseconds mpk_gpu_new took (mostly the weights), and their bytes. */
+double mpk_gpu_load_ms(const mpk_gpu *G, uint64_t *bytes);
+/* One launch: the np prompt tokens, then up to ntok greedy ones (fewer at
+ * an end-of-sequence id), each passed to on_token as it arrives. logits,
+ * if not NULL, receives (np + ntok - 1) x vocab floats: the logits of every
+ * step run. The blob's max_seq must hold np + ntok - 1 positions. */
+bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np, uint32_t ntok, float *logits,
+                      mpk_token_fn on_token, void *ctx, mpk_gpu_stats *st);
+void mpk_gpu_free(mpk_gpu *G);
 
 #endif

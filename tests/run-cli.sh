@@ -55,7 +55,15 @@ if [ -x "$run" ]; then
     expect 2 'no blob given'               "$run" --cpu
     expect 2 '--weights PATH is required'  "$run" "$tmp/q.mpkb" --cpu --prompt-ids 1
     expect 2 'needs comma-separated'       "$run" "$tmp/q.mpkb" --cpu --weights x --prompt-ids 1,,2
-    expect 2 'no GPU executor yet'         "$run" "$tmp/q.mpkb" --weights x --prompt-ids 1
+    expect 2 'is for the GPU executor'     "$run" "$tmp/q.mpkb" --cpu --weights x --prompt-ids 1 --trace t.json
+    expect 2 'static or dynamic'           "$run" "$tmp/q.mpkb" --weights x --prompt-ids 1 --schedule fast
+    expect 2 'needs milliseconds'          "$run" "$tmp/q.mpkb" --weights x --prompt-ids 1 --watchdog 0
+    # without a GPU (CI), the GPU executor (the default) says how to go on
+    if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi >/dev/null 2>&1; then
+        d=tests/data/qwen3-tiny
+        "$bin" import "$d/config.json" -o "$tmp/tiny.mpk" >/dev/null 2>&1 && "$bin" build "$tmp/tiny.mpk" -o "$tmp/tiny.mpkb" >/dev/null 2>&1
+        expect 1 'run with --cpu'          "$run" "$tmp/tiny.mpkb" --weights "$d" --prompt-ids 1,2
+    fi
     expect 2 '-n needs a positive'         "$run" "$tmp/q.mpkb" --cpu --weights x --prompt-ids 1 -n 0
     expect 1 'outside the model.s vocabulary' "$run" "$tmp/q.mpkb" --cpu --weights x --prompt-ids 999999
     expect 1 'cannot open'                 "$run" "$tmp/nope.mpkb" --cpu --weights x --prompt-ids 1
