@@ -4,7 +4,8 @@
  * Tile sizes aim at every worker streaming the same number of bytes: a
  * matvec of N rows is cut into tiles of T rows, T a multiple of 8, chosen to
  * minimise (waves of tiles over the workers) x (bytes per tile + a fixed
- * per-task cost). Attention runs one task per kv head and chunk of the KV
+ * per-task cost); matvecs of one input and prologue (q, k, v; gate, up)
+ * share one T chosen for their rows together, so they fill waves as one. Attention runs one task per kv head and chunk of the KV
  * cache, kv_heads x chunks near the worker count, with a merge task per kv
  * head when there is more than one chunk. By default a chunk owns every
  * n-th block of 64, 32 or 16 positions, so that the positions in use
@@ -53,11 +54,27 @@ static void copy_operands(mpkb_task *t, const mpk_kop *k, int nslots)
         set_t(t, i, k->t[i]);
 }
 
+/* Matvecs of the same input and prologue (q, k and v; gate and up) wait
+ * for the same event and run side by side: their tiles are chosen as one
+ * pool, so that together they fill whole waves of the workers. */
+static bool siblings(const mpk_low *L, const mpk_kop *a, const mpk_kop *b)
+{
+    const mpk_ltensor *wa = &L->lt[a->t[1]], *wb = &L->lt[b->t[1]];
+    return b->kind == K_MATVEC && a->t[0] == b->t[0] && a->flags == b->flags && a->t[4] == b->t[4] &&
+           wa->dims[1] == wb->dims[1] && wa->dtype == wb->dtype && b->hint_tile <= 0;
+}
+
 static void tile_matvec(mpk_low *L, mpk_kop *k)
 {
     const mpk_ltensor *w = &L->lt[k->t[1]];
-    int64_t n = w->dims[0], kk = w->dims[1];
-    int64_t rows = pick_rows(n, kk, L->workers, mpk_dtype_size(w->dtype), k->hint_tile);
+    int64_t n = w->dims[0], kk = w->dims[1], pool = 0;
+    if (k->hint_tile <= 0)
+        for (int j = 0; j < L->nkops; j++)
+            if (siblings(L, k, &L->kops[j]))
+                pool += L->lt[L->kops[j].t[1]].dims[0];
+    int64_t rows = pick_rows(pool > n ? pool : n, kk, L->workers, mpk_dtype_size(w->dtype), k->hint_tile);
+    if (rows > n)
+        rows = n;
     int64_t tiles = cdiv(n, rows);
     int partials = -1;
     if (k->flags & MPKB_F_EPI_ARGMAX) {
