@@ -102,6 +102,7 @@ typedef struct {
     uint64_t *htimes;             /* mapped: %globaltimer when each was made */
     trace_rec *trace;
     unsigned *trace_n;
+    uint32_t trace_cap;
     uint32_t ntasks, np, ntok, max_steps, vocab, neos;
     int32_t eos[MPKB_MAX_EOS];
     int32_t schedule;             /* mpk_schedule */
@@ -509,6 +510,11 @@ __device__ bool attention(const kparams &P, const mpkb_task *t, float *sm, uint3
     uint32_t cd = CA->dtype;
     float *qs = sm, *kv = qs + per * D, *sc = kv + D, *mrun = sc + per * ABLK, *lrun = mrun + per,
           *alpha = lrun + per;
+    /* bf16 K and V rows of a group of positions, copied in with one round of
+     * cp.async instead of one dependent load per position */
+    unsigned short *kbuf = (unsigned short *)(((uintptr_t)(alpha + per) + 15) & ~(uintptr_t)15);
+    unsigned short *vbuf = kbuf + ABLK * D;
+    bool stage = cd == MPKB_BF16 && D % 8 == 0;
     uint64_t kbase = ((uint64_t)0 * G + g) * S * D, vbase = ((uint64_t)1 * G + g) * S * D;
     uint32_t pb = (uint32_t)pos / B;
     if (pb % nch == c && warp == 0) { /* append k (normed, roped) and v at pos's row */
@@ -548,6 +554,18 @@ __device__ bool attention(const kparams &P, const mpkb_task *t, float *sm, uint3
         uint64_t rbase = ((uint64_t)c * PB + kk) * B; /* the cache row of jlo */
         any = true;
         for (uint64_t j0 = jlo; j0 < jhi; j0 += ABLK) {
+            uint32_t nb = jhi - j0 < ABLK ? (uint32_t)(jhi - j0) : ABLK;
+            uint64_t r0 = rbase + (j0 - jlo);
+            if (stage) {
+                uint32_t pieces = D / 8; /* 16 bytes each */
+                for (uint32_t i = threadIdx.x; i < nb * pieces; i += NT) {
+                    uint32_t r = i / pieces, q16 = i % pieces;
+                    cp_async16(kbuf + r * D + q16 * 8, cp + 2 * (kbase + (r0 + r) * D) + 16 * q16);
+                    cp_async16(vbuf + r * D + q16 * 8, cp + 2 * (vbase + (r0 + r) * D) + 16 * q16);
+                }
+                cp_async_wait_all();
+                __syncthreads();
+            }
             /* scores: warp w takes positions j0 + w, j0 + w + NW, ... */
             for (uint32_t jj = warp; jj < ABLK; jj += NW) {
                 uint64_t j = j0 + jj;
@@ -558,7 +576,13 @@ __device__ bool attention(const kparams &P, const mpkb_task *t, float *sm, uint3
                 }
                 const uint8_t *krow = cp + 2 * (kbase + (rbase + (j - jlo)) * D);
                 float k[AMAXD / 32];
-                if (vec) {
+                if (stage) {
+#pragma unroll
+                    for (int e = 0; e < AMAXD / 32; e++) {
+                        uint32_t i = vec ? lane * E + e : lane + 32 * e;
+                        k[e] = (vec ? (uint32_t)e < E : i < D) ? __uint_as_float((uint32_t)kbuf[jj * D + i] << 16) : 0.0f;
+                    }
+                } else if (vec) {
                     const unsigned short *kr = (const unsigned short *)krow + lane * E;
                     uint32_t u[4] = {0, 0, 0, 0};
                     if (E == 2) {
@@ -613,8 +637,6 @@ __device__ bool attention(const kparams &P, const mpkb_task *t, float *sm, uint3
                 }
             }
             __syncthreads();
-            uint32_t nb = jhi - j0 < ABLK ? (uint32_t)(jhi - j0) : ABLK;
-            uint64_t r0 = rbase + (j0 - jlo);
 #pragma unroll
             for (int u = 0; u < AOUT; u++) {
                 uint32_t o = threadIdx.x + NT * u;
@@ -624,6 +646,9 @@ __device__ bool attention(const kparams &P, const mpkb_task *t, float *sm, uint3
                     const uint8_t *vp = cp;
                     float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
                     uint32_t jj = 0;
+                    if (stage)
+                        for (; jj < nb; jj++)
+                            a0 += p[jj] * __uint_as_float((uint32_t)vbuf[jj * D + d] << 16);
                     for (; jj + 4 <= nb; jj += 4) {
                         float v0 = ldx(cd, vp, vbase + (r0 + jj) * D + d), v1 = ldx(cd, vp, vbase + (r0 + jj + 1) * D + d);
                         float v2 = ldx(cd, vp, vbase + (r0 + jj + 2) * D + d), v3 = ldx(cd, vp, vbase + (r0 + jj + 3) * D + d);
@@ -903,8 +928,8 @@ __device__ bool one_task(const kparams &P, uint32_t task, uint32_t step, float *
     }
     signal_triggers(P, t, task);
     if (P.trace && threadIdx.x == 0) {
-        unsigned k = atomicAdd(P.trace_n, 1u);
-        if (k < TRACE_CAP) {
+        unsigned k = atomicAdd(P.trace_n, 1u) % P.trace_cap; /* a ring: the latest records stay */
+        {
             trace_rec *r = &P.trace[k];
             r->start = t0, r->end = gtimer(), r->task = task, r->step = step, r->sm = smid(), r->pad = 0;
         }
@@ -1064,7 +1089,7 @@ static bool check_limits(mpk_gpu *G, const cudaDeviceProp *p)
                         i, mpkb_str(b, t->label), D, per, AMAXD, NT * AOUT);
                 return false;
             }
-            s = 4 * (per * D + D + per * ABLK + 3 * per);
+            s = 4 * (per * D + D + per * ABLK + 3 * per) + 16 + 2 * 2 * ABLK * D;
         }
         need = s > need ? s : need;
     }
@@ -1363,6 +1388,7 @@ extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np,
     if (G->o.trace) {
         uint64_t cap = (uint64_t)b->ntasks * max_steps;
         cap = cap < TRACE_CAP ? cap : TRACE_CAP;
+        P.trace_cap = (uint32_t)cap;
         if (!CK(cudaMalloc((void **)&trace, sizeof *trace * cap)) || !CK(cudaMalloc((void **)&trace_n, sizeof *trace_n)) ||
             !CK(cudaMemset(trace_n, 0, sizeof *trace_n)))
             goto out;
@@ -1461,7 +1487,9 @@ extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np,
     if (G->o.trace) {
         if (!CK(cudaMemcpy(&ntrace, trace_n, sizeof ntrace, cudaMemcpyDeviceToHost)))
             goto out;
-        ntrace = ntrace < TRACE_CAP ? ntrace : TRACE_CAP;
+        if (ntrace > P.trace_cap)
+            fprintf(G->err, "mpk-run: trace: kept the last %u of %u task records\n", P.trace_cap, ntrace);
+        ntrace = ntrace < P.trace_cap ? ntrace : P.trace_cap;
         htrace = (trace_rec *)malloc(sizeof *htrace * (ntrace + 1));
         if (!htrace || !CK(cudaMemcpy(htrace, trace, sizeof *htrace * ntrace, cudaMemcpyDeviceToHost)) ||
             !write_trace(G, htrace, ntrace, G->o.trace))
