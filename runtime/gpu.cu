@@ -93,7 +93,7 @@ typedef struct {
     const uint32_t *cta_tasks;    /* static: each CTA's merged queue */
     const uint32_t *cta_first;    /* static: CTA c runs cta_tasks[cta_first[c] .. cta_first[c + 1]) */
     const int32_t *prompt;
-    uint8_t *token_in, *pos_in, *next_out, *logits;
+    uint8_t *next_out, *logits;
     uint32_t logits_dtype;
     float *dump;                  /* [steps][vocab] or NULL */
     dev_ctl *ctl;
@@ -1401,8 +1401,6 @@ extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np,
         goto out;
     P.tasks = G->tasks, P.events = G->events, P.tensors = G->tensors, P.triggers = G->triggers, P.tp = G->tp;
     P.count = G->count, P.cta_tasks = G->cta_tasks, P.cta_first = G->cta_first, P.prompt = dprompt;
-    P.token_in = G->hptr[m->token_input];
-    P.pos_in = m->pos_input != MPKB_NONE ? G->hptr[m->pos_input] : NULL;
     P.next_out = G->hptr[m->next_output];
     P.logits = G->hptr[m->logits];
     P.logits_dtype = b->tensors[m->logits].dtype;
