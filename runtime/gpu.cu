@@ -181,14 +181,27 @@ __device__ __forceinline__ float ldw(uint32_t dt, const uint8_t *p, uint64_t i)
     }
 }
 
-/* Loads by space: weights and constants never change during a launch. */
-__device__ __forceinline__ float lds(const kparams &P, uint32_t ti, uint64_t i)
+/* A tensor to load from, looked up once: weights and constants never
+ * change during a launch and take the read-only path. */
+typedef struct {
+    const uint8_t *p;
+    uint32_t dtype;
+    bool ro;
+} tview;
+
+__device__ __forceinline__ tview view(const kparams &P, uint32_t ti)
 {
     const mpkb_tensor *t = &P.tensors[ti];
-    if (t->space == MPKB_SPACE_WEIGHT || t->space == MPKB_SPACE_CONST)
-        return ldw(t->dtype, P.tp[ti], i);
-    return ldx(t->dtype, P.tp[ti], i);
+    tview v = {P.tp[ti], t->dtype, t->space == MPKB_SPACE_WEIGHT || t->space == MPKB_SPACE_CONST};
+    return v;
 }
+
+__device__ __forceinline__ float ldv(tview v, uint64_t i)
+{
+    return v.ro ? ldw(v.dtype, v.p, i) : ldx(v.dtype, v.p, i);
+}
+
+__device__ __forceinline__ float lds(const kparams &P, uint32_t ti, uint64_t i) { return ldv(view(P, ti), i); }
 
 __device__ __forceinline__ void stx(uint32_t dt, uint8_t *p, uint64_t i, float v)
 {
@@ -287,12 +300,14 @@ __device__ void matvec_input(const kparams &P, const mpkb_task *t, uint32_t m, u
             ss += v * v;
         }
         float r = 1.0f / sqrtf(block_sum(ss) / (float)K + t->f[0]);
+        tview g = view(P, t->t[4]);
         for (uint32_t k = threadIdx.x; k < K; k += NT)
-            xs[k] = lds(P, t->t[4], k) * (xs[k] * r);
+            xs[k] = ldv(g, k) * (xs[k] * r);
     } else if (t->flags & MPKB_F_PRO_SILU_MUL) {
+        tview b = view(P, t->t[4]);
         for (uint32_t k = threadIdx.x; k < K; k += NT) {
             float v = ldx(xd, xp, (uint64_t)m * K + k);
-            xs[k] = v / (1.0f + expf(-v)) * lds(P, t->t[4], (uint64_t)m * K + k);
+            xs[k] = v / (1.0f + expf(-v)) * ldv(b, (uint64_t)m * K + k);
         }
     } else {
         for (uint32_t k = threadIdx.x; k < K; k += NT)
@@ -474,14 +489,16 @@ __device__ void warp_norm_rope(const kparams &P, float *v, uint32_t D, uint32_t 
         for (uint32_t i = lane; i < D; i += 32)
             ss += v[i] * v[i];
         float r = 1.0f / sqrtf(warp_sum(ss) / (float)D + eps);
+        tview g = view(P, gamma);
         for (uint32_t i = lane; i < D; i += 32)
-            v[i] = lds(P, gamma, i) * (v[i] * r);
+            v[i] = ldv(g, i) * (v[i] * r);
         __syncwarp();
     }
     if (table != MPKB_NONE) {
         uint32_t h = D / 2;
+        tview f = view(P, table);
         for (uint32_t i = lane; i < h; i += 32) {
-            float ang = (float)pos * lds(P, table, i);
+            float ang = (float)pos * ldv(f, i);
             float c = cosf(ang), s = sinf(ang), a = v[i], b = v[i + h];
             v[i] = a * c - b * s;
             v[i + h] = b * c + a * s;
@@ -684,26 +701,37 @@ __device__ bool attention(const kparams &P, const mpkb_task *t, float *sm, uint3
     return true;
 }
 
-__device__ void attn_merge(const kparams &P, const mpkb_task *t)
+/* Combine a kv head's chunks: each head's chunk weights e^(m_c - M) and
+ * its total once, in shared memory (not again for every output element),
+ * then every output element. */
+__device__ void attn_merge(const kparams &P, const mpkb_task *t, float *sm)
 {
     const mpkb_tensor *O = &P.tensors[t->t[1]];
     uint32_t D = O->dims[2], nch = (uint32_t)t->i[1], per = (uint32_t)t->i[2], g = (uint32_t)t->i[0];
     const float *pp = (const float *)P.tp[t->t[0]];
-    for (uint32_t o = threadIdx.x; o < per * D; o += NT) {
-        uint32_t h = g * per + o / D, d = o % D;
-        float mx = -INFINITY, sum = 0, a = 0;
+    float *wgt = sm, *sum = sm + per * nch; /* [per][nch], [per] */
+    for (uint32_t i = threadIdx.x; i < per; i += NT) {
+        const float *ph = pp + (uint64_t)(g * per + i) * nch * (D + 2);
+        float mx = -INFINITY, l = 0;
         for (uint32_t c = 0; c < nch; c++)
-            mx = fmaxf(mx, __ldcg(pp + ((uint64_t)h * nch + c) * (D + 2) + D));
+            mx = fmaxf(mx, __ldcg(ph + (uint64_t)c * (D + 2) + D));
         for (uint32_t c = 0; c < nch; c++) {
-            const float *b = pp + ((uint64_t)h * nch + c) * (D + 2);
-            float m = __ldcg(b + D);
-            if (m != -INFINITY) {
-                float e = expf(m - mx);
-                sum += __ldcg(b + D + 1) * e;
-                a += __ldcg(b + d) * e;
-            }
+            float m = __ldcg(ph + (uint64_t)c * (D + 2) + D);
+            wgt[i * nch + c] = m == -INFINITY ? -1.0f : expf(m - mx); /* -1: an empty chunk */
+            if (m != -INFINITY)
+                l += __ldcg(ph + (uint64_t)c * (D + 2) + D + 1) * wgt[i * nch + c];
         }
-        stx(O->dtype, P.tp[t->t[1]], (uint64_t)h * D + d, a / sum);
+        sum[i] = l;
+    }
+    __syncthreads();
+    for (uint32_t o = threadIdx.x; o < per * D; o += NT) {
+        uint32_t i = o / D, d = o % D;
+        const float *ph = pp + (uint64_t)(g * per + i) * nch * (D + 2);
+        float a = 0;
+        for (uint32_t c = 0; c < nch; c++)
+            if (wgt[i * nch + c] >= 0.0f)
+                a += __ldcg(ph + (uint64_t)c * (D + 2) + d) * wgt[i * nch + c];
+        stx(O->dtype, P.tp[t->t[1]], (uint64_t)(g * per + i) * D + d, a / sum[i]);
     }
 }
 
@@ -778,7 +806,7 @@ __device__ bool run_task(const kparams &P, const mpkb_task *t, uint32_t step, ui
     }
     case MPKB_OP_MATVEC: matvec(P, t, sm); return true;
     case MPKB_OP_ATTENTION: return attention(P, t, sm, step, task);
-    case MPKB_OP_ATTN_MERGE: attn_merge(P, t); return true;
+    case MPKB_OP_ATTN_MERGE: attn_merge(P, t, sm); return true;
     case MPKB_OP_ARGMAX_PART: {
         float best = -INFINITY;
         int32_t at = t->i[0];
@@ -1090,6 +1118,8 @@ static bool check_limits(mpk_gpu *G, const cudaDeviceProp *p)
                 return false;
             }
             s = 4 * (per * D + D + per * ABLK + 3 * per) + 16 + 2 * 2 * ABLK * D;
+        } else if (t->op == MPKB_OP_ATTN_MERGE) {
+            s = 4 * ((size_t)t->i[2] * t->i[1] + t->i[2]);
         }
         need = s > need ? s : need;
     }
@@ -1236,8 +1266,7 @@ extern "C" void mpk_gpu_free(mpk_gpu *G)
     void *bufs[] = {G->weights, G->arena, G->state, G->consts, G->tp, G->tasks, G->events, G->tensors,
                     G->triggers, G->cta_tasks, G->cta_first, G->count, G->ctl};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
-        if (bufs[i])
-            cudaFree(bufs[i]);
+        cudaFree(bufs[i]); /* NULL is a no-op */
     free(G->hptr);
     free(G);
     cudaDeviceReset(); /* a complete leak report under compute-sanitizer */
@@ -1304,7 +1333,7 @@ static bool write_trace(mpk_gpu *G, const trace_rec *r, unsigned n, const char *
     return true;
 }
 
-static void report_error(mpk_gpu *G, const host_status *h, const unsigned *counts, uint32_t steps_done)
+static void report_error(mpk_gpu *G, const host_status *h, const unsigned *counts)
 {
     const mpkb_blob *b = G->b;
     FILE *err = G->err;
@@ -1352,7 +1381,6 @@ static void report_error(mpk_gpu *G, const host_status *h, const unsigned *count
                 h->err_step, what, h->err_value, h->err_count);
         break;
     }
-    (void)steps_done;
 }
 
 extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np, uint32_t ntok, float *logits,
@@ -1477,7 +1505,7 @@ extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np,
         hcount = (unsigned *)malloc(sizeof *hcount * (b->nevents + 1));
         if (hcount && !CK(cudaMemcpy(hcount, G->count, sizeof *hcount * b->nevents, cudaMemcpyDeviceToHost)))
             goto out;
-        report_error(G, hs, hcount, (uint32_t)hs->steps);
+        report_error(G, hs, hcount);
         goto out;
     }
     if (logits && !CK(cudaMemcpy(logits, dump, sizeof *dump * (uint64_t)st->steps * m->vocab, cudaMemcpyDeviceToHost)))
@@ -1498,20 +1526,13 @@ extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np,
 out:
     if (stream)
         cudaStreamDestroy(stream);
-    if (hs)
-        cudaFreeHost(hs);
-    if (htok)
-        cudaFreeHost(htok);
-    if (htime)
-        cudaFreeHost(htime);
-    if (dprompt)
-        cudaFree(dprompt);
-    if (dump)
-        cudaFree(dump);
-    if (trace)
-        cudaFree(trace);
-    if (trace_n)
-        cudaFree(trace_n);
+    cudaFreeHost(hs); /* both take NULL */
+    cudaFreeHost(htok);
+    cudaFreeHost(htime);
+    cudaFree(dprompt);
+    cudaFree(dump);
+    cudaFree(trace);
+    cudaFree(trace_n);
     free(htrace);
     free(hcount);
     return ok;

@@ -41,7 +41,7 @@ def main(a):
         print("FAIL: mpk made %d ids, HF %d, and they agree as far as both go" % (len(got), steps))
         return 1
     last = k if k is not None else steps - 1
-    worst, msgs, ok = (0.0, 0.0, 0), [], True
+    worst, msgs, ok = None, [], True  # (rel, bound, row) of the row closest to its bound
     for i in range(last + 1):
         m, r = mine[np_ - 1 + i].astype(np.float64), ref[i].astype(np.float64)
         rel = np.linalg.norm(m - r) / np.linalg.norm(r)
@@ -50,8 +50,8 @@ def main(a):
         if rel > bound:
             ok = False
             msgs.append("row %d rel L2 %.3e > bound %.3e (HF bf16 %.3e)" % (i, rel, bound, yard))
-        if rel / bound > worst[0] / max(worst[1], 1e-30) or i == 0:
-            worst = (rel, bound, i) if i else (rel, bound, 0)
+        if worst is None or rel / bound > worst[0] / worst[1]:
+            worst = (rel, bound, i)
     rel0 = np.linalg.norm(mine[np_ - 1] - ref[0]) / np.linalg.norm(ref[0])
     yard0 = np.linalg.norm(hb[0] - ref[0]) / np.linalg.norm(ref[0]) if hb is not None else float("nan")
     how = "row 0 rel L2 %.3e (HF bf16 %.3e); closest to its bound: row %d %.3e of %.3e" % (

@@ -540,7 +540,6 @@ real_run() {
         badcmd "$what: mpk-run failed"
         return
     fi
-    got=$(cat "$out")
     verdict=$(python3 tests/real_cmp.py "$d" "$lf" "$np" "$(cat "$out")" "$expect" 2>&1)
     case $verdict in
     PASS*) good "$what: ${verdict#PASS } [$took s]" ;;
