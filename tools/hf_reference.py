@@ -180,6 +180,33 @@ PRESETS = {
             tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
             hidden_act="silu", bos_token_id=1, eos_token_id=2),
     ),
+    # Shaped for tensor parallelism (mpk build --tp 2 and --tp 4): heads,
+    # kv heads, hidden, intermediate and vocab all divisible by 4. Qwen3,
+    # GQA ratio 2, untied, heads*head_dim (128) != hidden (96).
+    "qwen3-tp": dict(
+        _TINY, arch="qwen3", seed=1005,
+        rope=dict(theta=1000000.0, scaling=None),
+        config=dict(
+            vocab_size=512, hidden_size=96, intermediate_size=160,
+            num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=4,
+            head_dim=16, max_position_embeddings=512, rms_norm_eps=1e-6,
+            tie_word_embeddings=False, use_sliding_window=False,
+            attention_bias=False, hidden_act="silu", eos_token_id=5),
+    ),
+    # Llama for tensor parallelism: GQA ratio 2 (8 heads, 4 kv heads), tied,
+    # llama3 rope scaling.
+    "llama-tp": dict(
+        _TINY, arch="llama", seed=1006,
+        rope=dict(theta=10000.0, scaling={
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 32}),
+        config=dict(
+            vocab_size=384, hidden_size=64, intermediate_size=128,
+            num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=4,
+            head_dim=12, max_position_embeddings=256, rms_norm_eps=1e-5,
+            tie_word_embeddings=True, attention_bias=False, mlp_bias=False,
+            hidden_act="silu", bos_token_id=1, eos_token_id=2),
+    ),
     # ---- real shapes, random weights (not in the default set) ----
     # Qwen/Qwen3-0.6B's dimensions.
     "qwen3-0.6b-shape": dict(
