@@ -79,7 +79,8 @@ HEADERS   := frontend/frontend.h frontend/ops.def $(B)/gen/parser.h $(B)/gen/lex
              include/mpk/blob.h lowering/lowering.h runtime/runtime.h driver/import.h
 
 LOWER_SRC := lowering/lower.c lowering/fuse.c lowering/tile.c lowering/memory.c lowering/access.c \
-             lowering/sweep.c lowering/events.c lowering/place.c lowering/verify.c lowering/emit.c lowering/dump.c
+             lowering/sweep.c lowering/events.c lowering/place.c lowering/verify.c lowering/emit.c lowering/dump.c \
+             lowering/shard.c
 LOWER_OBJ := $(LOWER_SRC:%.c=$(B)/%.o)
 RUNTIME_SRC := runtime/blob.c runtime/weights.c runtime/cpu.c
 RUNTIME_OBJ := $(RUNTIME_SRC:%.c=$(B)/%.o)

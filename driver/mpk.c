@@ -51,6 +51,8 @@ static const char usage_text[] =
     "  -o FILE          write the output to FILE ('-': standard output)\n"
     "  --workers=N      (build) place tasks for N workers (default: the model's\n"
     "                   schedule, else 132, the SMs of an H100)\n"
+    "  --tp=N           (build) shard the model over N GPUs (tensor parallelism,\n"
+    "                   1 to 64; default 1): one blob that every rank runs\n"
     "  --stats          (build) print tasks, events, bytes and bytes per token\n"
     "  --dump=PASS      (build) print the graph after PASS: fuse, tile, memory,\n"
     "                   events or place\n"
@@ -110,7 +112,7 @@ typedef struct {
     int max_errors;
     bool quiet, werror, timing, build, stats;
     const char *out_path, *emit, *dump;
-    int64_t workers;
+    int64_t workers, tp;
 } job;
 
 /* "dir/qwen3-8b.mpk" -> "qwen3-8b.mpkb" (in the current directory). */
@@ -169,7 +171,7 @@ static int compile(const char *path, const mpk_options *opt, const job *j)
     } else if (status == 0 && j->build) {
         char *dflt = j->out_path ? NULL : default_blob_name(strcmp(path, "-") ? path : "stdin.mpk");
         const char *out = j->out_path ? j->out_path : dflt;
-        mpk_lower_opts lo = {.workers = j->workers, .dump = j->dump, .dump_out = stdout};
+        mpk_lower_opts lo = {.workers = j->workers, .tp = j->tp, .dump = j->dump, .dump_out = stdout};
         mpk_low *L = mpk_lower(g, &lo, &c->diag);
         t3 = now_ms();
         if (!L || mpk_diag_failed(&c->diag))
@@ -235,7 +237,7 @@ static int dump_blob(const char *path, const char *out_path, bool dot)
 int main(int argc, char **argv)
 {
     enum { OPT_EMIT = 256, OPT_MAX_ERRORS, OPT_TIME, OPT_VERSION, OPT_WERROR, OPT_WORKERS, OPT_STATS,
-           OPT_DUMP, OPT_DOT };
+           OPT_DUMP, OPT_DOT, OPT_TP };
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
@@ -247,6 +249,7 @@ int main(int argc, char **argv)
         {"stats", no_argument, NULL, OPT_STATS},
         {"dump", required_argument, NULL, OPT_DUMP},
         {"dot", no_argument, NULL, OPT_DOT},
+        {"tp", required_argument, NULL, OPT_TP},
         {NULL, 0, NULL, 0},
     };
     if (argc < 2) {
@@ -310,6 +313,15 @@ int main(int argc, char **argv)
             j.workers = v;
             break;
         }
+        case OPT_TP: {
+            char *end;
+            errno = 0;
+            long v = strtol(optarg, &end, 10);
+            if (!*optarg || *end || errno || v < 1 || v > MPKB_MAX_TP)
+                return usage_error("--tp needs a number of GPUs from 1 to 64, not '%s'", optarg);
+            j.tp = v;
+            break;
+        }
         case OPT_MAX_ERRORS: {
             char *end;
             errno = 0;
@@ -335,8 +347,8 @@ int main(int argc, char **argv)
     if (j.emit && strcmp(j.emit, "graph") != 0)
         return usage_error("unknown --emit kind '%s' (the kind is graph; without --emit, build writes "
                            "a blob)", j.emit);
-    if ((j.stats || j.dump || j.workers) && (!build || j.emit))
-        return usage_error("%s", "--stats, --dump and --workers go with 'mpk build' of a blob");
+    if ((j.stats || j.dump || j.workers || j.tp) && (!build || j.emit))
+        return usage_error("%s", "--stats, --dump, --workers and --tp go with 'mpk build' of a blob");
     if (dot && !dump)
         return usage_error("%s", "--dot goes with 'mpk dump'");
     if ((dump || import) && model_opts)

@@ -174,10 +174,35 @@ int mpk_task_accesses(const mpk_taskgraph *tg, const mpkb_task *t, mpk_access **
         add(&A, o[1], true, 0, rows * len);
         break;
     }
+    case MPKB_OP_ALLREDUCE: /* this rank's partial; mpk_remote_read gives the rest */
+        add(&A, o[0], false, lo, hi);
+        if (t->flags & MPKB_F_EPI_RESIDUAL)
+            add(&A, o[1], false, lo, hi);
+        add(&A, o[2], true, lo, hi);
+        break;
     default:
         A.bad = true;
     }
     return A.bad ? -1 : A.n;
+}
+
+bool mpk_remote_read(const mpk_taskgraph *tg, const mpkb_task *t, uint64_t *lo, uint64_t *hi)
+{
+    const mpkb_tensor *x = t->t[0] < tg->ntensors ? &tg->tensors[t->t[0]] : NULL;
+    if (!x || x->space != MPKB_SPACE_ARENA)
+        return false;
+    uint64_t es = mpkb_dtype_size(x->dtype);
+    if (t->op == MPKB_OP_ALLREDUCE && t->i[0] >= 0 && t->i[1] >= t->i[0]) {
+        *lo = x->offset + (uint64_t)t->i[0] * es;
+        *hi = x->offset + (uint64_t)t->i[1] * es;
+        return true;
+    }
+    if (t->op == MPKB_OP_ARGMAX_REDUCE && (t->flags & MPKB_F_ALL_RANKS)) {
+        *lo = x->offset;
+        *hi = x->offset + x->nbytes;
+        return true;
+    }
+    return false;
 }
 
 const char *mpk_task_desc(const mpk_taskgraph *tg, uint32_t task, char *buf, size_t n)

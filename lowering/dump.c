@@ -15,7 +15,7 @@
 #include <string.h>
 
 static const char *const kop_names[] = {"embed", "matvec", "attention", "argmax", "rmsnorm",
-                                        "rope", "add", "mul", "silu", "copy"};
+                                        "rope", "add", "mul", "silu", "copy", "allreduce"};
 
 /* Operand names per op, for the text form ("" = unused slot). */
 static const char *operand_name(uint32_t op, int k)
@@ -34,6 +34,7 @@ static const char *operand_name(uint32_t op, int k)
         [MPKB_OP_MUL] = {"a", "b", "out"},
         [MPKB_OP_SILU] = {"x", "", "out"},
         [MPKB_OP_COPY] = {"src", "dst"},
+        [MPKB_OP_ALLREDUCE] = {"partial", "residual", "out"},
     };
     const char *s = op < MPKB_NOPS ? names[op][k] : NULL;
     return s && *s ? s : "t";
@@ -48,6 +49,8 @@ static void print_tensor(const mpk_taskgraph *tg, uint32_t i, FILE *out)
     fprintf(out, "] %s", mpkb_space_name(t->space));
     if (t->space == MPKB_SPACE_WEIGHT && t->base != i)
         fprintf(out, " in t%u", t->base);
+    if (t->split)
+        fprintf(out, " split dim %u", t->split - 1u);
     fprintf(out, " @%llu +%llu \"%s\"\n", (unsigned long long)t->offset,
             (unsigned long long)t->nbytes, tg->strings + t->name);
 }
@@ -60,9 +63,9 @@ static void print_task(const mpk_taskgraph *tg, uint32_t i, FILE *out)
         fprintf(out, " layer %d", t->layer);
     fprintf(out, " i=%d,%d,%d,%d", t->i[0], t->i[1], t->i[2], t->i[3]);
     if (t->flags) {
-        static const char *const fl[] = {"rmsnorm", "silu_mul", "residual", "argmax", "direct"};
+        static const char *const fl[] = {"rmsnorm", "silu_mul", "residual", "argmax", "direct", "all_ranks"};
         fprintf(out, " flags");
-        for (int b = 0; b < 5; b++)
+        for (int b = 0; b < 6; b++)
             if (t->flags & (1u << b))
                 fprintf(out, " %s", fl[b]);
     }
@@ -82,8 +85,11 @@ static void print_task(const mpk_taskgraph *tg, uint32_t i, FILE *out)
 void mpk_print_taskgraph(const mpk_taskgraph *tg, FILE *out)
 {
     const mpkb_meta *m = tg->meta;
-    fprintf(out, "model \"%s\" workers %u vocab %u max_seq %u\n", tg->strings + m->name, m->workers,
+    fprintf(out, "model \"%s\" workers %u vocab %u max_seq %u", tg->strings + m->name, m->workers,
             m->vocab, m->max_seq);
+    if (m->tp > 1)
+        fprintf(out, " tp %u", m->tp);
+    fputc('\n', out);
     fprintf(out, "inputs token=t%u pos=", m->token_input);
     if (m->pos_input == MPKB_NONE)
         fprintf(out, "none");
@@ -102,9 +108,9 @@ void mpk_print_taskgraph(const mpk_taskgraph *tg, FILE *out)
     for (uint32_t i = 0; i < tg->ntasks; i++)
         print_task(tg, i, out);
     for (uint32_t e = 0; e < tg->nevents; e++)
-        fprintf(out, "event %u producers %u lag %u tasks %u..%u\n", e, tg->events[e].triggers,
-                tg->events[e].lag, tg->events[e].first_task,
-                tg->events[e].first_task + tg->events[e].ntasks);
+        fprintf(out, "event %u producers %u lag %u tasks %u..%u%s\n", e, tg->events[e].triggers,
+                tg->events[e].lag, tg->events[e].first_task, tg->events[e].first_task + tg->events[e].ntasks,
+                tg->events[e].flags & MPKB_EV_ALL_RANKS ? " all_ranks" : "");
     for (uint32_t w = 0; tg->queues && w < m->workers; w++) {
         fprintf(out, "queue %u:", w);
         for (uint32_t k = 0; k < tg->queues[w].count; k++)

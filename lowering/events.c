@@ -19,6 +19,12 @@
  * signal the step event (lag 1), which the inputs task of the next step
  * waits for, so that steps never overlap.
  *
+ * With --tp, a task that reads every rank's bytes (an allreduce, the
+ * argmax reduce over all ranks) waits for an event with flag ALL_RANKS:
+ * its producers on every rank signal it on every rank. Its producers are
+ * found as for any task, on this rank's accesses: every rank runs the
+ * same tasks, so the tasks writing these bytes here write them there.
+ *
  * Last, the tasks are grouped by the event they wait for (stably), which
  * keeps a topological order because events are numbered in order of first
  * use, and gives each event a contiguous range of waiting tasks.
@@ -465,6 +471,11 @@ bool mpk_make_events(mpk_low *L)
     L->meta.step_event = 0;
     sweep(&E);
     mpk_sweep_free(E.sw);
+    for (uint32_t t = 0; t < E.n; t++) {
+        uint64_t lo, hi;
+        if (mpk_remote_read(&tg, &L->tasks[t], &lo, &hi))
+            L->events[L->tasks[t].dep].flags |= MPKB_EV_ALL_RANKS;
+    }
     for (uint32_t e = 0; e < L->nevents; e++)
         free(E.anc[e]);
     count_bytes(&E);

@@ -19,6 +19,10 @@
  * Views (reshape, index, contiguous slices and splits, and allreduce on one
  * GPU) become aliases: a root tensor and an element offset; a view that is
  * not contiguous becomes a copy.
+ *
+ * With --tp, shard.c first cuts every tensor to one rank's part; a row
+ * parallel matmul then writes an f32 partial sum, and an allreduce kernel
+ * op adds up every rank's, taking the residual add as its epilogue.
  */
 #include "lowering/lowering.h"
 
@@ -82,6 +86,18 @@ static mpk_node *sole_producer(fuser *F, const mpk_tensor *t, mpk_op op)
 }
 
 static int pos_of(fuser *F, const mpk_node *n) { return F->node_index[n->id]; }
+
+/* Operand i of n as an ltensor: with --tp a weight may be a split copy. */
+static int opnd(fuser *F, const mpk_node *n, int i)
+{
+    return F->L->in_lt ? F->L->in_lt[pos_of(F, n) * MPK_MAX_IN + i] : n->in[i]->id;
+}
+
+/* With --tp, whether t is split along its last dim (logits over the vocabulary). */
+static bool split_last(fuser *F, const mpk_tensor *t)
+{
+    return F->L->lay && F->L->lay[t->id] == t->ndim - 1;
+}
 
 /* "model.layers.12.mlp.down_proj.weight" -> layer 12. */
 static int layer_of(const char *name)
@@ -161,8 +177,9 @@ static void fuse_matmul(fuser *F, const mpk_node *n)
     mpk_kop *k = new_kop(F, K_MATVEC, n, "matmul");
     const mpk_tensor *x = n->in[0], *out = n->out[0];
     k->t[0] = x->id;
-    k->t[1] = n->in[1]->id;
+    k->t[1] = opnd(F, n, 1);
     k->t[2] = out->id;
+    bool reduce = F->L->reduce && F->L->reduce[pos_of(F, n)];
 
     /* Prologue: a norm every reader of which is a matmul taking it as x. */
     mpk_node *p = x->kind == MPK_T_ACT ? x->producer : NULL;
@@ -191,6 +208,35 @@ static void fuse_matmul(fuser *F, const mpk_node *n)
         }
     }
 
+    if (reduce) {
+        /* row parallel: an f32 partial sum, which the other ranks read, then
+         * an allreduce, taking the residual add that is the only reader */
+        mpk_low *L = F->L;
+        int64_t dims[MPKB_MAX_DIMS]; /* copied: mpk_lt_new may move L->lt */
+        memcpy(dims, L->lt[out->id].dims, sizeof dims);
+        int part = mpk_lt_new(L, MPK_DT_F32, L->lt[out->id].ndim, dims, MPKB_SPACE_ARENA,
+                              mpk_arena_printf(L->arena, "partial sum of %s", k->label));
+        L->lt[part].pinned = true;
+        k->t[2] = part;
+        int ki = (int)(k - L->kops);
+        mpk_kop *r = new_kop(F, K_ALLREDUCE, n, "allreduce");
+        k = &L->kops[ki];
+        r->label = k->label;
+        r->layer = k->layer;
+        r->t[0] = part;
+        r->t[2] = out->id;
+        if (out->uses == 1 && nusers(F, out) == 1) {
+            mpk_node *a = node_at(F->g, F->users[F->user_start[out->id]]);
+            if (a->op == MPK_OP_ADD && a->in[0] != a->in[1]) {
+                r->flags |= MPKB_F_EPI_RESIDUAL;
+                r->t[1] = (a->in[0] == out ? a->in[1] : a->in[0])->id;
+                r->t[2] = a->out[0]->id;
+                r->pos = pos_of(F, a);
+                F->absorbed[pos_of(F, a)] = true;
+            }
+        }
+        return;
+    }
     /* Epilogue: the residual add that is the only reader, or argmax. */
     if (out->uses == 1 && nusers(F, out) == 1) {
         mpk_node *a = node_at(F->g, F->users[F->user_start[out->id]]);
@@ -210,6 +256,7 @@ static void fuse_matmul(fuser *F, const mpk_node *n)
         if (a->op == MPK_OP_ARGMAX && !F->absorbed[pos_of(F, a)]) {
             k->flags |= MPKB_F_EPI_ARGMAX;
             k->t[6] = a->out[0]->id; /* the reduce's output; t5 (partials) comes in tile */
+            k->all_ranks = split_last(F, out);
             F->absorbed[pos_of(F, a)] = true;
             break;
         }
@@ -272,6 +319,7 @@ static void view(fuser *F, const mpk_node *n)
 {
     mpk_low *L = F->L;
     const mpk_tensor *x = n->in[0];
+    const mpk_ltensor *lx0 = &L->lt[x->id]; /* one rank's part, with --tp */
     int64_t inner = 1, outer = 1;
     int d = 0;
     for (int o = 0; o < n->nout; o++) {
@@ -283,7 +331,7 @@ static void view(fuser *F, const mpk_node *n)
         case MPK_OP_ALLREDUCE: /* one GPU: the sum over one rank */
             break;
         case MPK_OP_INDEX:
-            off = n->attrs[0].i * (mpk_tensor_numel(x) / x->dims[0]);
+            off = n->attrs[0].i * (mpk_lt_numel(lx0) / lx0->dims[0]);
             break;
         case MPK_OP_SLICE:
         case MPK_OP_SPLIT: {
@@ -292,9 +340,9 @@ static void view(fuser *F, const mpk_node *n)
                 d += x->ndim;
             inner = outer = 1;
             for (int i = 0; i < d; i++)
-                outer *= x->dims[i];
+                outer *= lx0->dims[i];
             for (int i = d + 1; i < x->ndim; i++)
-                inner *= x->dims[i];
+                inner *= lx0->dims[i];
             int64_t start = 0;
             if (n->op == MPK_OP_SLICE)
                 start = n->attrs[1].i;
@@ -308,8 +356,8 @@ static void view(fuser *F, const mpk_node *n)
                 k->t[0] = x->id;
                 k->t[1] = y->id;
                 k->copy_outer = (int)outer;
-                k->copy_src_stride = (int)(x->dims[d] * inner);
-                k->copy_len = (int)(y->dims[d] * inner);
+                k->copy_src_stride = (int)(lx0->dims[d] * inner);
+                k->copy_len = (int)(L->lt[y->id].dims[d] * inner);
                 k->copy_src_off = (int)off;
                 L->lt[y->id].space = MPKB_SPACE_ARENA;
                 continue;
@@ -333,7 +381,7 @@ static void simple(fuser *F, const mpk_node *n, mpk_kop_kind kind, const char *w
     case K_EMBED: /* table ids out */
     case K_ADD:
     case K_MUL:
-        k->t[0] = n->in[0]->id, k->t[1] = n->in[1]->id, k->t[2] = n->out[0]->id;
+        k->t[0] = opnd(F, n, 0), k->t[1] = opnd(F, n, 1), k->t[2] = n->out[0]->id;
         break;
     case K_RMSNORM:
         k->t[0] = n->in[0]->id, k->t[1] = n->in[1]->id, k->t[2] = n->out[0]->id;
@@ -348,6 +396,7 @@ static void simple(fuser *F, const mpk_node *n, mpk_kop_kind kind, const char *w
         break;
     case K_ARGMAX:
         k->t[0] = n->in[0]->id, k->t[6] = n->out[0]->id;
+        k->all_ranks = split_last(F, n->in[0]);
         break;
     default:
         MPK_ASSERT(0);
@@ -420,7 +469,8 @@ static void promote(fuser *F)
     bool *p = calloc((size_t)L->nlt + 1, 1);
     for (int i = 0; i < L->nkops; i++) {
         const mpk_kop *k = &L->kops[i];
-        if (k->kind == K_EMBED || k->kind == K_ADD || (k->kind == K_MATVEC && (k->flags & MPKB_F_EPI_RESIDUAL)))
+        if (k->kind == K_EMBED || k->kind == K_ADD ||
+            ((k->kind == K_MATVEC || k->kind == K_ALLREDUCE) && (k->flags & MPKB_F_EPI_RESIDUAL)))
             p[L->lt[k->t[2]].root] = true;
     }
     p[L->lt[L->logits_lt].root] = true;
@@ -456,6 +506,8 @@ bool mpk_fuse(mpk_low *L)
                             t->name ? t->name : mpk_arena_printf(L->arena, "%%%d", t->id));
         L->lt[id].pinned = t->kind == MPK_T_INPUT;
     }
+    if (L->tp > 1 && !mpk_shard(L))
+        return false;
     build_users(&F);
     /* Phase 1: matmuls and attention take what they can fuse, wherever it
      * sits in the graph (a norm comes before its matmuls). */

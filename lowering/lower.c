@@ -60,6 +60,7 @@ int mpk_lt_new(mpk_low *L, mpk_dtype dt, int ndim, const int64_t *dims, int spac
     t->first = -1;
     t->last = -1;
     t->blob = -1;
+    t->split = -1;
     return id;
 }
 
@@ -196,6 +197,8 @@ mpk_low *mpk_lower(const mpk_graph *g, const mpk_lower_opts *opt, mpk_diag *d)
     L->g = g;
     L->opt = *opt;
     L->workers = opt->workers ? opt->workers : g->workers ? g->workers : MPK_DEFAULT_WORKERS;
+    L->tp = opt->tp > 1 ? (int)opt->tp : 1;
+    L->meta.tp = (uint32_t)L->tp;
     L->token_lt = L->pos_lt = L->next_lt = L->logits_lt = -1;
     mpk_str_intern(L, ""); /* offset 0 is the empty string */
 
@@ -228,6 +231,8 @@ void mpk_low_stats(const mpk_low *L, FILE *out)
     uint64_t tr = 0;
     for (uint32_t i = 0; i < L->nevents; i++)
         tr += L->events[i].triggers;
+    if (L->tp > 1)
+        fprintf(out, "ranks            %d (tensor parallel: the figures below are one rank's)\n", L->tp);
     fprintf(out, "tasks            %u\n", L->ntasks);
     fprintf(out, "events           %u (%llu signals per step)\n", L->nevents, (unsigned long long)tr);
     fprintf(out, "tensors          %u\n", L->ntensors);

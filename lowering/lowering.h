@@ -5,6 +5,8 @@
  * The passes run in this order, each in its own file, and the pipeline in
  * lower.c is the one place that orders them:
  *
+ *   shard.c    (--tp N) which part of each tensor every rank holds, and
+ *              where partial sums are reduced over the ranks
  *   fuse.c     ops into fused kernel ops (rmsnorm and silu*mul prologues,
  *              residual and argmax epilogues, qk-norm + rope + KV append
  *              into attention); unfusable ops stay as they are
@@ -32,6 +34,7 @@
 
 typedef struct {
     int64_t workers;      /* target worker count (0: the model's, else 132) */
+    int64_t tp;           /* tensor-parallel ranks (0 or 1: one GPU) */
     const char *dump;     /* pass after which to print the graph, or NULL */
     FILE *dump_out;
 } mpk_lower_opts;
@@ -41,7 +44,7 @@ typedef struct {
 /* A kernel op: one or more graph ops that become one family of tasks. */
 typedef enum {
     K_EMBED, K_MATVEC, K_ATTENTION, K_ARGMAX, K_RMSNORM, K_ROPE, K_ADD, K_MUL,
-    K_SILU, K_COPY
+    K_SILU, K_COPY, K_ALLREDUCE
 } mpk_kop_kind;
 
 typedef struct {
@@ -55,6 +58,7 @@ typedef struct {
     int copy_outer, copy_src_stride, copy_len, copy_src_off; /* K_COPY */
     const char *label;
     int layer;
+    bool all_ranks;         /* argmax (or its epilogue) over every rank's logits */
 } mpk_kop;
 
 /* A tensor as the lowering sees it: a graph tensor or one it made
@@ -73,6 +77,8 @@ typedef struct {
     uint64_t offset;        /* bytes into its space (roots: planned) */
     const void *cdata;      /* CONST: the bytes */
     int blob;               /* index in the blob's tensor table, or -1 */
+    int split;              /* WEIGHT, --tp: loaded split along this dim, or -1 */
+    int64_t tile_rows;      /* written by a matvec: its rows per tile (allreduce tiles) */
 } mpk_ltensor;
 
 typedef struct mpk_low {
@@ -81,6 +87,14 @@ typedef struct mpk_low {
     const mpk_graph *g;
     mpk_lower_opts opt;
     int64_t workers;
+    int tp;                 /* ranks (1: one GPU) */
+    /* shard.c, tp > 1 only (else NULL): per graph tensor, -1 replicated or
+     * the dim it is split along; per node position, whether a matmul's
+     * result is a partial sum to reduce; per node position x MPK_MAX_IN +
+     * operand, the ltensor of that operand (weights used split) */
+    int *lay;
+    bool *reduce;
+    int *in_lt;
 
     mpk_ltensor *lt;        /* graph tensors first (same ids), then made ones */
     int nlt, caplt;
@@ -121,7 +135,9 @@ void *mpk_emit_buffer(mpk_low *L, size_t *size);
 void mpk_low_free(mpk_low *L);
 void mpk_low_stats(const mpk_low *L, FILE *out);
 
-/* The passes (called by mpk_lower, in this order). */
+/* The passes (called by mpk_lower, in this order; mpk_fuse calls
+ * mpk_shard when tp > 1). */
+bool mpk_shard(mpk_low *L);
 bool mpk_fuse(mpk_low *L);
 bool mpk_tile(mpk_low *L);
 bool mpk_plan_memory(mpk_low *L);
@@ -158,6 +174,9 @@ typedef struct {
 /* Appends to *out (grown with realloc); returns the count, or -1 if an
  * operand is not what the op needs. */
 int mpk_task_accesses(const mpk_taskgraph *tg, const mpkb_task *t, mpk_access **out, int *cap);
+/* The arena bytes task t reads on every rank (ALLREDUCE, ARGMAX_REDUCE
+ * with ALL_RANKS): true and [lo, hi), else false. */
+bool mpk_remote_read(const mpk_taskgraph *tg, const mpkb_task *t, uint64_t *lo, uint64_t *hi);
 /* sweep.c: the tasks in order, each with what its accesses conflict with
  * among earlier tasks (nearest only), as items: one task, the writers of a
  * reader group, or the readers of one. Call mpk_sweep_next for t = 0, 1,

@@ -102,6 +102,7 @@ static uint32_t make_blob_tensor(mpk_low *L, int id)
     b->dtype = (uint8_t)t->dtype;
     b->space = (uint8_t)t->space;
     b->ndim = (uint8_t)t->ndim;
+    b->split = (uint8_t)(t->space == MPKB_SPACE_WEIGHT && t->split >= 0 ? t->split + 1 : 0);
     for (int i = 0; i < t->ndim; i++)
         b->dims[i] = (uint32_t)t->dims[i];
     b->base = base;
@@ -182,6 +183,6 @@ bool mpk_plan_memory(mpk_low *L)
     L->meta.pos_input = L->pos_lt >= 0 ? blob_tensor(L, L->pos_lt) : MPKB_NONE;
     L->meta.next_output = blob_tensor(L, L->next_lt);
     L->meta.logits = blob_tensor(L, L->logits_lt);
-    L->meta.vocab = (uint32_t)L->lt[L->logits_lt].dims[1];
+    L->meta.vocab = (uint32_t)(L->lt[L->logits_lt].dims[1] * (L->lay && L->lay[L->logits_lt] == 1 ? L->tp : 1));
     return true;
 }

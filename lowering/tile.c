@@ -15,6 +15,11 @@
  * (contiguous chunk length) hint, or the model's schedule, overrides the
  * choice. Tasks reference ltensors here; memory.c maps them
  * to blob tensors.
+ *
+ * With --tp, an allreduce is cut into the row tiles of the matvec that
+ * writes its partial sums, so each of its tasks waits only for that tile
+ * on every rank; an argmax over every rank's logits ends in a reduce task
+ * (flag ALL_RANKS) that reads all ranks' partials.
  */
 #include "lowering/lowering.h"
 
@@ -64,6 +69,17 @@ static bool siblings(const mpk_low *L, const mpk_kop *a, const mpk_kop *b)
            wa->dims[1] == wb->dims[1] && wa->dtype == wb->dtype && b->hint_tile <= 0;
 }
 
+static void argmax_reduce(mpk_low *L, const mpk_kop *k, int partials, int64_t cols)
+{
+    mpkb_task *t = mpk_task_new(L, MPKB_OP_ARGMAX_REDUCE, k);
+    set_t(t, 0, partials);
+    set_t(t, 1, k->t[6]);
+    if (k->all_ranks) {
+        t->flags |= MPKB_F_ALL_RANKS;
+        t->i[0] = (int32_t)cols; /* columns per rank */
+    }
+}
+
 static void tile_matvec(mpk_low *L, mpk_kop *k)
 {
     const mpk_ltensor *w = &L->lt[k->t[1]];
@@ -76,11 +92,13 @@ static void tile_matvec(mpk_low *L, mpk_kop *k)
     if (rows > n)
         rows = n;
     int64_t tiles = cdiv(n, rows);
+    L->lt[k->t[2]].tile_rows = rows;
     int partials = -1;
     if (k->flags & MPKB_F_EPI_ARGMAX) {
         int64_t dims[2] = {tiles, 2};
         partials = mpk_lt_new(L, MPK_DT_F32, 2, dims, MPKB_SPACE_ARENA,
                               mpk_arena_printf(L->arena, "argmax partials of %s", k->label));
+        L->lt[partials].pinned = k->all_ranks; /* the other ranks read them */
     }
     for (int64_t i = 0; i < tiles; i++) {
         mpkb_task *t = mpk_task_new(L, MPKB_OP_MATVEC, k);
@@ -92,11 +110,8 @@ static void tile_matvec(mpk_low *L, mpk_kop *k)
         t->i[2] = (int32_t)i;
         t->f[0] = k->f[0];
     }
-    if (partials >= 0) {
-        mpkb_task *t = mpk_task_new(L, MPKB_OP_ARGMAX_REDUCE, k);
-        set_t(t, 0, partials);
-        set_t(t, 1, k->t[6]);
-    }
+    if (partials >= 0)
+        argmax_reduce(L, k, partials, n);
 }
 
 static void tile_argmax(mpk_low *L, mpk_kop *k)
@@ -106,6 +121,7 @@ static void tile_argmax(mpk_low *L, mpk_kop *k)
     int64_t dims[2] = {tiles, 2};
     int partials = mpk_lt_new(L, MPK_DT_F32, 2, dims, MPKB_SPACE_ARENA,
                               mpk_arena_printf(L->arena, "argmax partials of %s", k->label));
+    L->lt[partials].pinned = k->all_ranks;
     for (int64_t i = 0; i < tiles; i++) {
         mpkb_task *t = mpk_task_new(L, MPKB_OP_ARGMAX_PART, k);
         set_t(t, 0, k->t[0]);
@@ -114,9 +130,21 @@ static void tile_argmax(mpk_low *L, mpk_kop *k)
         t->i[1] = (int32_t)(i + 1 == tiles ? n : (i + 1) * cols);
         t->i[2] = (int32_t)i;
     }
-    mpkb_task *t = mpk_task_new(L, MPKB_OP_ARGMAX_REDUCE, k);
-    set_t(t, 0, partials);
-    set_t(t, 1, k->t[6]);
+    argmax_reduce(L, k, partials, n);
+}
+
+/* The allreduce of a row-parallel matvec's partial sums, in its tiles. */
+static void tile_allreduce(mpk_low *L, mpk_kop *k)
+{
+    const mpk_ltensor *p = &L->lt[k->t[0]];
+    int64_t n = mpk_lt_numel(p), rows = p->tile_rows > 0 ? p->tile_rows : n;
+    for (int64_t b = 0; b < n; b += rows) {
+        mpkb_task *t = mpk_task_new(L, MPKB_OP_ALLREDUCE, k);
+        t->flags = k->flags;
+        copy_operands(t, k, 3);
+        t->i[0] = (int32_t)b;
+        t->i[1] = (int32_t)(b + rows < n ? b + rows : n);
+    }
 }
 
 static void tile_attention(mpk_low *L, mpk_kop *k)
@@ -213,6 +241,7 @@ bool mpk_tile(mpk_low *L)
         case K_MATVEC: tile_matvec(L, k); break;
         case K_ATTENTION: tile_attention(L, k); break;
         case K_ARGMAX: tile_argmax(L, k); break;
+        case K_ALLREDUCE: tile_allreduce(L, k); break;
         case K_RMSNORM: {
             const mpk_ltensor *x = &L->lt[k->t[0]];
             tile_range(L, k, MPKB_OP_RMSNORM, mpk_lt_numel(x) / x->dims[x->ndim - 1], 1);

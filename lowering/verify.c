@@ -14,7 +14,17 @@
  * Steps are separated by the step event: every task that signals no other
  * event must signal it, and it must have lag 1. Then every task of a step is
  * an ancestor of the next step's first task, and only conflicts within a
- * step need checking. Also checked: event producer counts, contiguous
+ * step need checking.
+ *
+ * Tensor parallelism: every rank runs the same tasks, so one rank's graph
+ * stands for all, plus what crosses ranks. A task that reads every rank's
+ * bytes (mpk_remote_read) must be ordered after each writer of those bytes
+ * on every other rank too: through an ALL_RANKS event, whose producers on
+ * every rank signal every rank. Such "global" ancestors are a second
+ * bitset per event. Across steps, the writer of the next step must come
+ * after the reader on every rank: some path from the reader to the end of
+ * its step, or from the start of the next step to the writer, crosses an
+ * ALL_RANKS event. Also checked: event producer counts, contiguous
  * waiter ranges, and producers waiting for lower-numbered events (which
  * makes the event graph acyclic).
  */
@@ -29,6 +39,7 @@ typedef struct {
     int bad, max_report;
     uint64_t **anc;
     size_t *words;
+    uint64_t **ganc;        /* per event: tasks ordered before it on every rank */
 } vf;
 
 static void report(vf *V, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -58,6 +69,10 @@ static bool structure(vf *V)
         if (tg->events[e].lag != (e == tg->meta->step_event))
             report(V, "event %u: lag %u, but only the step event (%u) has lag 1", e,
                    tg->events[e].lag, tg->meta->step_event);
+        if ((tg->events[e].flags & ~MPKB_EV_ALL_RANKS) ||
+            (tg->events[e].flags && e == tg->meta->step_event))
+            report(V, "event %u: flags %#x (only ALL_RANKS, and not on the step event)", e,
+                   tg->events[e].flags);
     }
     if (expect != tg->ntasks)
         report(V, "the events' waiting tasks cover %u tasks of %u", expect, tg->ntasks);
@@ -195,6 +210,108 @@ static void sweep(vf *V)
     mpk_sweep_free(S);
 }
 
+static bool ganc_has(const vf *V, uint32_t e, uint32_t task)
+{
+    return (size_t)task < V->words[e] * 64 && ((V->ganc[e][task >> 6] >> (task & 63)) & 1);
+}
+
+typedef struct {
+    uint64_t lo, hi;
+    uint32_t task;
+} wr;
+
+static int cmp_wr(const void *a, const void *b)
+{
+    const wr *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+static void cross_rank(vf *V)
+{
+    const mpk_taskgraph *tg = V->tg;
+    bool any = false;
+    uint64_t lo, hi;
+    for (uint32_t t = 0; t < tg->ntasks && !any; t++)
+        any = mpk_remote_read(tg, &tg->tasks[t], &lo, &hi);
+    if (!any)
+        return;
+    /* global ancestors: through an ALL_RANKS event a producer and all
+     * before it (on its rank, so on every rank); through any event what
+     * was global before the producer */
+    V->ganc = calloc(tg->nevents + 1, sizeof *V->ganc);
+    for (uint32_t e = 0; e < tg->nevents; e++)
+        V->ganc[e] = calloc(V->words[e] + 1, sizeof **V->ganc);
+    for (uint32_t p = 0; p < tg->ntasks; p++) {
+        const mpkb_task *x = &tg->tasks[p];
+        for (uint32_t k = 0; k < x->trig_count; k++) {
+            uint32_t e = tg->triggers[x->trig_first + k];
+            if (tg->events[e].lag)
+                continue;
+            uint64_t *g = V->ganc[e];
+            size_t n = V->words[x->dep] < V->words[e] ? V->words[x->dep] : V->words[e];
+            for (size_t w = 0; w < n; w++)
+                g[w] |= V->ganc[x->dep][w];
+            if (tg->events[e].flags & MPKB_EV_ALL_RANKS) {
+                g[p >> 6] |= 1ull << (p & 63);
+                for (size_t w = 0; w < n; w++)
+                    g[w] |= V->anc[x->dep][w];
+            }
+        }
+    }
+    /* the arena writes, by start */
+    mpk_access *acc = NULL;
+    int cap = 0;
+    wr *w = NULL;
+    size_t nw = 0, capw = 0;
+    size_t words = ((size_t)tg->ntasks + 63) / 64;
+    uint64_t *to_end = calloc(words + 1, sizeof *to_end); /* globally before some sink */
+    for (uint32_t t = 0; t < tg->ntasks; t++) {
+        int n = mpk_task_accesses(tg, &tg->tasks[t], &acc, &cap);
+        for (int i = 0; i < n; i++) {
+            if (!acc[i].write || acc[i].space != MPKB_SPACE_ARENA)
+                continue;
+            if (nw == capw) {
+                capw = capw ? capw * 2 : 1024;
+                w = realloc(w, sizeof *w * capw);
+                if (!w)
+                    mpk_internal_error(__FILE__, __LINE__, "out of memory");
+            }
+            w[nw++] = (wr){acc[i].lo, acc[i].hi, t};
+        }
+        const mpkb_task *x = &tg->tasks[t];
+        for (uint32_t k = 0; k < x->trig_count; k++)
+            if (tg->triggers[x->trig_first + k] == tg->meta->step_event)
+                for (size_t i = 0; i < V->words[x->dep]; i++)
+                    to_end[i] |= V->ganc[x->dep][i];
+    }
+    qsort(w, nw, sizeof *w, cmp_wr);
+    char b1[256], b2[256];
+    for (uint32_t t = 0; t < tg->ntasks; t++) {
+        if (!mpk_remote_read(tg, &tg->tasks[t], &lo, &hi))
+            continue;
+        for (size_t i = 0; i < nw && w[i].lo < hi; i++) {
+            if (w[i].hi <= lo || w[i].task == t)
+                continue;
+            uint32_t q = w[i].task;
+            bool before = q < t ? ganc_has(V, tg->tasks[t].dep, q) : ganc_has(V, tg->tasks[q].dep, t);
+            if (!before)
+                report(V, "%s reads arena bytes %llu..%llu on every rank, which %s writes, but the "
+                          "two are not ordered on different ranks (no ALL_RANKS event between them)",
+                       mpk_task_desc(tg, t, b1, sizeof b1), (unsigned long long)lo,
+                       (unsigned long long)hi, mpk_task_desc(tg, q, b2, sizeof b2));
+            else if (!((to_end[t >> 6] >> (t & 63)) & 1) && !ganc_has(V, tg->tasks[q].dep, 0))
+                report(V, "%s reads arena bytes %llu..%llu on every rank, which %s of the next step "
+                          "may overwrite on another rank first (no ALL_RANKS event orders them "
+                          "across the step)",
+                       mpk_task_desc(tg, t, b1, sizeof b1), (unsigned long long)lo,
+                       (unsigned long long)hi, mpk_task_desc(tg, q, b2, sizeof b2));
+        }
+    }
+    free(to_end);
+    free(acc);
+    free(w);
+}
+
 int mpk_verify(const mpk_taskgraph *tg, FILE *out, int max_report)
 {
     vf V = {.tg = tg, .out = out, .max_report = max_report};
@@ -206,9 +323,14 @@ int mpk_verify(const mpk_taskgraph *tg, FILE *out, int max_report)
         return V.bad;
     ancestors(&V);
     sweep(&V);
-    for (uint32_t e = 0; e < tg->nevents; e++)
+    cross_rank(&V);
+    for (uint32_t e = 0; e < tg->nevents; e++) {
         free(V.anc[e]);
+        if (V.ganc)
+            free(V.ganc[e]);
+    }
     free(V.anc);
+    free(V.ganc);
     free(V.words);
     if (V.bad > max_report)
         fprintf(out, "mpk: verifier: ... and %d more problems\n", V.bad - max_report);

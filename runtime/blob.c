@@ -196,6 +196,11 @@ static bool tensors(ctx *C, mpkb_blob *b)
             if (t->base != i && t->dtype != b->tensors[t->base].dtype)
                 return fail(C, "tensor %u (%s): a view of another dtype", i, mpkb_str(b, t->name));
         }
+        if (t->split && (t->space != MPKB_SPACE_WEIGHT || t->base != i || t->split > t->ndim || m->tp < 2 ||
+                         (uint64_t)t->dims[t->split - 1] * m->tp > UINT32_MAX))
+            return fail(C, "tensor %u (%s): split along dim %u of %u ranks, but only a loaded weight of a "
+                           "blob for 2 or more ranks can be split",
+                        i, mpkb_str(b, t->name), t->split - 1u, m->tp);
         if (t->offset > limit || limit - t->offset < t->nbytes)
             return fail(C, "tensor %u (%s): bytes %llu..%llu lie outside its %s space (%llu bytes)", i,
                         mpkb_str(b, t->name), (unsigned long long)t->offset,
@@ -376,6 +381,19 @@ static void check_task(ctx *C, const mpkb_blob *b, uint32_t i, bool *ok)
         if (T.ok)
             want(&T, a->dtype == MPKB_F32 && mpkb_numel(a) % 2 == 0 && is_i32_1(o) && writable(o),
                  "partials f32 [tiles, 2] and out i32[1] expected");
+        if (T.ok && (t->flags & MPKB_F_ALL_RANKS))
+            want(&T, a->space == MPKB_SPACE_ARENA && t->i[0] > 0 &&
+                         (uint64_t)t->i[0] * b->meta->tp <= INT32_MAX,
+                 "partials of every rank must be in the arena, with columns per rank > 0");
+        break;
+    case MPKB_OP_ALLREDUCE:
+        a = opnd(&T, 0, false), o = opnd(&T, 2, false);
+        x = (t->flags & MPKB_F_EPI_RESIDUAL) ? opnd(&T, 1, false) : NULL;
+        if (T.ok)
+            want(&T, a->dtype == MPKB_F32 && a->space == MPKB_SPACE_ARENA && is_float(o) && writable(o) &&
+                         mpkb_numel(a) == mpkb_numel(o) && (!x || (is_float(x) && mpkb_numel(x) == mpkb_numel(o))) &&
+                         range_ok(t->i[0], t->i[1], mpkb_numel(o)),
+                 "partial f32 in the arena, residual, out and the range do not agree");
         break;
     case MPKB_OP_RMSNORM:
         x = opnd(&T, 0, false), a = opnd(&T, 1, false), o = opnd(&T, 2, false);
@@ -454,6 +472,11 @@ static bool graph(ctx *C, mpkb_blob *b)
         if (ev->lag > 1 || (ev->lag == 1 && e != m->step_event) || ev->first_task > b->ntasks ||
             b->ntasks - ev->first_task < ev->ntasks) {
             ok = fail(C, "event %u: bad lag %u or task range %u+%u", e, ev->lag, ev->first_task, ev->ntasks);
+            goto out;
+        }
+        if ((ev->flags & ~MPKB_EV_ALL_RANKS) || (ev->flags && e == m->step_event) ||
+            ((uint64_t)ev->triggers * m->tp > UINT32_MAX)) {
+            ok = fail(C, "event %u: bad flags %#x", e, ev->flags);
             goto out;
         }
         covered += ev->ntasks;
@@ -598,12 +621,14 @@ static bool validate(ctx *C, mpkb_blob *b)
     const mpkb_meta *m = b->meta;
     if (m->name >= b->strings_size)
         return fail(C, "model name outside STRINGS");
+    if (m->tp < 1 || m->tp > MPKB_MAX_TP)
+        return fail(C, "metadata: %u ranks (1 to %d)", m->tp, MPKB_MAX_TP);
     const mpkb_tensor *tok = m->token_input < b->ntensors ? &b->tensors[m->token_input] : NULL;
     const mpkb_tensor *nxt = m->next_output < b->ntensors ? &b->tensors[m->next_output] : NULL;
     const mpkb_tensor *lg = m->logits < b->ntensors ? &b->tensors[m->logits] : NULL;
     if (!tok || !is_i32_1(tok) || tok->space != MPKB_SPACE_ARENA || !nxt || !is_i32_1(nxt) ||
         nxt->space != MPKB_SPACE_ARENA || !lg || !is_float(lg) || lg->space != MPKB_SPACE_ARENA ||
-        mpkb_numel(lg) != m->vocab || m->vocab == 0)
+        mpkb_numel(lg) * m->tp != m->vocab || m->vocab == 0)
         return fail(C, "metadata: token, next-token and logits tensors missing or of the wrong kind");
     if (m->pos_input != MPKB_NONE &&
         (m->pos_input >= b->ntensors || !is_i32_1(&b->tensors[m->pos_input]) ||

@@ -11,6 +11,11 @@
  *
  * Weight data comes straight from the mapped safetensors files and may be
  * unaligned, so every element is loaded through memcpy.
+ *
+ * A blob for tp ranks runs as tp ranks in one process, each with its own
+ * arena, state, weights and event counters, their ready tasks interleaved
+ * in one random order: an allreduce reads the other ranks' arenas, and an
+ * event with flag ALL_RANKS counts the signals of every rank.
  */
 #include "runtime.h"
 
@@ -139,11 +144,19 @@ static void st_i32(uint8_t *p, int32_t v) { memcpy(p, &v, 4); }
 
 /* ---- the machine ---------------------------------------------------------- */
 
-struct mpk_cpu {
-    const mpkb_blob *b;
+typedef struct {
     const void *const *weights; /* per tensor: loaded bytes (base tensors) */
     uint8_t *arena, *state;
     uint64_t *count;            /* event counters, monotonic */
+} rank_mem;
+
+struct mpk_cpu {
+    const mpkb_blob *b;
+    /* the rank running a task; its memory is also in the fields below */
+    const void *const *weights;
+    uint8_t *arena, *state;
+    rank_mem *ranks;            /* meta.tp of them */
+    uint32_t nranks;
     uint64_t step;
     int32_t token;
     uint64_t rng;
@@ -389,17 +402,33 @@ static bool run_task(mpk_cpu *M, const mpkb_task *t)
         return true;
     }
     case MPKB_OP_ARGMAX_REDUCE: {
-        const uint8_t *pp = ptr(M, t->t[0]);
         uint64_t tiles = mpkb_numel(tn(M, t->t[0])) / 2;
+        uint32_t nr = (t->flags & MPKB_F_ALL_RANKS) ? M->nranks : 1;
         float best = -INFINITY;
         int32_t at = -1;
-        for (uint64_t i = 0; i < tiles; i++) {
-            float v = ld(MPKB_F32, pp, 2 * i);
-            int32_t c = ld_i32(pp + 8 * i + 4);
-            if (v > best || (v == best && at >= 0 && c < at) || (at < 0 && v == best))
-                best = v, at = c;
+        for (uint32_t q = 0; q < nr; q++) {
+            const uint8_t *pp = nr > 1 ? M->ranks[q].arena + tn(M, t->t[0])->offset : ptr(M, t->t[0]);
+            int32_t base = nr > 1 ? (int32_t)q * t->i[0] : 0;
+            for (uint64_t i = 0; i < tiles; i++) {
+                float v = ld(MPKB_F32, pp, 2 * i);
+                int32_t c = ld_i32(pp + 8 * i + 4) + base;
+                if (v > best || (v == best && at >= 0 && c < at) || (at < 0 && v == best))
+                    best = v, at = c;
+            }
         }
         st_i32(ptr(M, t->t[1]), at < 0 ? 0 : at);
+        return true;
+    }
+    case MPKB_OP_ALLREDUCE: {
+        const mpkb_tensor *p = tn(M, t->t[0]);
+        for (uint64_t i = lo; i < hi; i++) {
+            float sum = 0;
+            for (uint32_t q = 0; q < M->nranks; q++)
+                sum += ld(MPKB_F32, M->ranks[q].arena + p->offset, i);
+            if (t->flags & MPKB_F_EPI_RESIDUAL)
+                sum = ld(dt(M, t->t[1]), ptr(M, t->t[1]), i) + sum;
+            st(dt(M, t->t[2]), ptr(M, t->t[2]), i, sum);
+        }
         return true;
     }
     case MPKB_OP_RMSNORM: {
@@ -461,60 +490,75 @@ static uint64_t next_rand(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-static bool fired(const mpk_cpu *M, uint32_t e)
+/* Signals one firing of event e needs: its producers, on every rank for
+ * an ALL_RANKS event. */
+static uint64_t per_step(const mpk_cpu *M, const mpkb_event *ev)
 {
-    const mpkb_event *ev = &M->b->events[e];
-    return M->count[e] >= (M->step + 1 - ev->lag) * ev->triggers;
+    return (uint64_t)ev->triggers * ((ev->flags & MPKB_EV_ALL_RANKS) ? M->nranks : 1);
 }
 
-/* One step: tasks in a random order among the ready ones (seed 0: in the
- * order they became ready). */
+/* One step: tasks in a random order among the ready ones of every rank
+ * (seed 0: in the order they became ready); ready[] holds rank * ntasks +
+ * task. */
 static bool step(mpk_cpu *M, bool random_order, uint32_t *ready)
 {
     const mpkb_blob *b = M->b;
     uint32_t n = 0, ran = 0;
-    for (uint32_t e = 0; e < b->nevents; e++)
-        if (fired(M, e) && (b->events[e].lag || M->count[e] == M->step * b->events[e].triggers + 0 ||
-                            b->events[e].triggers == 0))
-            for (uint32_t t = b->events[e].first_task; t < b->events[e].first_task + b->events[e].ntasks; t++)
-                ready[n++] = t;
+    for (uint32_t r = 0; r < M->nranks; r++)
+        for (uint32_t e = 0; e < b->nevents; e++) {
+            const mpkb_event *ev = &b->events[e];
+            uint64_t c = M->ranks[r].count[e], need = per_step(M, ev);
+            if (c >= (M->step + 1 - ev->lag) * need && (ev->lag || c == M->step * need || need == 0))
+                for (uint32_t t = ev->first_task; t < ev->first_task + ev->ntasks; t++)
+                    ready[n++] = r * b->ntasks + t;
+        }
     uint32_t head = 0;
     while (head < n) {
         uint32_t pick = head;
         if (random_order)
             pick = head + (uint32_t)(next_rand(&M->rng) % (n - head));
-        uint32_t t = ready[pick];
+        uint32_t rt = ready[pick];
         ready[pick] = ready[head];
-        ready[head++] = t;
-        const mpkb_task *x = &b->tasks[t];
+        ready[head++] = rt;
+        uint32_t r = rt / b->ntasks;
+        const mpkb_task *x = &b->tasks[rt % b->ntasks];
+        M->weights = M->ranks[r].weights;
+        M->arena = M->ranks[r].arena;
+        M->state = M->ranks[r].state;
         if (!run_task(M, x))
             return false;
         ran++;
         for (uint32_t k = 0; k < x->trig_count; k++) {
             uint32_t e = b->triggers[x->trig_first + k];
-            M->count[e]++;
             const mpkb_event *ev = &b->events[e];
-            if (!ev->lag && M->count[e] == (M->step + 1) * ev->triggers)
-                for (uint32_t c = ev->first_task; c < ev->first_task + ev->ntasks; c++)
-                    ready[n++] = c;
+            bool all = ev->flags & MPKB_EV_ALL_RANKS;
+            for (uint32_t q = all ? 0 : r; q < (all ? M->nranks : r + 1); q++)
+                if (++M->ranks[q].count[e] == (M->step + 1) * per_step(M, ev) && !ev->lag)
+                    for (uint32_t c = ev->first_task; c < ev->first_task + ev->ntasks; c++)
+                        ready[n++] = q * b->ntasks + c;
         }
     }
-    if (ran != b->ntasks) {
+    if (ran != b->ntasks * M->nranks) {
         fprintf(M->err, "mpk-run: step %llu stalled: %u of %u tasks never became ready\n",
-                (unsigned long long)M->step, b->ntasks - ran, b->ntasks);
+                (unsigned long long)M->step, b->ntasks * M->nranks - ran, b->ntasks * M->nranks);
         return false;
     }
     return true;
 }
 
-mpk_cpu *mpk_cpu_new(const mpkb_blob *b, const void *const *weights, uint64_t seed, FILE *err)
+mpk_cpu *mpk_cpu_new(const mpkb_blob *b, const void *const *const *weights, uint64_t seed, FILE *err)
 {
     mpk_cpu *M = calloc(1, sizeof *M);
     if (!M)
         return NULL;
     M->b = b;
-    M->weights = weights;
     M->err = err;
+    M->nranks = b->meta->tp;
+    M->ranks = calloc(M->nranks, sizeof *M->ranks);
+    if (!M->ranks) {
+        free(M);
+        return NULL;
+    }
     M->rng = seed;
     uint64_t maxk = 16, maxs = 16;
     for (uint32_t i = 0; i < b->ntensors; i++)
@@ -523,20 +567,27 @@ mpk_cpu *mpk_cpu_new(const mpkb_blob *b, const void *const *weights, uint64_t se
     for (uint32_t i = 0; i < b->ntasks; i++) /* a chunk holds at most the whole cache */
         if (b->tasks[i].op == MPKB_OP_ATTENTION && b->tensors[b->tasks[i].t[3]].dims[2] > maxs)
             maxs = b->tensors[b->tasks[i].t[3]].dims[2];
-    M->arena = malloc(b->meta->arena_size ? b->meta->arena_size : 1);
-    M->state = calloc(1, b->meta->state_size ? b->meta->state_size : 1);
-    M->count = calloc(b->nevents, sizeof *M->count);
+    bool ok = true;
+    for (uint32_t r = 0; r < M->nranks; r++) {
+        rank_mem *R = &M->ranks[r];
+        R->weights = weights[r];
+        R->arena = malloc(b->meta->arena_size ? b->meta->arena_size : 1);
+        R->state = calloc(1, b->meta->state_size ? b->meta->state_size : 1);
+        R->count = calloc(b->nevents, sizeof *R->count);
+        ok &= R->arena && R->state && R->count;
+        if (R->arena) /* NaN in every float dtype */
+            memset(R->arena, 0xff, b->meta->arena_size);
+    }
     M->scratch = malloc(sizeof(float) * 2 * (maxk + 2));
     M->scores = malloc(sizeof(float) * (maxs + 1));
     M->rows = malloc(sizeof(uint64_t) * (maxs + 1));
-    M->ready = malloc(sizeof *M->ready * (b->ntasks + 1));
-    if (!M->arena || !M->state || !M->count || !M->scratch || !M->scores || !M->rows || !M->ready) {
+    M->ready = malloc(sizeof *M->ready * ((size_t)b->ntasks * M->nranks + 1));
+    if (!ok || !M->scratch || !M->scores || !M->rows || !M->ready) {
         fprintf(err, "mpk-run: out of memory for the arena (%llu bytes) and state (%llu bytes)\n",
                 (unsigned long long)b->meta->arena_size, (unsigned long long)b->meta->state_size);
         mpk_cpu_free(M);
         return NULL;
     }
-    memset(M->arena, 0xff, b->meta->arena_size); /* NaN in every float dtype */
     return M;
 }
 
@@ -544,9 +595,12 @@ void mpk_cpu_free(mpk_cpu *M)
 {
     if (!M)
         return;
-    free(M->arena);
-    free(M->state);
-    free(M->count);
+    for (uint32_t r = 0; r < M->nranks; r++) {
+        free(M->ranks[r].arena);
+        free(M->ranks[r].state);
+        free(M->ranks[r].count);
+    }
+    free(M->ranks);
     free(M->scratch);
     free(M->scores);
     free(M->rows);
@@ -560,17 +614,45 @@ bool mpk_cpu_step(mpk_cpu *M, int32_t token, bool random_order, int32_t *next, f
     M->token = token;
     if (!step(M, random_order, M->ready))
         return false;
-    *next = ld_i32(M->arena + b->tensors[b->meta->next_output].offset);
+    uint64_t at = b->tensors[b->meta->next_output].offset;
+    *next = ld_i32(M->ranks[0].arena + at);
+    for (uint32_t r = 1; r < M->nranks; r++)
+        if (ld_i32(M->ranks[r].arena + at) != *next) { /* every rank reduces the same partials */
+            fprintf(M->err, "mpk-run: step %llu: rank %u picked token %d, rank 0 token %d\n",
+                    (unsigned long long)M->step, r, ld_i32(M->ranks[r].arena + at), *next);
+            return false;
+        }
     if (logits) {
         const mpkb_tensor *lg = &b->tensors[b->meta->logits];
-        for (uint32_t i = 0; i < b->meta->vocab; i++)
-            logits[i] = ld(lg->dtype, M->arena + lg->offset, i);
+        uint64_t cols = mpkb_numel(lg);
+        for (uint32_t r = 0; r < M->nranks; r++)
+            for (uint64_t i = 0; i < cols; i++)
+                logits[r * cols + i] = ld(lg->dtype, M->ranks[r].arena + lg->offset, i);
     }
     M->step++;
     return true;
 }
 
-const void **mpk_bind_weights(const mpkb_blob *b, const char *path, mpk_weights **w, FILE *err)
+/* Rank r's part of a split weight: part r of tp along dim d of the
+ * checkpoint tensor at src, into a buffer the weights own. */
+static const void *part_of(mpk_weights *w, const mpkb_tensor *t, const void *src, uint32_t rank, uint32_t tp)
+{
+    int d = t->split - 1;
+    uint64_t outer = 1, inner = mpkb_dtype_size(t->dtype);
+    for (int i = 0; i < d; i++)
+        outer *= t->dims[i];
+    for (int i = d + 1; i < t->ndim; i++)
+        inner *= t->dims[i];
+    uint64_t len = t->dims[d] * inner; /* bytes of one part per outer index */
+    uint8_t *dst = mpk_weights_alloc(w, t->nbytes);
+    if (!dst)
+        return NULL;
+    for (uint64_t o = 0; o < outer; o++)
+        memcpy(dst + o * len, (const uint8_t *)src + (o * tp + rank) * len, len);
+    return dst;
+}
+
+const void **mpk_bind_weights(const mpkb_blob *b, const char *path, uint32_t rank, mpk_weights **w, FILE *err)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < b->ntensors; i++)
@@ -592,12 +674,20 @@ const void **mpk_bind_weights(const mpkb_blob *b, const char *path, mpk_weights 
         req[k].ndim = t->ndim;
         for (int d = 0; d < t->ndim; d++)
             req[k].dims[d] = t->dims[d];
+        if (t->split) /* the checkpoint holds the whole tensor */
+            req[k].dims[t->split - 1] *= b->meta->tp;
         which[k++] = i;
     }
     *w = mpk_weights_open(path, req, n, err);
-    if (*w)
-        for (uint32_t j = 0; j < n; j++)
-            table[which[j]] = req[j].data;
+    for (uint32_t j = 0; *w && j < n; j++) {
+        const mpkb_tensor *t = &b->tensors[which[j]];
+        table[which[j]] = t->split ? part_of(*w, t, req[j].data, rank, b->meta->tp) : req[j].data;
+        if (!table[which[j]]) {
+            fprintf(err, "mpk-run: out of memory for rank %u's part of %s\n", rank, req[j].name);
+            mpk_weights_close(*w);
+            *w = NULL;
+        }
+    }
     free(req);
     free(which);
     if (!*w) {

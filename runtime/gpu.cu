@@ -1103,9 +1103,18 @@ static bool check_limits(mpk_gpu *G, const cudaDeviceProp *p)
 {
     const mpkb_blob *b = G->b;
     size_t need = 0;
+    if (b->meta->tp > 1) { /* mpk-run says so first; this guards other callers */
+        fprintf(G->err, "mpk-run: error: the blob is built for %u GPUs; the GPU executor runs one\n", b->meta->tp);
+        return false;
+    }
     for (uint32_t i = 0; i < b->ntasks; i++) {
         const mpkb_task *t = &b->tasks[i];
         size_t s = 0;
+        if (t->op == MPKB_OP_ALLREDUCE || (t->flags & MPKB_F_ALL_RANKS)) {
+            fprintf(G->err, "mpk-run: error: task %u (%s): %s across ranks is beyond the one-GPU executor\n", i,
+                    mpkb_str(b, t->label), mpkb_op_name(t->op));
+            return false;
+        }
         if (t->op == MPKB_OP_MATVEC) {
             s = (((size_t)b->tensors[t->t[0]].dims[1] + 3) & ~(size_t)3) * 4 + 4 * (size_t)NW * 2;
         } else if (t->op == MPKB_OP_ATTENTION) {

@@ -11,7 +11,8 @@
  * is generated, ending early at an end-of-sequence id of the model. The
  * GPU executor (gpu.cu) runs the whole generation in one kernel launch and
  * streams the tokens back; --cpu runs the reference executor (cpu.c)
- * step by step instead.
+ * step by step instead. A blob built with mpk build --tp N runs as N
+ * ranks, each with its part of every split weight (--cpu only, so far).
  * Exit status: 0 success, 1 a problem with the blob, the weights or the
  * run, 2 usage errors.
  */
@@ -201,8 +202,8 @@ static int run(const options *o)
     double t0 = now_ms();
     int status = EXIT_RUN;
     mpkb_blob b;
-    mpk_weights *w = NULL;
-    const void **table = NULL;
+    mpk_weights *w[MPKB_MAX_TP] = {NULL};
+    const void **table[MPKB_MAX_TP] = {NULL};
     mpk_cpu *M = NULL;
     FILE *lf = NULL;
     float *logits = NULL;
@@ -228,9 +229,19 @@ static int run(const options *o)
                 np, (unsigned long long)o->n, (unsigned long long)(np + o->n - 1), m->max_seq);
         goto out;
     }
-    table = mpk_bind_weights(&b, o->weights, &w, stderr);
-    if (!table)
+    if (!o->cpu && m->tp > 1) {
+        fprintf(stderr, "mpk-run: error: %s is built for %u GPUs (mpk build --tp %u); this mpk-run runs "
+                        "tensor-parallel blobs on the CPU executor only: run with --cpu\n",
+                o->blob, m->tp, m->tp);
         goto out;
+    }
+    uint64_t wbytes = 0;
+    for (uint32_t r = 0; r < m->tp; r++) {
+        table[r] = mpk_bind_weights(&b, o->weights, r, &w[r], stderr);
+        if (!table[r])
+            goto out;
+        wbytes += mpk_weights_bytes(w[r]);
+    }
     if (o->logits) {
         lf = fopen(o->logits, "wb");
         if (!lf) {
@@ -240,7 +251,7 @@ static int run(const options *o)
         }
     }
     if (!o->cpu) {
-        status = run_gpu(o, &b, table, prompt, np, t0, lf);
+        status = run_gpu(o, &b, table[0], prompt, np, t0, lf);
         if (lf && fclose(lf) != 0 && status == 0) {
             fprintf(stderr, "mpk-run: error: writing '%s' failed\n", o->logits);
             status = EXIT_RUN;
@@ -248,7 +259,7 @@ static int run(const options *o)
         lf = NULL;
         goto out;
     }
-    M = mpk_cpu_new(&b, table, o->seed, stderr);
+    M = mpk_cpu_new(&b, (const void *const *const *)table, o->seed, stderr);
     if (!M)
         goto out;
     if (o->logits) {
@@ -259,8 +270,8 @@ static int run(const options *o)
     times = calloc(o->n + (uint64_t)np + 1, sizeof *times);
     double t1 = now_ms();
     if (o->stats)
-        fprintf(stderr, "mpk-run: loaded %s (%u tasks) and %.1f MiB of weights in %.1f ms\n", o->blob,
-                b.ntasks, (double)mpk_weights_bytes(w) / 1048576.0, t1 - t0);
+        fprintf(stderr, "mpk-run: loaded %s (%u tasks%s) and %.1f MiB of weights in %.1f ms\n", o->blob,
+                b.ntasks, m->tp > 1 ? " per rank, tensor parallel" : "", (double)wbytes / 1048576.0, t1 - t0);
     int32_t token = prompt[0], next = 0;
     uint64_t made = 0;
     double ttft = 0;
@@ -309,8 +320,10 @@ out:
     free(logits);
     free(times);
     mpk_cpu_free(M);
-    free(table);
-    mpk_weights_close(w);
+    for (int r = 0; r < MPKB_MAX_TP; r++) {
+        free(table[r]);
+        mpk_weights_close(w[r]);
+    }
     mpkb_close(&b);
     free(prompt);
     return status;

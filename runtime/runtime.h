@@ -83,6 +83,9 @@ typedef struct mpk_weights mpk_weights;
  * lie inside its file. Every problem is reported, by tensor name, before it
  * returns NULL; on success all requests have data set. */
 mpk_weights *mpk_weights_open(const char *path, mpk_weight_req *reqs, size_t nreqs, FILE *err);
+/* A buffer of n bytes that lives until mpk_weights_close (a rank's part
+ * of a split weight); NULL when out of memory. */
+void *mpk_weights_alloc(mpk_weights *w, size_t n);
 /* Total bytes mapped for the requested tensors. */
 uint64_t mpk_weights_bytes(const mpk_weights *w);
 void mpk_weights_close(mpk_weights *w);
@@ -91,21 +94,24 @@ void mpk_weights_close(mpk_weights *w);
 
 typedef struct mpk_cpu mpk_cpu;
 
-/* An executor for blob b; weights[i] holds the bytes of every loaded weight
- * tensor i (base == i), as bound by mpk_weights_open. seed 0 runs the ready
- * tasks in the order they became ready; any other seed in a random order. */
-mpk_cpu *mpk_cpu_new(const mpkb_blob *b, const void *const *weights, uint64_t seed, FILE *err);
+/* An executor for blob b, running its meta.tp ranks; weights[r][i] holds
+ * rank r's bytes of every loaded weight tensor i (base == i), as bound by
+ * mpk_bind_weights. seed 0 runs the ready tasks in the order they became
+ * ready; any other seed in a random order (over all ranks' tasks). */
+mpk_cpu *mpk_cpu_new(const mpkb_blob *b, const void *const *const *weights, uint64_t seed, FILE *err);
 /* One decode step with this token (its position is the step count so far).
  * Sets *next to the greedy next token and, if logits is not NULL, copies
- * meta.vocab logits there as fp32. Reports and returns false on a runtime
+ * meta.vocab logits there as fp32 (every rank's part, in rank order). Reports and returns false on a runtime
  * error (a token or position out of range, a stall). */
 bool mpk_cpu_step(mpk_cpu *M, int32_t token, bool random_order, int32_t *next, float *logits);
 void mpk_cpu_free(mpk_cpu *M);
 
-/* Bind a blob's weights to a checkpoint: the table for mpk_cpu_new (NULL on
- * failure, reported). Free the table with free() and w with
- * mpk_weights_close. */
-const void **mpk_bind_weights(const mpkb_blob *b, const char *path, mpk_weights **w, FILE *err);
+/* Bind a blob's weights to a checkpoint for rank `rank` of meta.tp: the
+ * table for mpk_cpu_new (NULL on failure, reported). A split weight is
+ * checked against the whole checkpoint tensor and its part copied out.
+ * Free the table with free() and w with mpk_weights_close. */
+const void **mpk_bind_weights(const mpkb_blob *b, const char *path, uint32_t rank, mpk_weights **w,
+                              FILE *err);
 
 /* ---- gpu.cu ------------------------------------------------------------------ */
 

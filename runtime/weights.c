@@ -90,6 +90,8 @@ struct mpk_weights {
     st_file *files;
     size_t nfiles, cap;
     uint64_t bytes;
+    void **owned;           /* mpk_weights_alloc's buffers */
+    size_t nowned;
 };
 
 typedef struct {
@@ -699,10 +701,25 @@ uint64_t mpk_weights_bytes(const mpk_weights *w)
     return w ? w->bytes : 0;
 }
 
+void *mpk_weights_alloc(mpk_weights *w, size_t n)
+{
+    void **o = realloc(w->owned, sizeof *o * (w->nowned + 1));
+    if (!o)
+        return NULL;
+    w->owned = o;
+    void *p = malloc(n ? n : 1);
+    if (p)
+        w->owned[w->nowned++] = p;
+    return p;
+}
+
 void mpk_weights_close(mpk_weights *w)
 {
     if (!w)
         return;
+    for (size_t i = 0; i < w->nowned; i++)
+        free(w->owned[i]);
+    free(w->owned);
     for (size_t i = 0; i < w->nfiles; i++) {
         st_file *f = &w->files[i];
         if (f->map)

@@ -42,21 +42,24 @@ typedef struct {
     const void **table;
 } built;
 
-static void build(built *B, const char *src, int64_t workers)
+static void build_tp(built *B, const char *src, int64_t workers, int64_t tp)
 {
     memset(B, 0, sizeof *B);
     B->c = compile_src(src, NULL, 0);
     ck_assert_msg(B->c.g && !mpk_diag_failed(&B->c.c->diag), "%s", B->c.diag);
     FILE *devnull = fopen("/dev/null", "w");
-    mpk_lower_opts o = {.workers = workers, .dump_out = devnull};
+    mpk_lower_opts o = {.workers = workers, .tp = tp, .dump_out = devnull};
     B->c.c->diag.out = stderr;
     B->L = mpk_lower(B->c.g, &o, &B->c.c->diag);
     fclose(devnull);
     ck_assert_ptr_nonnull(B->L);
 }
 
-/* Emit, read back, and bind random weights (seeded, so runs compare). */
-static void load(built *B)
+static void build(built *B, const char *src, int64_t workers) { build_tp(B, src, workers, 1); }
+
+/* Emit, read back, and bind random weights (seeded, so runs compare):
+ * rank `rank`'s part of each (whole, seeded) weight. */
+static void load_rank(built *B, uint32_t rank)
 {
     B->buf = mpk_emit_buffer(B->L, &B->size);
     ck_assert_ptr_nonnull(B->buf);
@@ -77,19 +80,32 @@ static void load(built *B)
          * are sums of small cancelling terms would turn bf16 rounding
          * noise into large relative errors and hide real ones */
         bool emb = strstr(mpkb_str(&B->b, t->name), "embed") != NULL;
-        float scale = norm ? 0.2f : emb ? 3.46f : 3.46f / sqrtf((float)t->dims[t->ndim - 1]);
-        for (uint64_t k = 0; k < t->nbytes / 2; k++) {
+        uint32_t tp = t->split ? B->b.meta->tp : 1, d = t->split ? t->split - 1u : 0;
+        uint64_t inner = 1, outer = 1;
+        for (uint32_t k = d + 1; k < t->ndim; k++)
+            inner *= t->dims[k];
+        for (uint32_t k = 0; k < d; k++)
+            outer *= t->dims[k];
+        uint64_t part = t->dims[d] * inner; /* elements of one part per outer index */
+        uint64_t last = t->dims[t->ndim - 1] * (t->split == t->ndim ? tp : 1);
+        float scale = norm ? 0.2f : emb ? 3.46f : 3.46f / sqrtf((float)last);
+        for (uint64_t k = 0; k < t->nbytes / 2 * tp; k++) { /* the whole tensor, kept: this rank's part */
             rng = rng * 6364136223846793005ull + 1442695040888963407ull;
             float u = (float)((rng >> 40) & 0xffffff) / 16777216.0f - 0.5f; /* [-0.5, 0.5) */
             float v = norm ? 1.0f + scale * u : u * scale;
             uint32_t bits;
             memcpy(&bits, &v, 4);
-            w[k] = (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1)) >> 16);
+            uint64_t o = k / (part * tp), r = k / part % tp;
+            if (r == (t->split ? rank : 0)) /* a whole tensor: every rank's */
+                w[o * part + k % part] = (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1)) >> 16);
         }
+        (void)outer;
         B->wdata[i] = w;
         B->table[i] = w;
     }
 }
+
+static void load(built *B) { load_rank(B, 0); }
 
 static void unbuild(built *B)
 {
@@ -107,7 +123,8 @@ static float *run(built *B, uint64_t seed, int steps, int32_t *tokens)
 {
     uint32_t v = B->b.meta->vocab;
     float *logits = malloc(sizeof *logits * v * (size_t)steps);
-    mpk_cpu *M = mpk_cpu_new(&B->b, B->table, seed, stderr);
+    const void *const *tables[1] = {B->table};
+    mpk_cpu *M = mpk_cpu_new(&B->b, tables, seed, stderr);
     ck_assert_ptr_nonnull(M);
     int32_t tok = 3;
     for (int s = 0; s < steps; s++) {
@@ -339,6 +356,91 @@ START_TEST(test_removed_edge)
 END_TEST
 
 /* Write, read back, and damage: every damaged header byte is refused. */
+/* Runs a tensor-parallel blob (R[r] holds rank r's weights); NULL when a
+ * step fails (allowed only when !must). */
+static float *run_tp(built *R, int tp, uint64_t seed, int steps, int32_t *tokens, bool must)
+{
+    uint32_t v = R[0].b.meta->vocab;
+    float *logits = malloc(sizeof *logits * v * (size_t)steps);
+    const void *const *tables[4];
+    for (int r = 0; r < tp; r++)
+        tables[r] = R[r].table;
+    FILE *devnull = fopen("/dev/null", "w");
+    mpk_cpu *M = mpk_cpu_new(&R[0].b, tables, seed, must ? stderr : devnull);
+    ck_assert_ptr_nonnull(M);
+    int32_t tok = 3;
+    for (int s = 0; s < steps && logits; s++) {
+        bool ok = mpk_cpu_step(M, tok, seed != 0, &tokens[s], logits + (size_t)s * v);
+        ck_assert(ok || !must);
+        if (!ok) {
+            free(logits);
+            logits = NULL;
+        } else
+            tok = tokens[s];
+    }
+    mpk_cpu_free(M);
+    fclose(devnull);
+    return logits;
+}
+
+/* --tp 2 of the test model: allreduce tasks and an argmax over both
+ * ranks, the same tokens as one rank from the same whole weights, the same
+ * bits under every task order; without its ALL_RANKS events the verifier
+ * and some executor order notice. */
+START_TEST(test_tensor_parallel)
+{
+    enum { STEPS = 10, TP = 2 };
+    built A, R[TP];
+    build(&A, qwen_src, 8);
+    load(&A);
+    for (uint32_t r = 0; r < TP; r++) {
+        build_tp(&R[r], qwen_src, 8, TP);
+        load_rank(&R[r], r);
+    }
+    ck_assert_uint_eq(R[0].b.meta->tp, TP);
+    ck_assert_uint_eq(R[0].b.meta->vocab, A.b.meta->vocab);
+    ck_assert_int_gt(count_tasks(R[0].L, MPKB_OP_ALLREDUCE, MPKB_F_EPI_RESIDUAL), 0);
+    ck_assert_int_eq(count_tasks(R[0].L, MPKB_OP_ARGMAX_REDUCE, MPKB_F_ALL_RANKS), 1);
+    int32_t ta[STEPS], tb[STEPS], tc[STEPS];
+    uint32_t v = A.b.meta->vocab;
+    float *ref = run(&A, 0, STEPS, ta);
+    float *l0 = run_tp(R, TP, 0, STEPS, tb, true);
+    ck_assert_mem_eq(ta, tb, sizeof ta);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < (size_t)v * STEPS; i++)
+        num += (l0[i] - ref[i]) * (l0[i] - ref[i]), den += ref[i] * ref[i];
+    ck_assert_msg(sqrt(num / den) < 1e-3, "tp 2 logits differ from one rank's by %g", sqrt(num / den));
+    for (uint64_t seed = 1; seed <= 6; seed++) {
+        float *l = run_tp(R, TP, seed, STEPS, tc, true);
+        ck_assert_mem_eq(tb, tc, sizeof tb);
+        ck_assert_mem_eq(l0, l, sizeof *l * v * STEPS);
+        free(l);
+    }
+    /* drop every ALL_RANKS flag: each rank then waits for its own partials only */
+    FILE *devnull = fopen("/dev/null", "w");
+    mpk_taskgraph tg = mpk_low_taskgraph(R[0].L);
+    ck_assert_int_eq(mpk_verify(&tg, devnull, 10), 0);
+    for (uint32_t e = 0; e < R[0].L->nevents; e++)
+        R[0].L->events[e].flags = 0;
+    ck_assert_int_gt(mpk_verify(&tg, devnull, 10), 0);
+    fclose(devnull);
+    for (uint32_t e = 0; e < R[0].b.nevents; e++)
+        ((mpkb_event *)R[0].b.events)[e].flags = 0;
+    bool noticed = false;
+    for (uint64_t seed = 1; seed <= 20 && !noticed; seed++) {
+        float *l = run_tp(R, TP, seed, STEPS, tc, false);
+        noticed = !l || memcmp(l, l0, sizeof *l * v * STEPS) != 0;
+        free(l);
+    }
+    ck_assert_msg(noticed, "no task order of 20 shows the missing cross-rank events");
+    free(ref);
+    free(l0);
+    unbuild(&A);
+    for (int r = 0; r < TP; r++)
+        unbuild(&R[r]);
+}
+END_TEST
+
 START_TEST(test_blob_damage)
 {
     built B;
@@ -372,6 +474,7 @@ Suite *make_lower_suite(void)
     tcase_add_test(tc, test_orders_agree);
     tcase_add_test(tc, test_unfused_agrees);
     tcase_add_test(tc, test_removed_edge);
+    tcase_add_test(tc, test_tensor_parallel);
     tcase_add_test(tc, test_blob_damage);
     suite_add_tcase(s, tc);
     return s;

@@ -41,6 +41,15 @@ expect 0 '^# after fuse'               "$bin" build --dump=fuse -D layers=1 exam
 expect 2 "unknown pass 'frob'"         "$bin" build --dump=frob examples/qwen3-0.6b.mpk
 expect 2 '--workers needs a number'    "$bin" build --workers=0 examples/qwen3-0.6b.mpk
 expect 2 'go with .mpk build'          "$bin" check --stats examples/qwen3-0.6b.mpk
+# tensor parallelism: --tp's values, where it goes, and what cannot be split
+expect 2 '--tp needs a number of GPUs'  "$bin" build --tp=0 examples/qwen3-0.6b.mpk
+expect 2 '--tp needs a number of GPUs'  "$bin" build --tp=65 examples/qwen3-0.6b.mpk
+expect 2 '--tp needs a number of GPUs'  "$bin" build --tp=two examples/qwen3-0.6b.mpk
+expect 2 'go with .mpk build'           "$bin" check --tp=2 examples/qwen3-0.6b.mpk
+expect 0 'ranks  *4 (tensor parallel'   "$bin" build --stats --tp=4 examples/qwen3-8b.mpk -o "$tmp/q8tp4.mpkb"
+expect 0 ' tp 4$'                       "$bin" dump "$tmp/q8tp4.mpkb"
+expect 1 'error: --tp 3: cannot shard'  "$bin" build --tp=3 examples/qwen3-0.6b.mpk -o "$tmp/x.mpkb"
+[ ! -e "$tmp/x.mpkb" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL a refused --tp build left a blob"; }
 expect 2 '--dot goes with'             "$bin" build --dot examples/qwen3-0.6b.mpk
 expect 1 'not an mpk blob'             "$bin" dump examples/qwen3-0.6b.mpk
 expect 1 'cannot open'                 "$bin" dump "$tmp/nope.mpkb"
@@ -69,6 +78,9 @@ if [ -x "$run" ]; then
     expect 1 'cannot open'                 "$run" "$tmp/nope.mpkb" --cpu --weights x --prompt-ids 1
     expect 1 "model.embed_tokens.weight"   "$run" "$tmp/q.mpkb" --cpu --weights tests/data/qwen3-tiny --prompt-ids 1
     expect 1 'KV cache holds'              "$run" "$tmp/q.mpkb" --cpu --weights x --prompt-ids 1 -n 5000
+    "$bin" build --tp=2 examples/qwen3-0.6b.mpk -o "$tmp/qtp2.mpkb" >/dev/null 2>&1
+    expect 1 'built for 2 GPUs.*run with --cpu' "$run" "$tmp/qtp2.mpkb" --weights x --prompt-ids 1
+    expect 1 'lm_head.weight\|embed_tokens' "$run" "$tmp/qtp2.mpkb" --cpu --weights tests/data/qwen3-tp --prompt-ids 1
 fi
 expect 2 "unknown --emit kind 'blob'"  "$bin" build --emit=blob examples/qwen3-8b.mpk
 expect 2 '-o goes with'                "$bin" check -o x examples/qwen3-8b.mpk

@@ -9,6 +9,9 @@
 #   - the greedy tokens to equal HF's (up to and including an end-of-sequence
 #     id, where mpk-run stops), and
 #   - the logits at the last prompt position within relative L2 error 1e-2.
+# The same at --tp 2 and 4 (the CPU executor runs every rank), for the
+# models whose heads, kv heads, intermediate size and vocabulary divide;
+# the others must be refused with an error that names what cannot be split.
 # Run from the repository root: sh tests/run-parity.sh BIN/mpk BIN/mpk-run CMP
 unset MPK_PATH
 mpk=${1:?usage: sh tests/run-parity.sh MPK MPK-RUN LOGITS_CMP}
@@ -37,14 +40,37 @@ for dir in tests/data/*/; do
         expect="$expect${expect:+ }$t"
         case ",$eos," in *",$t,"*) break ;; esac
     done
-    for workers in 1 5 8 132; do
-        blob="$tmp/$name-$workers.mpkb"
-        if ! "$mpk" build --workers=$workers "$tmp/$name.mpk" -o "$blob" >"$tmp/log" 2>&1; then
-            fail=$((fail + 1)); echo "FAIL $name: mpk build --workers=$workers"; sed 's/^/    /' "$tmp/log"
+    # one GPU at four worker counts, then tensor parallel at 2 and 4 ranks
+    # (which a model must divide: heads, kv heads, intermediate, vocab)
+    for cfg in w1 w5 w8 w132 tp2-w5 tp2-w132 tp4-w5 tp4-w132; do
+        workers=${cfg##*w}
+        tp=1
+        case $cfg in tp*) tp=${cfg#tp}; tp=${tp%%-*} ;; esac
+        blob="$tmp/$name-$cfg.mpkb"
+        label="workers=$workers"
+        [ "$tp" -gt 1 ] && label="tp=$tp workers=$workers"
+        divides=yes
+        for key in num_attention_heads num_key_value_heads intermediate_size vocab_size; do
+            v=$(sed -n "s/.*\"$key\": *\([0-9]*\).*/\1/p" "$dir/config.json" | head -1)
+            [ $((v % tp)) -eq 0 ] || divides=no
+        done
+        "$mpk" build --workers=$workers --tp=$tp "$tmp/$name.mpk" -o "$blob" >"$tmp/log" 2>&1
+        rc=$?
+        if [ $divides = no ]; then
+            # the refusal: exit 1, naming the op that cannot be split
+            if [ $rc -eq 1 ] && grep -q "error: --tp $tp: cannot shard" "$tmp/log"; then
+                pass=$((pass + 1)); echo "parity: $name $label: refused as it should be ($(grep -o 'cannot shard [a-z]*' "$tmp/log" | head -1))"
+            else
+                fail=$((fail + 1)); echo "FAIL $name: mpk build $label should refuse (exit $rc)"; sed 's/^/    /' "$tmp/log"
+            fi
+            continue
+        fi
+        if [ $rc -ne 0 ]; then
+            fail=$((fail + 1)); echo "FAIL $name: mpk build $label"; sed 's/^/    /' "$tmp/log"
             continue
         fi
         for seed in 0 1 2; do
-            what="$name workers=$workers seed=$seed"
+            what="$name $label seed=$seed"
             got=$("$run" "$blob" --weights "$dir" --cpu --prompt-ids "$prompt" -n "$n" --seed $seed \
                   --dump-logits "$tmp/logits.f32" 2>"$tmp/log")
             if [ $? -ne 0 ]; then
@@ -59,7 +85,7 @@ for dir in tests/data/*/; do
             fi
             pass=$((pass + 1))
         done
-        echo "parity: $name workers=$workers: tokens identical over 3 seeds, last-prompt logits rel L2 $rel"
+        echo "parity: $name $label: tokens identical over 3 seeds, last-prompt logits rel L2 $rel"
     done
 done
 echo "parity: $pass passed, $fail failed"

@@ -49,6 +49,16 @@
  * e.first_task + e.ntasks), so an event activates a contiguous range.
  * Every task has a dep; the event graph is acyclic within a step.
  *
+ * Tensor parallelism. A blob built for meta.tp > 1 ranks (mpk build --tp)
+ * is the task graph of every rank: all ranks run the same tasks on their
+ * own arena, state and weights; a weight with split = d + 1 is part r of
+ * meta.tp equal parts along dim d of the checkpoint tensor on rank r (dims
+ * are the part's). Two ops read another rank's arena: ALLREDUCE and an
+ * ARGMAX_REDUCE with flag ALL_RANKS read the same tensor on every rank.
+ * The events they wait for have flag MPKB_EV_ALL_RANKS: each producer, on
+ * every rank, signals that event on every rank, so it fires at (s + 1 -
+ * lag) * triggers * tp. Everything else is per rank.
+ *
  * Numerics. A value is rounded to its tensor's dtype (bf16: to nearest
  * even) when a task stores it, and only then: everything a task computes
  * in between (a prologue's input, a normed and roped q) stays fp32. The
@@ -60,7 +70,7 @@
 #include <stdint.h>
 
 #define MPKB_MAGIC "MPKB\r\n\x1a\n" /* 8 bytes: catches text-mode damage */
-#define MPKB_VERSION 1u
+#define MPKB_VERSION 2u
 #define MPKB_ALIGN 64u
 #define MPKB_NONE 0xffffffffu
 #define MPKB_MAX_DIMS 6
@@ -68,6 +78,7 @@
 #define MPKB_NT 10 /* tensor operands per task */
 #define MPKB_NI 4  /* integer immediates per task */
 #define MPKB_NF 4  /* float immediates per task */
+#define MPKB_MAX_TP 64 /* ranks of a tensor-parallel blob */
 
 typedef struct {
     uint8_t magic[8];       /* MPKB_MAGIC */
@@ -100,7 +111,7 @@ typedef struct {
 typedef struct {
     uint32_t name;          /* string: the model's graph name */
     uint32_t workers;       /* worker count the placement assumed */
-    uint32_t vocab;         /* columns of the logits */
+    uint32_t vocab;         /* the model's vocabulary: tp x the logits' columns */
     uint32_t max_seq;       /* positions the state holds: prompt + generated */
     uint32_t token_input;   /* tensor: i32[1], the token of this step */
     uint32_t pos_input;     /* tensor: i32[1], the position (= step), or NONE */
@@ -113,7 +124,8 @@ typedef struct {
     uint64_t state_size;    /* bytes */
     uint64_t weight_size;   /* bytes of loaded weights */
     uint64_t bytes_per_step;/* bytes the tasks read and write in one step */
-    uint32_t reserved[8];   /* zero */
+    uint32_t tp;            /* ranks (1: one GPU); see "Tensor parallelism" */
+    uint32_t reserved[7];   /* zero */
 } mpkb_meta;
 
 typedef enum {
@@ -130,7 +142,7 @@ typedef struct {
     uint8_t dtype;          /* mpkb_dtype */
     uint8_t space;          /* mpkb_space */
     uint8_t ndim;           /* 1..MPKB_MAX_DIMS */
-    uint8_t reserved0;
+    uint8_t split;          /* WEIGHT: 0, or d + 1: part rank of tp along dim d */
     uint32_t dims[MPKB_MAX_DIMS];
     uint32_t base;          /* WEIGHT: the loaded tensor it lies in; else NONE */
     uint32_t reserved1;
@@ -186,6 +198,12 @@ typedef struct {
  * ARGMAX_PART   t0 x [1, N], t1 partials; i0..i1 columns, i2 tile.
  * ARGMAX_REDUCE t0 partials f32 [tiles, 2], t1 out i32[1]: the column of
  *               the largest value, the lowest on ties; NaNs never win.
+ *               flags ALL_RANKS: the partials of every rank, rank q's
+ *               columns counting from q * i0 (i0: columns per rank).
+ * ALLREDUCE     t0 partial f32 [M, N], t2 out [M, N]; i0..i1 element
+ *               range: out = bf16(p_0 + p_1 + ... + p_(tp-1)), p_q being t0
+ *               on rank q, summed in rank order in fp32; flags
+ *               EPI_RESIDUAL: t1 r [M, N], out = bf16(r + that sum).
  * RMSNORM       t0 x, t1 gamma [D], t2 out; i0..i1 range of D-vectors; f0 eps.
  * ROPE          t0 x [1, H, D], t1 pos, t2 inv_freq, t3 out; i0..i1 heads.
  * ADD, MUL      t0 a, t1 b, t2 out; i0..i1 element range.
@@ -197,7 +215,7 @@ typedef enum {
     MPKB_OP_INPUTS = 0, MPKB_OP_EMBED, MPKB_OP_MATVEC, MPKB_OP_ATTENTION,
     MPKB_OP_ATTN_MERGE, MPKB_OP_ARGMAX_PART, MPKB_OP_ARGMAX_REDUCE,
     MPKB_OP_RMSNORM, MPKB_OP_ROPE, MPKB_OP_ADD, MPKB_OP_MUL, MPKB_OP_SILU,
-    MPKB_OP_COPY, MPKB_NOPS
+    MPKB_OP_COPY, MPKB_OP_ALLREDUCE, MPKB_NOPS
 } mpkb_op;
 
 enum {
@@ -206,6 +224,7 @@ enum {
     MPKB_F_EPI_RESIDUAL = 1u << 2,
     MPKB_F_EPI_ARGMAX = 1u << 3,
     MPKB_F_DIRECT = 1u << 4,
+    MPKB_F_ALL_RANKS = 1u << 5,
 };
 
 typedef struct {
@@ -223,10 +242,13 @@ typedef struct {
 
 typedef struct {
     uint32_t triggers;      /* producers, each signalling once per step */
-    uint32_t lag;           /* 0, or 1 for meta.step_event */
+    uint16_t lag;           /* 0, or 1 for meta.step_event */
+    uint16_t flags;         /* MPKB_EV_* */
     uint32_t first_task;    /* the tasks waiting for it */
     uint32_t ntasks;
 } mpkb_event;
+
+enum { MPKB_EV_ALL_RANKS = 1u << 0 };
 
 typedef struct {
     uint32_t first;         /* into QTASKS */
@@ -269,7 +291,7 @@ static inline const char *mpkb_op_name(uint32_t op)
 {
     static const char *const names[MPKB_NOPS] = {
         "inputs", "embed", "matvec", "attention", "attn_merge", "argmax_part",
-        "argmax_reduce", "rmsnorm", "rope", "add", "mul", "silu", "copy"};
+        "argmax_reduce", "rmsnorm", "rope", "add", "mul", "silu", "copy", "allreduce"};
     return op < MPKB_NOPS ? names[op] : "?";
 }
 

@@ -346,7 +346,7 @@ static uint64_t step_work(const mpkb_blob *b)
 static void execute(const mpkb_blob *b)
 {
     const mpkb_meta *m = b->meta;
-    if (m->arena_size + m->state_size >= SMALL_BYTES || step_work(b) > MAX_WORK)
+    if ((m->arena_size + m->state_size) * m->tp >= SMALL_BYTES || step_work(b) * m->tp > MAX_WORK)
         return;
     uint64_t wbytes = 0;
     for (uint32_t i = 0; i < b->ntensors; i++)
@@ -360,7 +360,10 @@ static void execute(const mpkb_blob *b)
     for (uint32_t i = 0; ok && i < b->ntensors; i++)
         if (b->tensors[i].space == MPKB_SPACE_WEIGHT && b->tensors[i].base == i)
             ok = (table[i] = calloc(1, b->tensors[i].nbytes)) != NULL;
-    mpk_cpu *M = ok ? mpk_cpu_new(b, table, 1, sink) : NULL;
+    const void *const *tables[MPKB_MAX_TP];
+    for (uint32_t r = 0; r < m->tp && r < MPKB_MAX_TP; r++) /* every rank: the same (zero) weights */
+        tables[r] = table;
+    mpk_cpu *M = ok ? mpk_cpu_new(b, tables, 1, sink) : NULL;
     int32_t next = 0;
     if (M && mpk_cpu_step(M, 0, true, &next, logits)) {
         touched += (uint64_t)next + (logits[m->vocab - 1] == 0);
