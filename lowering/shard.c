@@ -211,22 +211,25 @@ static void node(sharder *S, const mpk_node *n, int pos)
     mpk_low *L = S->L;
     const mpk_tensor *x = n->in[0], *y = n->nout ? n->out[0] : NULL;
     int lx = n->nin ? lay_of(S, x) : REPL, out = REPL;
+    /* an undecided first operand (state, or a weight read as data) is whole,
+     * except where the op decides itself */
+    if (lx == UNDET && n->op != MPK_OP_EMBED && n->op != MPK_OP_ADD && n->op != MPK_OP_MUL &&
+        n->op != MPK_OP_ATTENTION) {
+        require(S, n, x, REPL);
+        lx = REPL;
+    }
     switch (n->op) {
     case MPK_OP_EMBED:
         operand(S, n, pos, 0, REPL);
         operand(S, n, pos, 1, REPL);
         break;
     case MPK_OP_RMSNORM:
-        if (lx == UNDET)
-            require(S, n, x, lx = REPL);
         if (lx == x->ndim - 1)
             fail(S, n, "the norm is over dim %d, along which %s is split", lx, what(S, x));
         operand(S, n, pos, 1, REPL);
         out = lx;
         break;
     case MPK_OP_MATMUL:
-        if (lx == UNDET)
-            require(S, n, x, lx = REPL);
         if (lx == REPL) { /* column parallel */
             operand(S, n, pos, 1, 0);
             out = y->ndim - 1;
@@ -252,13 +255,9 @@ static void node(sharder *S, const mpk_node *n, int pos)
         break;
     }
     case MPK_OP_SILU:
-        if (lx == UNDET)
-            require(S, n, x, lx = REPL);
         out = lx;
         break;
     case MPK_OP_ROPE:
-        if (lx == UNDET)
-            require(S, n, x, lx = REPL);
         if (lx != REPL && lx != 1)
             fail(S, n, "%s is split along dim %d; rope works on whole heads (dim 1)", what(S, x), lx);
         operand(S, n, pos, 1, REPL);
@@ -279,8 +278,6 @@ static void node(sharder *S, const mpk_node *n, int pos)
         break;
     }
     case MPK_OP_ARGMAX:
-        if (lx == UNDET)
-            require(S, n, x, lx = REPL);
         if (lx != REPL && lx != x->ndim - 1)
             fail(S, n, "%s is split along dim %d, not along the dim argmax reduces", what(S, x), lx);
         break;
