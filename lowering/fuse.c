@@ -172,6 +172,23 @@ static mpk_kop *new_kop(fuser *F, mpk_kop_kind kind, const mpk_node *n, const ch
     return k;
 }
 
+/* The residual add that is the only reader of out becomes k's epilogue:
+ * the other addend goes to operand slot r, the add's result to t[2]. */
+static bool absorb_residual(fuser *F, const mpk_tensor *out, mpk_kop *k, int r)
+{
+    if (out->uses != 1 || nusers(F, out) != 1)
+        return false;
+    mpk_node *a = node_at(F->g, F->users[F->user_start[out->id]]);
+    if (a->op != MPK_OP_ADD || a->in[0] == a->in[1])
+        return false;
+    k->flags |= MPKB_F_EPI_RESIDUAL;
+    k->t[r] = (a->in[0] == out ? a->in[1] : a->in[0])->id;
+    k->t[2] = a->out[0]->id;
+    k->pos = pos_of(F, a);
+    F->absorbed[pos_of(F, a)] = true;
+    return true;
+}
+
 static void fuse_matmul(fuser *F, const mpk_node *n)
 {
     mpk_kop *k = new_kop(F, K_MATVEC, n, "matmul");
@@ -225,31 +242,11 @@ static void fuse_matmul(fuser *F, const mpk_node *n)
         r->layer = k->layer;
         r->t[0] = part;
         r->t[2] = out->id;
-        if (out->uses == 1 && nusers(F, out) == 1) {
-            mpk_node *a = node_at(F->g, F->users[F->user_start[out->id]]);
-            if (a->op == MPK_OP_ADD && a->in[0] != a->in[1]) {
-                r->flags |= MPKB_F_EPI_RESIDUAL;
-                r->t[1] = (a->in[0] == out ? a->in[1] : a->in[0])->id;
-                r->t[2] = a->out[0]->id;
-                r->pos = pos_of(F, a);
-                F->absorbed[pos_of(F, a)] = true;
-            }
-        }
+        absorb_residual(F, out, r, 1);
         return;
     }
     /* Epilogue: the residual add that is the only reader, or argmax. */
-    if (out->uses == 1 && nusers(F, out) == 1) {
-        mpk_node *a = node_at(F->g, F->users[F->user_start[out->id]]);
-        if (a->op == MPK_OP_ADD && a->in[0] != a->in[1]) {
-            k->flags |= MPKB_F_EPI_RESIDUAL;
-            k->t[3] = (a->in[0] == out ? a->in[1] : a->in[0])->id;
-            k->t[2] = a->out[0]->id;
-            k->pos = pos_of(F, a);
-            F->absorbed[pos_of(F, a)] = true;
-            return;
-        }
-    }
-    if (x->dims[0] != 1)
+    if (absorb_residual(F, out, k, 3) || x->dims[0] != 1)
         return;
     for (int u = F->user_start[out->id]; u < F->user_start[out->id + 1]; u++) {
         const mpk_node *a = node_at(F->g, F->users[u]);

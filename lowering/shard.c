@@ -61,14 +61,11 @@ static const char *what(sharder *S, const mpk_tensor *t)
     return "a tensor";
 }
 
-static const char *shape(sharder *S, const int64_t *dims, int n)
+/* "bf16[1, 96]": the whole (unsharded) type, as messages write it. */
+static const char *type_of(sharder *S, const mpk_tensor *t)
 {
-    char buf[160];
-    int at = snprintf(buf, sizeof buf, "[");
-    for (int i = 0; i < n && at < (int)sizeof buf - 24; i++)
-        at += snprintf(buf + at, sizeof buf - (size_t)at, "%s%lld", i ? ", " : "", (long long)dims[i]);
-    snprintf(buf + at, sizeof buf - (size_t)at, "]");
-    return mpk_arena_strdup(S->L->arena, buf);
+    mpk_value v = {.kind = MPK_V_TENSOR, .t = (mpk_tensor *)t};
+    return mpk_value_str(S->L->arena, &v);
 }
 
 static const char *lay_name(sharder *S, int l)
@@ -288,7 +285,7 @@ static void node(sharder *S, const mpk_node *n, int pos)
         if (out == UNDET && lx != UNDET)
             fail(S, n, "%s %s is split along dim %d into %d parts, but no dim of %s splits into the same "
                        "%d blocks (e.g. heads not divisible by %d)",
-                 what(S, x), shape(S, x->dims, x->ndim), lx, S->tp, shape(S, y->dims, y->ndim), S->tp, S->tp);
+                 what(S, x), type_of(S, x), lx, S->tp, type_of(S, y), S->tp, S->tp);
         break;
     case MPK_OP_INDEX:
         out = lx >= 0 ? lx - 1 : lx;
@@ -356,11 +353,10 @@ bool mpk_shard(mpk_low *L)
     }
     if (!S.ok)
         return false;
-    /* each rank's part: cut the split dim (views and clones alike) */
+    /* each rank's part: cut the split dim. A weight's ltensor (a graph
+     * weight or its split copy) knows its split; anything else its layout. */
     for (int i = 0; i < L->nlt; i++) {
-        int l = i < nt ? S.lay[i] : L->lt[i].split;
-        if (i < nt && g->tensors.items[i] && ((const mpk_tensor *)g->tensors.items[i])->kind == MPK_T_WEIGHT)
-            l = L->lt[i].split;
+        int l = L->lt[i].space == MPKB_SPACE_WEIGHT ? L->lt[i].split : i < nt ? S.lay[i] : REPL;
         if (l >= 0 && l < L->lt[i].ndim)
             L->lt[i].dims[l] /= L->tp;
     }

@@ -115,15 +115,22 @@ static bool structure(vf *V)
     return V->bad == before;
 }
 
-/* Ancestors of the tasks waiting for each event: its producers and theirs. */
-static void ancestors(vf *V)
+/* Ancestors of the tasks waiting for each event: its producers and theirs.
+ * With global (a blob with tasks that read other ranks), also the global
+ * ancestors: through an ALL_RANKS event a producer and all before it (on
+ * its rank, so on every rank); through any event what was global before
+ * the producer. */
+static void ancestors(vf *V, bool global)
 {
     const mpk_taskgraph *tg = V->tg;
     V->anc = calloc(tg->nevents + 1, sizeof *V->anc);
+    V->ganc = global ? calloc(tg->nevents + 1, sizeof *V->ganc) : NULL;
     V->words = calloc(tg->nevents + 1, sizeof *V->words);
     for (uint32_t e = 0; e < tg->nevents; e++) {
         V->words[e] = tg->events[e].lag ? 0 : ((size_t)tg->events[e].first_task + 63) / 64;
         V->anc[e] = calloc(V->words[e] + 1, sizeof **V->anc);
+        if (global)
+            V->ganc[e] = calloc(V->words[e] + 1, sizeof **V->ganc);
     }
     /* producers of e lie below e's first waiter (checked: they wait for an
      * earlier event, and ranges are in event order) */
@@ -138,14 +145,19 @@ static void ancestors(vf *V)
             uint32_t e = tg->triggers[x->trig_first + k];
             if (tg->events[e].lag)
                 continue;
-            uint64_t *a = V->anc[e];
+            uint64_t *a = V->anc[e], *g = global ? V->ganc[e] : NULL;
+            bool all = tg->events[e].flags & MPKB_EV_ALL_RANKS;
             a[p >> 6] |= 1ull << (p & 63);
+            if (g && all)
+                g[p >> 6] |= 1ull << (p & 63);
             if (merged[e] == x->dep)
                 continue;
             merged[e] = x->dep;
             size_t n = V->words[x->dep] < V->words[e] ? V->words[x->dep] : V->words[e];
             for (size_t w = 0; w < n; w++)
                 a[w] |= V->anc[x->dep][w];
+            for (size_t w = 0; g && w < n; w++)
+                g[w] |= V->ganc[x->dep][w] | (all ? V->anc[x->dep][w] : 0);
         }
     }
     free(merged);
@@ -226,38 +238,12 @@ static int cmp_wr(const void *a, const void *b)
     return x->lo < y->lo ? -1 : x->lo > y->lo;
 }
 
+/* Every task that reads other ranks' bytes against every writer of them
+ * (needs the global ancestors). */
 static void cross_rank(vf *V)
 {
     const mpk_taskgraph *tg = V->tg;
-    bool any = false;
     uint64_t lo, hi;
-    for (uint32_t t = 0; t < tg->ntasks && !any; t++)
-        any = mpk_remote_read(tg, &tg->tasks[t], &lo, &hi);
-    if (!any)
-        return;
-    /* global ancestors: through an ALL_RANKS event a producer and all
-     * before it (on its rank, so on every rank); through any event what
-     * was global before the producer */
-    V->ganc = calloc(tg->nevents + 1, sizeof *V->ganc);
-    for (uint32_t e = 0; e < tg->nevents; e++)
-        V->ganc[e] = calloc(V->words[e] + 1, sizeof **V->ganc);
-    for (uint32_t p = 0; p < tg->ntasks; p++) {
-        const mpkb_task *x = &tg->tasks[p];
-        for (uint32_t k = 0; k < x->trig_count; k++) {
-            uint32_t e = tg->triggers[x->trig_first + k];
-            if (tg->events[e].lag)
-                continue;
-            uint64_t *g = V->ganc[e];
-            size_t n = V->words[x->dep] < V->words[e] ? V->words[x->dep] : V->words[e];
-            for (size_t w = 0; w < n; w++)
-                g[w] |= V->ganc[x->dep][w];
-            if (tg->events[e].flags & MPKB_EV_ALL_RANKS) {
-                g[p >> 6] |= 1ull << (p & 63);
-                for (size_t w = 0; w < n; w++)
-                    g[w] |= V->anc[x->dep][w];
-            }
-        }
-    }
     /* the arena writes, by start */
     mpk_access *acc = NULL;
     int cap = 0;
@@ -321,9 +307,14 @@ int mpk_verify(const mpk_taskgraph *tg, FILE *out, int max_report)
     }
     if (!structure(&V))
         return V.bad;
-    ancestors(&V);
+    bool global = false;
+    uint64_t lo, hi;
+    for (uint32_t t = 0; t < tg->ntasks && !global; t++)
+        global = mpk_remote_read(tg, &tg->tasks[t], &lo, &hi);
+    ancestors(&V, global);
     sweep(&V);
-    cross_rank(&V);
+    if (global)
+        cross_rank(&V);
     for (uint32_t e = 0; e < tg->nevents; e++) {
         free(V.anc[e]);
         if (V.ganc)

@@ -152,10 +152,8 @@ typedef struct {
 
 struct mpk_cpu {
     const mpkb_blob *b;
-    /* the rank running a task; its memory is also in the fields below */
-    const void *const *weights;
-    uint8_t *arena, *state;
     rank_mem *ranks;            /* meta.tp of them */
+    const rank_mem *cur;        /* the rank running a task */
     uint32_t nranks;
     uint64_t step;
     int32_t token;
@@ -171,10 +169,10 @@ static uint8_t *ptr(mpk_cpu *M, uint32_t ti)
 {
     const mpkb_tensor *t = &M->b->tensors[ti];
     switch (t->space) {
-    case MPKB_SPACE_ARENA: return M->arena + t->offset;
-    case MPKB_SPACE_STATE: return M->state + t->offset;
+    case MPKB_SPACE_ARENA: return M->cur->arena + t->offset;
+    case MPKB_SPACE_STATE: return M->cur->state + t->offset;
     case MPKB_SPACE_CONST: return (uint8_t *)M->b->consts + t->offset;
-    default: return (uint8_t *)M->weights[t->base] + t->offset;
+    default: return (uint8_t *)M->cur->weights[t->base] + t->offset;
     }
 }
 
@@ -522,9 +520,7 @@ static bool step(mpk_cpu *M, bool random_order, uint32_t *ready)
         ready[head++] = rt;
         uint32_t r = rt / b->ntasks;
         const mpkb_task *x = &b->tasks[rt % b->ntasks];
-        M->weights = M->ranks[r].weights;
-        M->arena = M->ranks[r].arena;
-        M->state = M->ranks[r].state;
+        M->cur = &M->ranks[r];
         if (!run_task(M, x))
             return false;
         ran++;

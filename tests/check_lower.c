@@ -81,11 +81,9 @@ static void load_rank(built *B, uint32_t rank)
          * noise into large relative errors and hide real ones */
         bool emb = strstr(mpkb_str(&B->b, t->name), "embed") != NULL;
         uint32_t tp = t->split ? B->b.meta->tp : 1, d = t->split ? t->split - 1u : 0;
-        uint64_t inner = 1, outer = 1;
+        uint64_t inner = 1;
         for (uint32_t k = d + 1; k < t->ndim; k++)
             inner *= t->dims[k];
-        for (uint32_t k = 0; k < d; k++)
-            outer *= t->dims[k];
         uint64_t part = t->dims[d] * inner; /* elements of one part per outer index */
         uint64_t last = t->dims[t->ndim - 1] * (t->split == t->ndim ? tp : 1);
         float scale = norm ? 0.2f : emb ? 3.46f : 3.46f / sqrtf((float)last);
@@ -99,7 +97,6 @@ static void load_rank(built *B, uint32_t rank)
             if (r == (t->split ? rank : 0)) /* a whole tensor: every rank's */
                 w[o * part + k % part] = (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1)) >> 16);
         }
-        (void)outer;
         B->wdata[i] = w;
         B->table[i] = w;
     }
