@@ -54,7 +54,7 @@ CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 NVCC_ARCH ?= -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=[sm_80,compute_80]
 NVCCFLAGS ?= -O3 -lineinfo
 ifeq ($(GPU),1)
-GPU_OBJ := $(B)/runtime/gpu.o
+GPU_OBJ := $(B)/runtime/cuda/kernel.o
 GPU_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -lrt -lpthread -ldl -lstdc++
 else
 GPU_OBJ := $(B)/runtime/gpu_none.o
@@ -82,7 +82,7 @@ LOWER_SRC := lowering/lower.c lowering/fuse.c lowering/tile.c lowering/memory.c 
              lowering/sweep.c lowering/events.c lowering/place.c lowering/verify.c lowering/emit.c lowering/dump.c \
              lowering/shard.c
 LOWER_OBJ := $(LOWER_SRC:%.c=$(B)/%.o)
-RUNTIME_SRC := runtime/blob.c runtime/weights.c runtime/cpu.c
+RUNTIME_SRC := blob/read.c runtime/weights.c runtime/cpu/exec.c
 RUNTIME_OBJ := $(RUNTIME_SRC:%.c=$(B)/%.o)
 
 TEST_SRC := tests/check_main.c tests/check_lexer.c tests/check_parser.c tests/check_sema.c \
@@ -132,17 +132,17 @@ bin/mpk: $(B)/driver/mpk.o $(B)/driver/import.o $(B)/libmpklower.a $(B)/libmpkrt
 	@mkdir -p bin
 	$(CC) -o $@ $^ $(LIBS) $(LDFLAGS_ALL)
 
-$(B)/runtime/gpu.o: runtime/gpu.cu $(HEADERS) $(B)/flags
+$(B)/runtime/cuda/kernel.o: runtime/cuda/kernel.cu $(HEADERS) $(B)/flags
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) $(NVCC_ARCH) -std=c++17 -D_GNU_SOURCE -Iinclude -Iruntime \
+	$(NVCC) $(NVCCFLAGS) $(NVCC_ARCH) -std=c++17 -D_GNU_SOURCE -I. -Iinclude \
 	    -Xcompiler -Wall,-Wextra $(if $(filter 1,$(WERROR)),-Werror all-warnings) -c -o $@ $<
 
-bin/mpk-run: $(B)/runtime/mpk-run.o $(B)/libmpkrt.a $(GPU_OBJ)
+bin/mpk-run: $(B)/driver/mpk-run.o $(B)/libmpkrt.a $(GPU_OBJ)
 	@mkdir -p bin
 ifneq ($(GPU),1)
 	@echo "note: no CUDA toolkit (nvcc) found, or GPU=0: bin/mpk-run is CPU-only (mpk-run --cpu)"
 endif
-	$(CC) -o $@ $(B)/runtime/mpk-run.o $(GPU_OBJ) $(B)/libmpkrt.a $(LIBS) $(GPU_LIBS) $(LDFLAGS_ALL)
+	$(CC) -o $@ $(B)/driver/mpk-run.o $(GPU_OBJ) $(B)/libmpkrt.a $(LIBS) $(GPU_LIBS) $(LDFLAGS_ALL)
 
 # ---- the main job -----------------------------------------------------------
 # Compile the real Qwen3-8B to a blob (no weights needed), then import, build
@@ -240,7 +240,7 @@ $(B)/fuzz/fuzz_frontend: tests/fuzz/fuzz_frontend.c $(FRONT_SRC) $(HEADERS)
 
 # The blob reader (and the CPU executor on what it accepts); the CRC-fixing
 # build rewrites checksums after mutation so the deeper checks are reached.
-RT_FUZZ_SRC := tests/fuzz/fuzz_blob.c runtime/blob.c runtime/cpu.c runtime/weights.c
+RT_FUZZ_SRC := tests/fuzz/fuzz_blob.c blob/read.c runtime/cpu/exec.c runtime/weights.c
 $(B)/fuzz/fuzz_blob: $(RT_FUZZ_SRC) include/mpk/blob.h runtime/runtime.h
 	@mkdir -p $(dir $@)
 	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -DMPK_FUZZ_FIX_CRC -I. -Iinclude \

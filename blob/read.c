@@ -14,7 +14,7 @@
  * verifier's business (lowering/verify.c); this file only guarantees that
  * executing the blob stays in bounds and terminates.
  */
-#include "runtime.h"
+#include "runtime/runtime.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -46,7 +46,7 @@
 #include <unistd.h>
 
 extern "C" {
-#include "runtime.h"
+#include "runtime/runtime.h"
 }
 
 #define NT 512           /* threads per worker CTA */

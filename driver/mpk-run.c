@@ -16,7 +16,7 @@
  * Exit status: 0 success, 1 a problem with the blob, the weights or the
  * run, 2 usage errors.
  */
-#include "runtime.h"
+#include "runtime/runtime.h"
 
 #include <errno.h>
 #include <getopt.h>
