@@ -54,36 +54,51 @@ CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 NVCC_ARCH ?= -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=[sm_80,compute_80]
 NVCCFLAGS ?= -O3 -lineinfo
 ifeq ($(GPU),1)
-GPU_OBJ := $(B)/runtime/cuda/kernel.o
+GPU_OBJ := $(patsubst %.cu,$(B)/%.o,$(wildcard runtime/cuda/*.cu))
 GPU_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -lrt -lpthread -ldl -lstdc++
 else
 GPU_OBJ := $(B)/runtime/gpu_none.o
 GPU_LIBS :=
 endif
-CPPFLAGS_ALL := -D_GNU_SOURCE -DMPK_DATADIR='"$(DATADIR)"' -I. -Ifrontend -Iinclude -I$(B)/gen
+# Each layer compiles with the include directories of the layers it may use
+# and no others (DESIGN.md: each includes only the layers before it), so a
+# runtime file that includes a lowering header does not build.
+CPPFLAGS_ALL := -D_GNU_SOURCE -DMPK_DATADIR='"$(DATADIR)"'
+INC_UTIL    := -Iinclude
+INC_FRONT   := -Ifrontend -I$(B)/gen -Iinclude
+INC_BLOB    := -Iinclude
+INC_LOWER   := -Ilowering -Ifrontend -Iinclude
+INC_RUNTIME := -Iruntime -Iinclude
+INC_DRIVER  := -I. -Ifrontend -Iinclude
+INC_TESTS   := -I. -Ifrontend -I$(B)/gen -Iinclude
 BASE_CFLAGS := -std=c11 $(CFLAGS) $(SANFLAGS)
 ALL_CFLAGS := $(BASE_CFLAGS) $(WARN) $(CPPFLAGS_ALL)
 # flex and bison output is not ours to fix; keep the warnings that matter.
 GEN_CFLAGS := $(BASE_CFLAGS) -Wall -Wno-unused-function -Wno-sign-compare -Wno-unused-parameter \
-              $(if $(filter 1,$(WERROR)),-Werror) $(CPPFLAGS_ALL)
+              $(if $(filter 1,$(WERROR)),-Werror) $(CPPFLAGS_ALL) $(INC_FRONT)
+# Header dependencies come from the compiler (-MMD -MP: build/**/*.d).
+DEPFLAGS := -MMD -MP
 LDFLAGS_ALL := $(SANFLAGS) $(LDFLAGS) -lm
 LIBS := -ljansson -lz
 
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
 
+UTIL_SRC  := util/util.c
+UTIL_OBJ  := $(UTIL_SRC:%.c=$(B)/%.o)
 FRONT_SRC := frontend/arena.c frontend/diag.c frontend/parse.c frontend/value.c \
              frontend/sema.c frontend/graph.c
 FRONT_OBJ := $(FRONT_SRC:%.c=$(B)/%.o) $(B)/gen/parser.o $(B)/gen/lexer.o
-HEADERS   := frontend/frontend.h frontend/ops.def $(B)/gen/parser.h $(B)/gen/lexer.h \
-             include/mpk/blob.h lowering/lowering.h runtime/runtime.h driver/import.h
-
+GEN_HDR   := $(B)/gen/parser.h $(B)/gen/lexer.h
+BLOB_SRC  := blob/read.c blob/write.c blob/taskops.c
+BLOB_OBJ  := $(BLOB_SRC:%.c=$(B)/%.o)
 LOWER_SRC := lowering/lower.c lowering/fuse.c lowering/tile.c lowering/memory.c lowering/access.c \
              lowering/sweep.c lowering/events.c lowering/place.c lowering/verify.c lowering/emit.c lowering/dump.c \
              lowering/shard.c
 LOWER_OBJ := $(LOWER_SRC:%.c=$(B)/%.o)
-RUNTIME_SRC := blob/read.c runtime/weights.c runtime/cpu/exec.c
+RUNTIME_SRC := runtime/weights.c runtime/cpu/exec.c
 RUNTIME_OBJ := $(RUNTIME_SRC:%.c=$(B)/%.o)
+DRIVER_OBJ := $(B)/driver/mpk.o $(B)/driver/import.o $(B)/driver/mpk-run.o
 
 TEST_SRC := tests/check_main.c tests/check_lexer.c tests/check_parser.c tests/check_sema.c \
             tests/check_weights.c tests/check_lower.c
@@ -101,48 +116,60 @@ $(B)/flags: FORCE
 	    echo '$(CC) $(ALL_CFLAGS) $(LDFLAGS_ALL) GPU=$(GPU) $(NVCC) $(NVCC_ARCH) $(NVCCFLAGS)' > $@
 FORCE:
 
-$(B)/gen/parser.c $(B)/gen/parser.h: grammar/parser.y
+$(B)/gen/parser.c $(B)/gen/parser.h &: grammar/parser.y
 	@mkdir -p $(B)/gen
 	$(BISON) -Wall -Werror -o $(B)/gen/parser.c --header=$(B)/gen/parser.h $<
 
-$(B)/gen/lexer.c $(B)/gen/lexer.h: grammar/lexer.l $(B)/gen/parser.h
+$(B)/gen/lexer.c $(B)/gen/lexer.h &: grammar/lexer.l $(B)/gen/parser.h
 	@mkdir -p $(B)/gen
 	$(FLEX) -o $(B)/gen/lexer.c --header-file=$(B)/gen/lexer.h $<
 
-$(B)/gen/%.o: $(B)/gen/%.c $(HEADERS) $(B)/flags
-	$(CC) $(GEN_CFLAGS) -c -o $@ $<
+# Which include directories each layer's objects see.
+$(UTIL_OBJ): INC := $(INC_UTIL)
+$(FRONT_SRC:%.c=$(B)/%.o): INC := $(INC_FRONT)
+$(BLOB_OBJ): INC := $(INC_BLOB)
+$(LOWER_OBJ): INC := $(INC_LOWER)
+$(RUNTIME_OBJ) $(B)/runtime/gpu_none.o: INC := $(INC_RUNTIME)
+$(DRIVER_OBJ): INC := $(INC_DRIVER)
+# What includes the generated headers needs them before its first compile.
+$(FRONT_OBJ) $(LOWER_OBJ) $(B)/driver/mpk.o $(B)/driver/import.o $(TEST_OBJ): | $(GEN_HDR)
 
-$(B)/%.o: %.c $(HEADERS) $(B)/flags
+$(B)/gen/%.o: $(B)/gen/%.c $(B)/flags
+	$(CC) $(GEN_CFLAGS) $(DEPFLAGS) -c -o $@ $<
+
+$(B)/%.o: %.c $(B)/flags
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) $(INC) $(DEPFLAGS) -c -o $@ $<
 
+$(B)/libmpkutil.a: $(UTIL_OBJ)
 $(B)/libmpkfront.a: $(FRONT_OBJ)
-	rm -f $@
-	ar rcs $@ $^
-
+$(B)/libmpkblob.a: $(BLOB_OBJ)
 $(B)/libmpklower.a: $(LOWER_OBJ)
-	rm -f $@
-	ar rcs $@ $^
-
 $(B)/libmpkrt.a: $(RUNTIME_OBJ)
+$(B)/lib%.a:
 	rm -f $@
 	ar rcs $@ $^
 
-bin/mpk: $(B)/driver/mpk.o $(B)/driver/import.o $(B)/libmpklower.a $(B)/libmpkrt.a $(B)/libmpkfront.a
+# The libraries in link order: each after those that use it.
+LIB_MPK    := $(B)/libmpklower.a $(B)/libmpkrt.a $(B)/libmpkblob.a $(B)/libmpkfront.a $(B)/libmpkutil.a
+LIB_MPKRUN := $(B)/libmpkrt.a $(B)/libmpkblob.a $(B)/libmpkutil.a
+
+bin/mpk: $(B)/driver/mpk.o $(B)/driver/import.o $(LIB_MPK)
 	@mkdir -p bin
 	$(CC) -o $@ $^ $(LIBS) $(LDFLAGS_ALL)
 
-$(B)/runtime/cuda/kernel.o: runtime/cuda/kernel.cu $(HEADERS) $(B)/flags
+CUDA_SRC := $(wildcard runtime/cuda/*.cu)
+$(B)/runtime/cuda/%.o: runtime/cuda/%.cu $(B)/flags
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) $(NVCC_ARCH) -std=c++17 -D_GNU_SOURCE -I. -Iinclude \
+	$(NVCC) $(NVCCFLAGS) $(NVCC_ARCH) -std=c++17 -D_GNU_SOURCE $(INC_RUNTIME) $(DEPFLAGS) \
 	    -Xcompiler -Wall,-Wextra $(if $(filter 1,$(WERROR)),-Werror all-warnings) -c -o $@ $<
 
-bin/mpk-run: $(B)/driver/mpk-run.o $(B)/libmpkrt.a $(GPU_OBJ)
+bin/mpk-run: $(B)/driver/mpk-run.o $(GPU_OBJ) $(LIB_MPKRUN)
 	@mkdir -p bin
 ifneq ($(GPU),1)
 	@echo "note: no CUDA toolkit (nvcc) found, or GPU=0: bin/mpk-run is CPU-only (mpk-run --cpu)"
 endif
-	$(CC) -o $@ $(B)/driver/mpk-run.o $(GPU_OBJ) $(B)/libmpkrt.a $(LIBS) $(GPU_LIBS) $(LDFLAGS_ALL)
+	$(CC) -o $@ $(B)/driver/mpk-run.o $(GPU_OBJ) $(LIB_MPKRUN) $(LIBS) $(GPU_LIBS) $(LDFLAGS_ALL)
 
 # ---- the main job -----------------------------------------------------------
 # Compile the real Qwen3-8B to a blob (no weights needed), then import, build
@@ -165,16 +192,16 @@ demo: bin/mpk bin/mpk-run
 
 # ---- tests ------------------------------------------------------------------
 
-$(B)/tests/%.o: tests/%.c $(HEADERS) tests/check_mpk.h $(B)/flags
+$(B)/tests/%.o: tests/%.c $(B)/flags
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) $(INC_TESTS) $(CHECK_CFLAGS) $(DEPFLAGS) -c -o $@ $<
 
-$(B)/tests/check_mpk: $(TEST_OBJ) $(B)/libmpklower.a $(B)/libmpkrt.a $(B)/libmpkfront.a
+$(B)/tests/check_mpk: $(TEST_OBJ) $(LIB_MPK)
 	$(CC) -o $@ $^ $(CHECK_LIBS) $(LIBS) $(LDFLAGS_ALL)
 
-$(B)/tests/fuzz_smoke: tests/fuzz/fuzz_frontend.c $(B)/libmpkfront.a $(HEADERS) $(B)/flags
+$(B)/tests/fuzz_smoke: tests/fuzz/fuzz_frontend.c $(B)/libmpkfront.a $(B)/libmpkutil.a $(B)/flags | $(GEN_HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(B)/libmpkfront.a $(LDFLAGS_ALL)
+	$(CC) $(ALL_CFLAGS) $(INC_TESTS) $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(B)/libmpkfront.a $(B)/libmpkutil.a $(LDFLAGS_ALL)
 
 check: check-unit check-golden check-cli check-examples check-fuzz check-man check-import check-blob check-parity
 
@@ -191,7 +218,7 @@ check-blob: bin/mpk
 # mpk import -> mpk build -> mpk-run --cpu against HF transformers.
 $(B)/tests/logits_cmp: tests/logits_cmp.c $(B)/flags
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDFLAGS_ALL)
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -o $@ $< $(LDFLAGS_ALL)
 
 check-parity: bin/mpk bin/mpk-run $(B)/tests/logits_cmp
 	sh tests/run-parity.sh bin/mpk bin/mpk-run $(B)/tests/logits_cmp
@@ -217,9 +244,9 @@ check-cli: bin/mpk bin/mpk-run
 check-examples: bin/mpk
 	@set -e; for f in examples/*.mpk; do echo "mpk check -Werror $$f"; bin/mpk check -Werror $$f; done
 
-$(B)/tests/fuzz_blob_smoke: tests/fuzz/fuzz_blob.c $(B)/libmpkrt.a $(HEADERS) $(B)/flags
+$(B)/tests/fuzz_blob_smoke: tests/fuzz/fuzz_blob.c $(LIB_MPKRUN) $(B)/flags
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(B)/libmpkrt.a $(LIBS) $(LDFLAGS_ALL)
+	$(CC) $(ALL_CFLAGS) $(INC_RUNTIME) $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(LIB_MPKRUN) $(LIBS) $(LDFLAGS_ALL)
 
 check-fuzz: $(B)/tests/fuzz_smoke $(B)/tests/fuzz_blob_smoke
 	$(B)/tests/fuzz_smoke tests/fuzz/corpus tests/diag examples stdlib/std
@@ -232,18 +259,18 @@ check-man:
 
 # libFuzzer needs clang; the corpus grows in build/fuzz-corpus, and any
 # crash is saved in build/fuzz-crashes for tests/fuzz/corpus.
-FUZZ_SRC := $(FRONT_SRC) $(B)/gen/parser.c $(B)/gen/lexer.c
-$(B)/fuzz/fuzz_frontend: tests/fuzz/fuzz_frontend.c $(FRONT_SRC) $(HEADERS)
+FUZZ_SRC := $(FRONT_SRC) $(UTIL_SRC) $(B)/gen/parser.c $(B)/gen/lexer.c
+$(B)/fuzz/fuzz_frontend: tests/fuzz/fuzz_frontend.c $(FRONT_SRC) $(UTIL_SRC) $(GEN_HDR)
 	@mkdir -p $(dir $@)
-	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I. -Ifrontend -I$(B)/gen \
+	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE $(INC_TESTS) \
 	    -Wno-unused-function -o $@ tests/fuzz/fuzz_frontend.c $(FUZZ_SRC) -lm
 
 # The blob reader (and the CPU executor on what it accepts); the CRC-fixing
 # build rewrites checksums after mutation so the deeper checks are reached.
-RT_FUZZ_SRC := tests/fuzz/fuzz_blob.c blob/read.c runtime/cpu/exec.c runtime/weights.c
-$(B)/fuzz/fuzz_blob: $(RT_FUZZ_SRC) include/mpk/blob.h runtime/runtime.h
+RT_FUZZ_SRC := tests/fuzz/fuzz_blob.c $(BLOB_SRC) $(RUNTIME_SRC) $(UTIL_SRC)
+$(B)/fuzz/fuzz_blob: $(RT_FUZZ_SRC) $(wildcard include/mpk/*.h include/mpk/*.def runtime/*.h runtime/cpu/*.h)
 	@mkdir -p $(dir $@)
-	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -DMPK_FUZZ_FIX_CRC -I. -Iinclude \
+	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -DMPK_FUZZ_FIX_CRC $(INC_RUNTIME) \
 	    -o $@ $(RT_FUZZ_SRC) $(LIBS) -lm
 
 fuzz-blob: $(B)/fuzz/fuzz_blob
@@ -275,3 +302,5 @@ uninstall:
 
 clean:
 	rm -rf $(B) bin
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -14,31 +14,19 @@
  * verifier's business (lowering/verify.c); this file only guarantees that
  * executing the blob stays in bounds and terminates.
  */
-#include "runtime/runtime.h"
+#include "mpk/blob.h"
+
+#include <limits.h>
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <zlib.h>
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "blobs are read in place: little-endian hosts only");
 
 #define MAX_FILE (1ull << 32)
-
-uint32_t mpkb_crc(const void *p, size_t n)
-{
-    uLong c = crc32(0L, Z_NULL, 0);
-    const Bytef *b = p;
-    while (n) {
-        uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
-        c = crc32(c, b, k);
-        b += k;
-        n -= k;
-    }
-    return (uint32_t)c;
-}
 
 typedef struct {
     const char *name;
@@ -55,14 +43,6 @@ static bool fail(ctx *C, const char *fmt, ...)
     fputc('\n', C->err);
     va_end(ap);
     return false;
-}
-
-uint64_t mpkb_numel(const mpkb_tensor *t)
-{
-    uint64_t n = 1;
-    for (int i = 0; i < t->ndim && i < MPKB_MAX_DIMS; i++)
-        n *= t->dims[i];
-    return n;
 }
 
 const char *mpkb_str(const mpkb_blob *b, uint32_t off)
@@ -214,7 +194,7 @@ static bool tensors(ctx *C, mpkb_blob *b)
     return true;
 }
 
-/* ---- tasks: each op's operands ----------------------------------------- */
+/* ---- tasks: each kind's operands ----------------------------------------- */
 
 typedef struct {
     ctx *C;
@@ -223,22 +203,29 @@ typedef struct {
     bool ok;
 } tcheck;
 
-static const mpkb_tensor *opnd(tcheck *T, int slot, bool optional)
-{
-    uint32_t v = T->b->tasks[T->task].t[slot];
-    if (v == MPKB_NONE) {
-        if (!optional && T->ok)
-            T->ok = fail(T->C, "task %u (%s): operand %d is missing", T->task,
-                         mpkb_op_name(T->b->tasks[T->task].op), slot);
-        return NULL;
-    }
-    if (v >= T->b->ntensors) {
-        if (T->ok)
-            T->ok = fail(T->C, "task %u: operand %d is tensor %u of %u", T->task, slot, v, T->b->ntensors);
-        return NULL;
-    }
-    return &T->b->tensors[v];
-}
+/* Slot kinds of taskops.def, as bits. */
+enum {
+    SK_USED = 1, SK_OPT = 2, SK_WRITE = 4, SK_FLOAT = 8, SK_F32 = 16, SK_I32 = 32,
+    SK_NONE = 0,
+    SK_IN_F = SK_USED | SK_FLOAT, SK_IN_F_OPT = SK_IN_F | SK_OPT,
+    SK_IN_F32 = SK_USED | SK_F32, SK_IN_F32_OPT = SK_IN_F32 | SK_OPT,
+    SK_IN_I32 = SK_USED | SK_I32, SK_IN_ANY = SK_USED,
+    SK_OUT_F = SK_IN_F | SK_WRITE, SK_INOUT_F = SK_OUT_F,
+    SK_OUT_F32 = SK_IN_F32 | SK_WRITE, SK_OUT_F32_OPT = SK_OUT_F32 | SK_OPT,
+    SK_OUT_I32 = SK_IN_I32 | SK_WRITE, SK_OUT_I32_OPT = SK_OUT_I32 | SK_OPT,
+    SK_OUT_ANY = SK_USED | SK_WRITE,
+};
+
+#define KINDS10_(a, b, c, d, e, f, g, h, i, j) \
+    {SK_##a, SK_##b, SK_##c, SK_##d, SK_##e, SK_##f, SK_##g, SK_##h, SK_##i, SK_##j}
+static const struct {
+    uint16_t flags;
+    uint8_t slot[MPKB_NT];
+} kinds_of[MPKB_NOPS] = {
+#define MPKB_TASKOP(ID, name, flags, opnds, kinds, ints, floats) [MPKB_OP_##ID] = {flags, KINDS10_ kinds},
+#include "mpk/taskops.def"
+#undef MPKB_TASKOP
+};
 
 static bool want(tcheck *T, bool cond, const char *what)
 {
@@ -252,81 +239,215 @@ static bool is_float(const mpkb_tensor *t) { return t && t->dtype != MPKB_I32; }
 static bool writable(const mpkb_tensor *t) { return t && (t->space == MPKB_SPACE_ARENA || t->space == MPKB_SPACE_STATE); }
 static bool is_i32_1(const mpkb_tensor *t) { return t && t->dtype == MPKB_I32 && mpkb_numel(t) == 1; }
 static uint64_t last_dim(const mpkb_tensor *t) { return t->dims[t->ndim - 1]; }
-
 static bool range_ok(int32_t lo, int32_t hi, uint64_t n) { return lo >= 0 && lo < hi && (uint64_t)hi <= n; }
+
+/* Operand k of the task, NULL if absent (its slot kind allowed that). */
+static const mpkb_tensor *opnd(tcheck *T, const mpkb_task *t, int k)
+{
+    return t->t[k] == MPKB_NONE ? NULL : &T->b->tensors[t->t[k]];
+}
+
+/* What the table says of every slot: present or absent, dtype, writable. */
+static void check_slots(tcheck *T, const mpkb_task *t)
+{
+    const uint8_t *kind = kinds_of[t->op].slot;
+    char what[160];
+    for (int k = 0; k < MPKB_NT && T->ok; k++) {
+        const mpkb_tensor *x = opnd(T, t, k);
+        const char *name = mpkb_operand_name(t->op, k);
+        if (!(kind[k] & SK_USED)) {
+            snprintf(what, sizeof what, "operand slot %d is unused by this kind but holds tensor %u", k, t->t[k]);
+            want(T, !x, what);
+            continue;
+        }
+        if (!x) {
+            snprintf(what, sizeof what, "operand %s is missing", name);
+            want(T, kind[k] & SK_OPT, what);
+            continue;
+        }
+        snprintf(what, sizeof what, "operand %s must be %s%s", name,
+                 kind[k] & SK_F32 ? "f32" : kind[k] & SK_I32 ? "i32[1]" : kind[k] & SK_FLOAT ? "a float tensor" : "a tensor",
+                 kind[k] & SK_WRITE ? " in the arena or the state" : "");
+        want(T, (!(kind[k] & SK_FLOAT) || is_float(x)) && (!(kind[k] & SK_F32) || x->dtype == MPKB_F32) &&
+                    (!(kind[k] & SK_I32) || is_i32_1(x)) && (!(kind[k] & SK_WRITE) || writable(x)),
+             what);
+    }
+    if (T->ok && (t->flags & ~kinds_of[t->op].flags)) {
+        char names[96];
+        snprintf(what, sizeof what, "flags %s are not for this kind", mpkb_flag_names(t->flags & ~kinds_of[t->op].flags, names, sizeof names));
+        want(T, false, what);
+    }
+}
+
+/* ---- each kind's shapes and immediates (slots are checked by then) ------- */
+
+static void check_inputs(tcheck *T, const mpkb_task *t)
+{
+    const mpkb_tensor *pos = opnd(T, t, MPKB_SLOT(inputs, pos));
+    want(T, T->b->tensors[t->inputs.token].space == MPKB_SPACE_ARENA && (!pos || pos->space == MPKB_SPACE_ARENA),
+         "token and pos must be in the arena");
+}
+
+static void check_embed(tcheck *T, const mpkb_task *t)
+{
+    const mpkb_tensor *tab = opnd(T, t, MPKB_SLOT(embed, table)), *o = opnd(T, t, MPKB_SLOT(embed, out));
+    want(T, tab->ndim == 2 && mpkb_numel(o) == tab->dims[1] && range_ok(t->embed.lo, t->embed.hi, tab->dims[1]),
+         "table [V, H], out [1, H] and the column range do not agree");
+}
 
 static void check_matvec(tcheck *T, const mpkb_task *t)
 {
-    const mpkb_tensor *x = opnd(T, 0, false), *w = opnd(T, 1, false), *o = opnd(T, 2, false);
-    if (!T->ok)
-        return;
-    if (!want(T, x->ndim == 2 && w->ndim == 2 && o->ndim == 2 && is_float(x) && is_float(w) &&
-                     is_float(o) && writable(o),
-              "x, w and out must be float matrices, out writable") ||
+    const mpkb_tensor *x = opnd(T, t, MPKB_SLOT(matvec, x)), *w = opnd(T, t, MPKB_SLOT(matvec, w));
+    const mpkb_tensor *o = opnd(T, t, MPKB_SLOT(matvec, out)), *r = opnd(T, t, MPKB_SLOT(matvec, residual));
+    const mpkb_tensor *p = opnd(T, t, MPKB_SLOT(matvec, pro)), *a = opnd(T, t, MPKB_SLOT(matvec, partials));
+    if (!want(T, x->ndim == 2 && w->ndim == 2 && o->ndim == 2, "x, w and out must be matrices") ||
         !want(T, x->dims[1] == w->dims[1] && o->dims[0] == x->dims[0] && o->dims[1] == w->dims[0],
               "shapes x [M, K], w [N, K], out [M, N] do not agree") ||
-        !want(T, range_ok(t->i[0], t->i[1], w->dims[0]), "row range outside w"))
+        !want(T, range_ok(t->matvec.lo, t->matvec.hi, w->dims[0]), "row range outside w") ||
+        !want(T, !r == !(t->flags & MPKB_F_EPI_RESIDUAL), "a residual operand goes with the residual flag") ||
+        !want(T, !r || mpkb_numel(r) == mpkb_numel(o), "residual must match out") ||
+        !want(T, !p == !(t->flags & (MPKB_F_PRO_RMSNORM | MPKB_F_PRO_SILU_MUL)), "a prologue operand goes with a prologue flag") ||
+        !want(T, !((t->flags & MPKB_F_PRO_RMSNORM) && (t->flags & MPKB_F_PRO_SILU_MUL)), "two prologues") ||
+        !want(T, !a == !(t->flags & MPKB_F_EPI_ARGMAX), "argmax partials go with the argmax flag"))
         return;
-    if (t->flags & MPKB_F_EPI_RESIDUAL) {
-        const mpkb_tensor *r = opnd(T, 3, false);
-        if (r && !want(T, is_float(r) && mpkb_numel(r) == mpkb_numel(o), "residual must match out"))
-            return;
-    }
-    if (t->flags & (MPKB_F_PRO_RMSNORM | MPKB_F_PRO_SILU_MUL)) {
-        const mpkb_tensor *p = opnd(T, 4, false);
-        if (!p || !want(T, !((t->flags & MPKB_F_PRO_RMSNORM) && (t->flags & MPKB_F_PRO_SILU_MUL)),
-                        "two prologues"))
-            return;
-        if (t->flags & MPKB_F_PRO_RMSNORM)
-            want(T, is_float(p) && mpkb_numel(p) == x->dims[1], "norm weight must be [K]");
-        else
-            want(T, is_float(p) && mpkb_numel(p) == mpkb_numel(x), "silu*mul operand must match x");
-    }
-    if (t->flags & MPKB_F_EPI_ARGMAX) {
-        const mpkb_tensor *p = opnd(T, 5, false);
-        if (p)
-            want(T, p->dtype == MPKB_F32 && writable(p) && x->dims[0] == 1 && t->i[2] >= 0 &&
-                        (uint64_t)t->i[2] * 2 + 2 <= mpkb_numel(p),
-                 "argmax partials must be f32 with room for this tile, and M must be 1");
-    }
+    if (t->flags & MPKB_F_PRO_RMSNORM)
+        want(T, mpkb_numel(p) == x->dims[1], "norm weight must be [K]");
+    if (t->flags & MPKB_F_PRO_SILU_MUL)
+        want(T, mpkb_numel(p) == mpkb_numel(x), "silu*mul operand must match x");
+    if (t->flags & MPKB_F_EPI_ARGMAX)
+        want(T, x->dims[0] == 1 && t->matvec.tile >= 0 && (uint64_t)t->matvec.tile * 2 + 2 <= mpkb_numel(a),
+             "argmax partials must have room for this tile, and M must be 1");
 }
 
 static void check_attention(tcheck *T, const mpkb_task *t)
 {
-    const mpkb_tensor *q = opnd(T, 0, false), *k = opnd(T, 1, false), *v = opnd(T, 2, false);
-    const mpkb_tensor *c = opnd(T, 3, false), *p = opnd(T, 4, false), *o = opnd(T, 7, false);
-    const mpkb_tensor *qn = opnd(T, 5, true), *kn = opnd(T, 6, true);
-    const mpkb_tensor *qr = opnd(T, 8, true), *kr = opnd(T, 9, true);
-    if (!T->ok)
-        return;
+    const mpkb_tensor *q = opnd(T, t, MPKB_SLOT(attention, q)), *k = opnd(T, t, MPKB_SLOT(attention, k));
+    const mpkb_tensor *v = opnd(T, t, MPKB_SLOT(attention, v)), *c = opnd(T, t, MPKB_SLOT(attention, cache));
+    const mpkb_tensor *o = opnd(T, t, MPKB_SLOT(attention, out));
+    const mpkb_tensor *qn = opnd(T, t, MPKB_SLOT(attention, q_norm)), *kn = opnd(T, t, MPKB_SLOT(attention, k_norm));
+    const mpkb_tensor *qr = opnd(T, t, MPKB_SLOT(attention, q_rope)), *kr = opnd(T, t, MPKB_SLOT(attention, k_rope));
     if (!want(T, q->ndim == 3 && k->ndim == 3 && v->ndim == 3 && c->ndim == 4, "q, k, v need rank 3, cache 4"))
         return;
     uint64_t H = q->dims[1], D = q->dims[2], G = c->dims[1], S = c->dims[2];
+    uint64_t B = (uint64_t)t->attention.block, n = (uint64_t)t->attention.chunks;
     if (!want(T, q->dims[0] == 1 && k->dims[0] == 1 && v->dims[0] == 1, "one token per step") ||
         !want(T, k->dims[1] == G && v->dims[1] == G && k->dims[2] == D && v->dims[2] == D &&
                      c->dims[0] == 2 && c->dims[3] == D && G && H % G == 0,
               "q [1, H, D], k and v [1, G, D], cache [2, G, S, D] do not agree") ||
-        !want(T, is_float(q) && is_float(k) && is_float(v) && is_float(c) && writable(c) && is_i32_1(p),
-              "bad dtypes, or the cache is not writable") ||
-        !want(T, !qn || (is_float(qn) && mpkb_numel(qn) == D), "q norm weight must be [D]") ||
-        !want(T, !kn || (is_float(kn) && mpkb_numel(kn) == D), "k norm weight must be [D]") ||
-        !want(T, !qr || (qr->dtype == MPKB_F32 && mpkb_numel(qr) * 2 == D), "q rope table must be f32[D/2]") ||
-        !want(T, !kr || (kr->dtype == MPKB_F32 && mpkb_numel(kr) * 2 == D), "k rope table must be f32[D/2]") ||
-        !want(T, t->i[0] >= 0 && (uint64_t)t->i[0] < G && t->i[2] > 0 && (uint64_t)t->i[2] <= S && t->i[3] > 0 && t->i[1] >= 0 &&
-                     t->i[1] < t->i[3],
+        !want(T, !qn || mpkb_numel(qn) == D, "q norm weight must be [D]") ||
+        !want(T, !kn || mpkb_numel(kn) == D, "k norm weight must be [D]") ||
+        !want(T, !qr || mpkb_numel(qr) * 2 == D, "q rope table must be f32[D/2]") ||
+        !want(T, !kr || mpkb_numel(kr) * 2 == D, "k rope table must be f32[D/2]") ||
+        !want(T, t->attention.kv_head >= 0 && (uint64_t)t->attention.kv_head < G && t->attention.block > 0 &&
+                     B <= S && t->attention.chunks > 0 && t->attention.chunk >= 0 &&
+                     t->attention.chunk < t->attention.chunks,
               "kv head or chunk out of range") ||
-        !want(T, (uint64_t)t->i[2] * (uint64_t)t->i[3] >= S ? (uint64_t)t->i[2] * (uint64_t)(t->i[3] - 1) < S
-                                                             : S % ((uint64_t)t->i[2] * (uint64_t)t->i[3]) == 0,
-              "chunks do not tile the cache (contiguous chunks, or blocks that divide it evenly)") ||
-        !want(T, writable(o), "out is not writable"))
+        !want(T, B * n >= S ? B * (n - 1) < S : S % (B * n) == 0,
+              "chunks do not tile the cache (contiguous chunks, or blocks that divide it evenly)"))
         return;
     if (t->flags & MPKB_F_DIRECT)
-        want(T, t->i[3] == 1 && is_float(o) && mpkb_numel(o) == H * D, "direct out must be [1, H, D]");
+        want(T, n == 1 && mpkb_numel(o) == H * D, "direct out must be [1, H, D]");
     else
-        want(T, o->dtype == MPKB_F32 && o->ndim == 3 && o->dims[0] == H && o->dims[1] == (uint64_t)t->i[3] &&
-                    o->dims[2] == D + 2,
+        want(T, o->dtype == MPKB_F32 && o->ndim == 3 && o->dims[0] == H && o->dims[1] == n && o->dims[2] == D + 2,
              "partials must be f32 [H, chunks, D + 2]");
 }
+
+static void check_attn_merge(tcheck *T, const mpkb_task *t)
+{
+    const mpkb_tensor *a = opnd(T, t, MPKB_SLOT(attn_merge, partials)), *o = opnd(T, t, MPKB_SLOT(attn_merge, out));
+    if (want(T, a->ndim == 3 && o->ndim == 3, "partials f32 [H, chunks, D + 2] and out [1, H, D] expected"))
+        want(T, a->dims[0] == o->dims[1] && a->dims[2] == (uint64_t)o->dims[2] + 2 && t->attn_merge.chunks > 0 &&
+                    a->dims[1] == (uint64_t)t->attn_merge.chunks && t->attn_merge.group > 0 &&
+                    t->attn_merge.kv_head >= 0 &&
+                    ((uint64_t)t->attn_merge.kv_head + 1) * (uint64_t)t->attn_merge.group <= o->dims[1],
+             "merge group outside the partials");
+}
+
+static void check_argmax_part(tcheck *T, const mpkb_task *t)
+{
+    const mpkb_tensor *x = opnd(T, t, MPKB_SLOT(argmax_part, x)), *a = opnd(T, t, MPKB_SLOT(argmax_part, partials));
+    want(T, x->ndim == 2 && x->dims[0] == 1 && range_ok(t->argmax_part.lo, t->argmax_part.hi, x->dims[1]) &&
+                t->argmax_part.tile >= 0 && (uint64_t)t->argmax_part.tile * 2 + 2 <= mpkb_numel(a),
+         "x [1, N], column range and partials do not agree");
+}
+
+static void check_argmax_reduce(tcheck *T, const mpkb_task *t)
+{
+    const mpkb_tensor *a = opnd(T, t, MPKB_SLOT(argmax_reduce, partials));
+    if (want(T, mpkb_numel(a) % 2 == 0, "partials f32 [tiles, 2] expected") && (t->flags & MPKB_F_ALL_RANKS))
+        want(T, a->space == MPKB_SPACE_ARENA && t->argmax_reduce.cols_per_rank > 0 &&
+                    (uint64_t)t->argmax_reduce.cols_per_rank * T->b->meta->tp <= INT32_MAX,
+             "partials of every rank must be in the arena, with columns per rank > 0");
+}
+
+static void check_allreduce(tcheck *T, const mpkb_task *t)
+{
+    const mpkb_tensor *a = opnd(T, t, MPKB_SLOT(allreduce, partial)), *o = opnd(T, t, MPKB_SLOT(allreduce, out));
+    const mpkb_tensor *r = opnd(T, t, MPKB_SLOT(allreduce, residual));
+    want(T, a->space == MPKB_SPACE_ARENA && mpkb_numel(a) == mpkb_numel(o) && !r == !(t->flags & MPKB_F_EPI_RESIDUAL) &&
+                (!r || mpkb_numel(r) == mpkb_numel(o)) && range_ok(t->allreduce.lo, t->allreduce.hi, mpkb_numel(o)),
+         "partial f32 in the arena, residual, out and the range do not agree");
+}
+
+static void check_rmsnorm(tcheck *T, const mpkb_task *t)
+{
+    const mpkb_tensor *x = opnd(T, t, MPKB_SLOT(rmsnorm, x)), *g = opnd(T, t, MPKB_SLOT(rmsnorm, gamma));
+    const mpkb_tensor *o = opnd(T, t, MPKB_SLOT(rmsnorm, out));
+    want(T, g->ndim == 1 && last_dim(x) == g->dims[0] && mpkb_numel(o) == mpkb_numel(x) &&
+                range_ok(t->rmsnorm.lo, t->rmsnorm.hi, mpkb_numel(x) / g->dims[0]),
+         "x, weight [D], out and the vector range do not agree");
+}
+
+static void check_rope(tcheck *T, const mpkb_task *t)
+{
+    const mpkb_tensor *x = opnd(T, t, MPKB_SLOT(rope, x)), *f = opnd(T, t, MPKB_SLOT(rope, inv_freq));
+    const mpkb_tensor *o = opnd(T, t, MPKB_SLOT(rope, out));
+    want(T, x->ndim == 3 && x->dims[0] == 1 && mpkb_numel(f) * 2 == x->dims[2] && mpkb_numel(o) == mpkb_numel(x) &&
+                range_ok(t->rope.lo, t->rope.hi, x->dims[1]),
+         "x [1, H, D], inv_freq f32[D/2], out and the head range do not agree");
+}
+
+/* add, mul, silu: operands of out's size and a range inside it */
+static void check_elementwise(tcheck *T, const mpkb_task *t, const mpkb_tensor *a, const mpkb_tensor *b,
+                              const mpkb_tensor *o, int32_t lo, int32_t hi)
+{
+    want(T, mpkb_numel(a) == mpkb_numel(o) && (!b || mpkb_numel(b) == mpkb_numel(o)) && range_ok(lo, hi, mpkb_numel(o)),
+         "operands and range do not agree");
+    (void)t;
+}
+
+static void check_add(tcheck *T, const mpkb_task *t)
+{
+    check_elementwise(T, t, opnd(T, t, MPKB_SLOT(add, a)), opnd(T, t, MPKB_SLOT(add, b)),
+                      opnd(T, t, MPKB_SLOT(add, out)), t->add.lo, t->add.hi);
+}
+
+static void check_mul(tcheck *T, const mpkb_task *t)
+{
+    check_elementwise(T, t, opnd(T, t, MPKB_SLOT(mul, a)), opnd(T, t, MPKB_SLOT(mul, b)),
+                      opnd(T, t, MPKB_SLOT(mul, out)), t->mul.lo, t->mul.hi);
+}
+
+static void check_silu(tcheck *T, const mpkb_task *t)
+{
+    check_elementwise(T, t, opnd(T, t, MPKB_SLOT(silu, x)), NULL, opnd(T, t, MPKB_SLOT(silu, out)), t->silu.lo,
+                      t->silu.hi);
+}
+
+static void check_copy(tcheck *T, const mpkb_task *t)
+{
+    const mpkb_tensor *a = opnd(T, t, MPKB_SLOT(copy, src)), *o = opnd(T, t, MPKB_SLOT(copy, dst));
+    int64_t rows = t->copy.rows, stride = t->copy.src_stride, len = t->copy.len, off = t->copy.src_off;
+    want(T, a->dtype == o->dtype && rows > 0 && len > 0 && stride >= len && off >= 0 &&
+                (uint64_t)(off + (rows - 1) * stride + len) <= mpkb_numel(a) && (uint64_t)(rows * len) == mpkb_numel(o),
+         "strided copy outside its tensors");
+}
+
+static void (*const check_kind[MPKB_NOPS])(tcheck *, const mpkb_task *) = {
+#define MPKB_TASKOP(ID, name, flags, opnds, kinds, ints, floats) [MPKB_OP_##ID] = check_##name,
+#include "mpk/taskops.def"
+#undef MPKB_TASKOP
+};
 
 static void check_task(ctx *C, const mpkb_blob *b, uint32_t i, bool *ok)
 {
@@ -341,105 +462,9 @@ static void check_task(ctx *C, const mpkb_blob *b, uint32_t i, bool *ok)
             *ok = fail(C, "task %u: operand %d is tensor %u of %u", i, k, t->t[k], b->ntensors);
             return;
         }
-    const mpkb_tensor *a, *x, *o;
-    switch (t->op) {
-    case MPKB_OP_INPUTS:
-        a = opnd(&T, 0, false);
-        x = opnd(&T, 1, true);
-        if (a)
-            want(&T, is_i32_1(a) && a->space == MPKB_SPACE_ARENA && (!x || (is_i32_1(x) && x->space == MPKB_SPACE_ARENA)),
-                 "token and pos must be i32[1] in the arena");
-        break;
-    case MPKB_OP_EMBED:
-        a = opnd(&T, 0, false), x = opnd(&T, 1, false), o = opnd(&T, 2, false);
-        if (T.ok)
-            want(&T, a->ndim == 2 && is_float(a) && is_i32_1(x) && is_float(o) && writable(o) &&
-                         mpkb_numel(o) == a->dims[1] && range_ok(t->i[0], t->i[1], a->dims[1]),
-                 "table [V, H], ids i32[1], out [1, H] and the column range do not agree");
-        break;
-    case MPKB_OP_MATVEC: check_matvec(&T, t); break;
-    case MPKB_OP_ATTENTION: check_attention(&T, t); break;
-    case MPKB_OP_ATTN_MERGE:
-        a = opnd(&T, 0, false), o = opnd(&T, 1, false);
-        if (T.ok && want(&T, a->dtype == MPKB_F32 && a->ndim == 3 && o->ndim == 3 && is_float(o) && writable(o),
-                         "partials f32 [H, chunks, D + 2] and out [1, H, D] expected"))
-            want(&T, a->dims[0] == o->dims[1] && a->dims[2] == (uint64_t)o->dims[2] + 2 && t->i[1] > 0 &&
-                         a->dims[1] == (uint64_t)t->i[1] && t->i[2] > 0 && t->i[0] >= 0 &&
-                         ((uint64_t)t->i[0] + 1) * (uint64_t)t->i[2] <= o->dims[1],
-                     "merge group outside the partials");
-        break;
-    case MPKB_OP_ARGMAX_PART:
-        x = opnd(&T, 0, false), a = opnd(&T, 1, false);
-        if (T.ok)
-            want(&T, is_float(x) && x->ndim == 2 && x->dims[0] == 1 && range_ok(t->i[0], t->i[1], x->dims[1]) &&
-                         a->dtype == MPKB_F32 && writable(a) && t->i[2] >= 0 &&
-                         (uint64_t)t->i[2] * 2 + 2 <= mpkb_numel(a),
-                 "x [1, N], column range and partials do not agree");
-        break;
-    case MPKB_OP_ARGMAX_REDUCE:
-        a = opnd(&T, 0, false), o = opnd(&T, 1, false);
-        if (T.ok)
-            want(&T, a->dtype == MPKB_F32 && mpkb_numel(a) % 2 == 0 && is_i32_1(o) && writable(o),
-                 "partials f32 [tiles, 2] and out i32[1] expected");
-        if (T.ok && (t->flags & MPKB_F_ALL_RANKS))
-            want(&T, a->space == MPKB_SPACE_ARENA && t->i[0] > 0 &&
-                         (uint64_t)t->i[0] * b->meta->tp <= INT32_MAX,
-                 "partials of every rank must be in the arena, with columns per rank > 0");
-        break;
-    case MPKB_OP_ALLREDUCE:
-        a = opnd(&T, 0, false), o = opnd(&T, 2, false);
-        x = (t->flags & MPKB_F_EPI_RESIDUAL) ? opnd(&T, 1, false) : NULL;
-        if (T.ok)
-            want(&T, a->dtype == MPKB_F32 && a->space == MPKB_SPACE_ARENA && is_float(o) && writable(o) &&
-                         mpkb_numel(a) == mpkb_numel(o) && (!x || (is_float(x) && mpkb_numel(x) == mpkb_numel(o))) &&
-                         range_ok(t->i[0], t->i[1], mpkb_numel(o)),
-                 "partial f32 in the arena, residual, out and the range do not agree");
-        break;
-    case MPKB_OP_RMSNORM:
-        x = opnd(&T, 0, false), a = opnd(&T, 1, false), o = opnd(&T, 2, false);
-        if (T.ok)
-            want(&T, is_float(x) && is_float(a) && is_float(o) && writable(o) && a->ndim == 1 &&
-                         last_dim(x) == a->dims[0] && mpkb_numel(o) == mpkb_numel(x) &&
-                         range_ok(t->i[0], t->i[1], mpkb_numel(x) / a->dims[0]),
-                 "x, weight [D], out and the vector range do not agree");
-        break;
-    case MPKB_OP_ROPE:
-        x = opnd(&T, 0, false), a = opnd(&T, 1, false), o = opnd(&T, 3, false);
-        if (T.ok) {
-            const mpkb_tensor *f = opnd(&T, 2, false);
-            want(&T, f && is_float(x) && x->ndim == 3 && x->dims[0] == 1 && is_i32_1(a) &&
-                         f->dtype == MPKB_F32 && mpkb_numel(f) * 2 == x->dims[2] && is_float(o) &&
-                         writable(o) && mpkb_numel(o) == mpkb_numel(x) && range_ok(t->i[0], t->i[1], x->dims[1]),
-                 "x [1, H, D], pos, inv_freq f32[D/2], out and the head range do not agree");
-        }
-        break;
-    case MPKB_OP_ADD:
-    case MPKB_OP_MUL:
-        a = opnd(&T, 0, false), x = opnd(&T, 1, false), o = opnd(&T, 2, false);
-        if (T.ok)
-            want(&T, is_float(a) && is_float(x) && is_float(o) && writable(o) && mpkb_numel(a) == mpkb_numel(o) &&
-                         mpkb_numel(x) == mpkb_numel(o) && range_ok(t->i[0], t->i[1], mpkb_numel(o)),
-                 "operands and range do not agree");
-        break;
-    case MPKB_OP_SILU:
-        a = opnd(&T, 0, false), o = opnd(&T, 2, false);
-        if (T.ok)
-            want(&T, is_float(a) && is_float(o) && writable(o) && mpkb_numel(a) == mpkb_numel(o) &&
-                         range_ok(t->i[0], t->i[1], mpkb_numel(o)),
-                 "operands and range do not agree");
-        break;
-    case MPKB_OP_COPY: {
-        a = opnd(&T, 0, false), o = opnd(&T, 1, false);
-        if (!T.ok)
-            break;
-        int64_t rows = t->i[0], stride = t->i[1], len = t->i[2], off = t->i[3];
-        want(&T, a->dtype == o->dtype && writable(o) && rows > 0 && len > 0 && stride >= len && off >= 0 &&
-                     (uint64_t)(off + (rows - 1) * stride + len) <= mpkb_numel(a) &&
-                     (uint64_t)(rows * len) == mpkb_numel(o),
-             "strided copy outside its tensors");
-        break;
-    }
-    }
+    check_slots(&T, t);
+    if (T.ok)
+        check_kind[t->op](&T, t);
     if (T.ok && t->dep >= b->nevents)
         T.ok = fail(C, "task %u waits for event %u of %u", i, t->dep, b->nevents);
     if (T.ok && (t->trig_first > b->ntriggers || b->ntriggers - t->trig_first < t->trig_count))

@@ -18,13 +18,13 @@
 #include "lowering/lowering.h"
 #include "runtime/runtime.h"
 #include "driver/import.h"
+#include "mpk/util.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 enum { EXIT_MODEL = 1, EXIT_USAGE = 2 };
@@ -54,8 +54,7 @@ static const char usage_text[] =
     "  --tp=N           (build) shard the model over N GPUs (tensor parallelism,\n"
     "                   1 to 64; default 1): one blob that every rank runs\n"
     "  --stats          (build) print tasks, events, bytes and bytes per token\n"
-    "  --dump=PASS      (build) print the graph after PASS: fuse, tile, memory,\n"
-    "                   events or place\n"
+    "  --dump=PASS      (build) print the graph after PASS (see below)\n"
     "  --emit=graph     (build) print the expanded, typed op graph instead\n"
     "  --dot            (dump) write the task graph for graphviz\n"
     "  --max-errors=N   stop after N errors (default 20; 0: no limit)\n"
@@ -66,7 +65,18 @@ static const char usage_text[] =
     "  --version        print the version\n"
     "\n"
     "Imports are searched in the importing file's directory, then -I, then\n"
-    "MPK_PATH (colon-separated), then the installed stdlib. See mpk(1), mpk(5).\n";
+    "MPK_PATH (colon-separated), then the installed stdlib. See mpk(1), mpk(5).\n"
+    "\n"
+    "build's passes, in order (--dump=PASS, --time):\n";
+
+/* The usage text, then the lowering's passes from their table. */
+static void usage(FILE *out)
+{
+    fputs(usage_text, out);
+    for (int i = 0; i < mpk_npasses; i++)
+        fprintf(out, "  %-8s %s%s\n", mpk_passes[i].name, mpk_passes[i].what,
+                mpk_passes[i].verify ? "; the verifier runs after it" : "");
+}
 
 static int usage_error(const char *fmt, const char *arg)
 {
@@ -74,13 +84,6 @@ static int usage_error(const char *fmt, const char *arg)
     fprintf(stderr, fmt, arg);
     fprintf(stderr, "\nTry 'mpk --help' for more information.\n");
     return EXIT_USAGE;
-}
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
 /* The directory the binary runs from, for finding the stdlib. */
@@ -147,7 +150,7 @@ static int write_graph(const mpk_graph *g, const char *out_path)
 /* One compilation: load, check, and for build the graph or the blob. */
 static int compile(const char *path, const mpk_options *opt, const job *j)
 {
-    double t0 = now_ms();
+    double t0 = mpk_now_ms();
     mpk_ctx *c = mpk_ctx_new(opt, stderr);
     c->diag.max_errors = j->max_errors;
     c->diag.no_warnings = j->quiet;
@@ -157,11 +160,11 @@ static int compile(const char *path, const mpk_options *opt, const job *j)
         mpk_ctx_free(c);
         return EXIT_USAGE;
     }
-    double t1 = now_ms();
+    double t1 = mpk_now_ms();
     mpk_graph *g = NULL;
     if (!c->diag.stopped)
         g = mpk_sema(c);
-    double t2 = now_ms(), t3 = t2;
+    double t2 = mpk_now_ms(), t3 = t2;
     int status = mpk_diag_failed(&c->diag) ? EXIT_MODEL : 0;
     if (status == 0 && j->build && !g) {
         mpk_error(&c->diag, (mpk_loc){0, 0, 0}, "%s: no graph to build", path);
@@ -173,22 +176,22 @@ static int compile(const char *path, const mpk_options *opt, const job *j)
         const char *out = j->out_path ? j->out_path : dflt;
         mpk_lower_opts lo = {.workers = j->workers, .tp = j->tp, .dump = j->dump, .dump_out = stdout};
         mpk_low *L = mpk_lower(g, &lo, &c->diag);
-        t3 = now_ms();
+        t3 = mpk_now_ms();
         if (!L || mpk_diag_failed(&c->diag))
             status = EXIT_MODEL;
         else if (!mpk_emit(L, out))
             status = EXIT_USAGE;
         else if (j->stats)
             mpk_low_stats(L, stderr);
-        if (L && j->timing)
-            fprintf(stderr, "mpk: time: %s: passes: fuse %.2f, tile %.2f, memory %.2f, events %.2f, "
-                            "place %.2f, verify %.2f ms\n",
-                    path, L->pass_ms[0], L->pass_ms[1], L->pass_ms[2], L->pass_ms[3], L->pass_ms[4],
-                    L->pass_ms[5]);
+        if (L && j->timing) {
+            fprintf(stderr, "mpk: time: %s: passes: ", path);
+            mpk_low_times(L, stderr);
+            fputc('\n', stderr);
+        }
         mpk_low_free(L);
         free(dflt);
     }
-    double t4 = now_ms();
+    double t4 = mpk_now_ms();
     if (j->timing) {
         fprintf(stderr, "mpk: time: %s: parse %.2f ms, sema %.2f ms", path, t1 - t0, t2 - t1);
         if (j->build && !j->emit)
@@ -213,17 +216,12 @@ static int dump_blob(const char *path, const char *out_path, bool dot)
         mpkb_close(&b);
         return EXIT_USAGE;
     }
-    mpk_taskgraph tg = {
-        .meta = b.meta, .strings = b.strings, .tensors = b.tensors, .ntensors = b.ntensors,
-        .tasks = b.tasks, .ntasks = b.ntasks, .events = b.events, .nevents = b.nevents,
-        .triggers = b.triggers, .ntriggers = b.ntriggers, .queues = b.queues, .qtasks = b.qtasks,
-    };
     if (dot)
-        mpk_print_dot(&tg, out);
+        mpk_print_dot(&b, out);
     else {
         fprintf(out, "blob %s: version %u, %zu bytes, %u tensors, %u tasks, %u events, %u queues\n", path,
                 b.hdr->version, b.size, b.ntensors, b.ntasks, b.nevents, b.nqueues);
-        mpk_print_taskgraph(&tg, out);
+        mpk_print_taskgraph(&b, out);
     }
     int status = 0;
     if ((out != stdout ? fclose(out) : fflush(out)) != 0) {
@@ -253,12 +251,12 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     if (argc < 2) {
-        fputs(usage_text, stderr);
+        usage(stderr);
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
-        fputs(usage_text, stdout);
+        usage(stdout);
         return 0;
     }
     if (strcmp(cmd, "--version") == 0) {
@@ -286,7 +284,7 @@ int main(int argc, char **argv)
     opterr = 0;
     for (int c; (c = getopt_long(argc, argv, ":hD:I:o:w", longopts, NULL)) != -1;) {
         switch (c) {
-        case 'h': fputs(usage_text, stdout); return 0;
+        case 'h': usage(stdout); return 0;
         case OPT_VERSION: printf("mpk %s\n", MPK_VERSION); return 0;
         case 'D': defs[opt.ndefines++] = optarg, model_opts = true; break;
         case 'I': incs[opt.ninclude++] = optarg, model_opts = true; break;
@@ -298,10 +296,8 @@ int main(int argc, char **argv)
         case OPT_STATS: j.stats = true; break;
         case OPT_DOT: dot = true; break;
         case OPT_DUMP:
-            if (strcmp(optarg, "fuse") && strcmp(optarg, "tile") && strcmp(optarg, "memory") &&
-                strcmp(optarg, "events") && strcmp(optarg, "place"))
-                return usage_error("unknown pass '%s' (the passes are fuse, tile, memory, events, place)",
-                                   optarg);
+            if (mpk_pass_index(optarg) < 0)
+                return usage_error("unknown pass '%s' (mpk --help lists the passes)", optarg);
             j.dump = optarg;
             break;
         case OPT_WORKERS: {

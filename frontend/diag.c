@@ -12,6 +12,7 @@
  * was printed. File 0 is the command line: its messages have no source line.
  */
 #include "frontend.h"
+#include "mpk/util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -116,14 +117,6 @@ static void print_source_line(mpk_diag *d, mpk_loc loc)
     fputc('\n', o);
 }
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 0x100000001b3ULL;
-    return h;
-}
-
 /* Returns true the first time a hash is seen. */
 static bool first_time(mpk_diag *d, uint64_t h)
 {
@@ -184,10 +177,10 @@ bool mpk_vreport(mpk_diag *d, mpk_severity sev, mpk_loc loc, const char *fmt,
             d->errors++;
         else
             d->warnings++;
-        uint64_t h = fnv(0xcbf29ce484222325ULL, &sev, sizeof sev);
-        h = fnv(h, &loc.file, sizeof loc.file);
-        h = fnv(h, &loc.start, sizeof loc.start);
-        h = fnv(h, msg, strlen(msg));
+        uint64_t h = mpk_fnv1a(MPK_FNV_INIT, &sev, sizeof sev);
+        h = mpk_fnv1a(h, &loc.file, sizeof loc.file);
+        h = mpk_fnv1a(h, &loc.start, sizeof loc.start);
+        h = mpk_fnv1a(h, msg, strlen(msg));
         d->last_shown = false;
         /* Duplicates are not printed, but they are work: a model that
          * repeats one error endlessly is stopped too. */

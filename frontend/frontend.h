@@ -230,6 +230,12 @@ typedef struct {
 } mpk_op_info;
 
 const mpk_op_info *mpk_op_get(mpk_op op);
+/* The index of op's attribute called name (in mpk_node.attrs and sema's
+ * calls); an internal error if the op has none: names, not positions,
+ * so that ops.def can reorder or add attributes. */
+int mpk_op_attr(mpk_op op, const char *name);
+/* Attribute name of node n: MPK_ATTR(n, "theta")->f. */
+#define MPK_ATTR(n, name) (&(n)->attrs[mpk_op_attr((n)->op, (name))])
 bool mpk_op_lookup(const char *name, mpk_op *out);
 
 typedef struct mpk_tensor mpk_tensor;

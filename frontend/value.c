@@ -100,6 +100,15 @@ const mpk_op_info *mpk_op_get(mpk_op op)
     return &op_info[op];
 }
 
+int mpk_op_attr(mpk_op op, const char *name)
+{
+    const mpk_op_info *info = mpk_op_get(op);
+    for (int k = 0; k < info->nattrs; k++)
+        if (strcmp(info->attrs[k].name, name) == 0)
+            return k;
+    mpk_internal_error(__FILE__, __LINE__, "an op without the attribute asked for");
+}
+
 bool mpk_op_lookup(const char *name, mpk_op *out)
 {
     for (int o = 0; o < MPK_OP_COUNT; o++)

@@ -5,42 +5,44 @@
  * The text form has one line per item, so that it diffs and greps well:
  *
  *   tensor 12 bf16[1, 4096] arena @8192 +8192 "%41"
- *   task 7 matvec model.layers.0.self_attn.q_proj rows 0..32 flags rmsnorm
- *        wait e3 signal e5 x=t4 w=t9 out=t12 gamma=t10
+ *   task 7 matvec model.layers.0.self_attn.q_proj layer 0 lo=0 hi=32 tile=0
+ *        eps=1e-06 flags rmsnorm wait e3 signal e5 x=t4 w=t9 out=t12 pro=t10
  *   event 5 producers 32 lag 0 tasks 40..168
  *   queue 3: 7 140 301 ...
  */
-#include "lowering/lowering.h"
+#include "lowering.h"
 
 #include <string.h>
 
-static const char *const kop_names[] = {"embed", "matvec", "attention", "argmax", "rmsnorm",
-                                        "rope", "add", "mul", "silu", "copy", "allreduce"};
-
-/* Operand names per op, for the text form ("" = unused slot). */
-static const char *operand_name(uint32_t op, int k)
+const char *mpk_kop_name(mpk_kop_kind k)
 {
-    static const char *const names[MPKB_NOPS][MPKB_NT] = {
-        [MPKB_OP_INPUTS] = {"token", "pos"},
-        [MPKB_OP_EMBED] = {"table", "ids", "out"},
-        [MPKB_OP_MATVEC] = {"x", "w", "out", "residual", "pro", "partials"},
-        [MPKB_OP_ATTENTION] = {"q", "k", "v", "cache", "pos", "q_norm", "k_norm", "out", "q_rope", "k_rope"},
-        [MPKB_OP_ATTN_MERGE] = {"partials", "out"},
-        [MPKB_OP_ARGMAX_PART] = {"x", "partials"},
-        [MPKB_OP_ARGMAX_REDUCE] = {"partials", "out"},
-        [MPKB_OP_RMSNORM] = {"x", "gamma", "out"},
-        [MPKB_OP_ROPE] = {"x", "pos", "inv_freq", "out"},
-        [MPKB_OP_ADD] = {"a", "b", "out"},
-        [MPKB_OP_MUL] = {"a", "b", "out"},
-        [MPKB_OP_SILU] = {"x", "", "out"},
-        [MPKB_OP_COPY] = {"src", "dst"},
-        [MPKB_OP_ALLREDUCE] = {"partial", "residual", "out"},
+    static const char *const names[K_COUNT] = {
+#define NAME_(ID, name) [K_##ID] = #name,
+        MPK_KOPS(NAME_)
+#undef NAME_
     };
-    const char *s = op < MPKB_NOPS ? names[op][k] : NULL;
-    return s && *s ? s : "t";
+    return (int)k < K_COUNT ? names[k] : "?";
 }
 
-static void print_tensor(const mpk_taskgraph *tg, uint32_t i, FILE *out)
+/* Operand k's name in the text form (mpk/taskops.def), "t" if unused. */
+static const char *operand_name(uint32_t op, int k)
+{
+    const char *s = mpkb_operand_name(op, k);
+    return s ? s : "t";
+}
+
+/* The named immediates: "lo=0 hi=32 tile=3 eps=1e-06". */
+static void print_imms(const mpkb_task *t, FILE *out)
+{
+    for (int k = 0; k < MPKB_NI; k++)
+        if (mpkb_imm_name(t->op, k, false))
+            fprintf(out, " %s=%d", mpkb_imm_name(t->op, k, false), t->i[k]);
+    for (int k = 0; k < MPKB_NF; k++)
+        if (mpkb_imm_name(t->op, k, true))
+            fprintf(out, " %s=%g", mpkb_imm_name(t->op, k, true), (double)t->f[k]);
+}
+
+static void print_tensor(const mpkb_blob *tg, uint32_t i, FILE *out)
 {
     const mpkb_tensor *t = &tg->tensors[i];
     fprintf(out, "tensor %u %s[", i, mpkb_dtype_name(t->dtype));
@@ -55,19 +57,16 @@ static void print_tensor(const mpk_taskgraph *tg, uint32_t i, FILE *out)
             (unsigned long long)t->nbytes, tg->strings + t->name);
 }
 
-static void print_task(const mpk_taskgraph *tg, uint32_t i, FILE *out)
+static void print_task(const mpkb_blob *tg, uint32_t i, FILE *out)
 {
     const mpkb_task *t = &tg->tasks[i];
     fprintf(out, "task %u %s %s", i, mpkb_op_name(t->op), tg->strings + t->label);
     if (t->layer >= 0)
         fprintf(out, " layer %d", t->layer);
-    fprintf(out, " i=%d,%d,%d,%d", t->i[0], t->i[1], t->i[2], t->i[3]);
+    print_imms(t, out);
     if (t->flags) {
-        static const char *const fl[] = {"rmsnorm", "silu_mul", "residual", "argmax", "direct", "all_ranks"};
-        fprintf(out, " flags");
-        for (int b = 0; b < 6; b++)
-            if (t->flags & (1u << b))
-                fprintf(out, " %s", fl[b]);
+        char fl[96];
+        fprintf(out, " flags %s", mpkb_flag_names(t->flags, fl, sizeof fl));
     }
     if (t->dep != MPKB_NONE)
         fprintf(out, " wait e%u", t->dep);
@@ -82,7 +81,7 @@ static void print_task(const mpk_taskgraph *tg, uint32_t i, FILE *out)
     fputc('\n', out);
 }
 
-void mpk_print_taskgraph(const mpk_taskgraph *tg, FILE *out)
+void mpk_print_taskgraph(const mpkb_blob *tg, FILE *out)
 {
     const mpkb_meta *m = tg->meta;
     fprintf(out, "model \"%s\" workers %u vocab %u max_seq %u", tg->strings + m->name, m->workers,
@@ -119,7 +118,7 @@ void mpk_print_taskgraph(const mpk_taskgraph *tg, FILE *out)
     }
 }
 
-void mpk_print_dot(const mpk_taskgraph *tg, FILE *out)
+void mpk_print_dot(const mpkb_blob *tg, FILE *out)
 {
     fprintf(out, "digraph tasks {\n  rankdir=TB;\n  node [shape=box, fontsize=10];\n");
     char buf[256];
@@ -148,12 +147,10 @@ static void dump_kops(const mpk_low *L, FILE *out)
 {
     for (int i = 0; i < L->nkops; i++) {
         const mpk_kop *k = &L->kops[i];
-        fprintf(out, "kop %d %s %s", i, kop_names[k->kind], k->label ? k->label : "");
+        fprintf(out, "kop %d %s %s", i, mpk_kop_name(k->kind), k->label ? k->label : "");
         if (k->flags) {
-            static const char *const fl[] = {"rmsnorm", "silu_mul", "residual", "argmax", "direct"};
-            for (int b = 0; b < 5; b++)
-                if (k->flags & (1u << b))
-                    fprintf(out, " +%s", fl[b]);
+            char fl[96];
+            fprintf(out, " flags %s", mpkb_flag_names(k->flags, fl, sizeof fl));
         }
         for (int s = 0; s < MPKB_NT; s++)
             if (k->t[s] >= 0)
@@ -169,13 +166,13 @@ void mpk_dump_pass(const mpk_low *L, const char *pass, FILE *out)
         dump_kops(L, out);
         return;
     }
-    mpk_taskgraph tg = mpk_low_taskgraph(L);
+    mpkb_blob tg = mpk_low_view(L);
     if (strcmp(pass, "tile") == 0) {
         /* operands are still the lowering's tensors, not the blob's */
         for (uint32_t i = 0; i < L->ntasks; i++) {
             const mpkb_task *t = &L->tasks[i];
-            fprintf(out, "task %u %s %s i=%d,%d,%d,%d", i, mpkb_op_name(t->op), L->strings + t->label,
-                    t->i[0], t->i[1], t->i[2], t->i[3]);
+            fprintf(out, "task %u %s %s", i, mpkb_op_name(t->op), L->strings + t->label);
+            print_imms(t, out);
             for (int k = 0; k < MPKB_NT; k++)
                 if (t->t[k] != MPKB_NONE)
                     fprintf(out, " %s=%s", operand_name(t->op, k), L->lt[t->t[k]].name);

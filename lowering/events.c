@@ -29,26 +29,12 @@
  * keeps a topological order because events are numbered in order of first
  * use, and gives each event a contiguous range of waiting tasks.
  */
-#include "lowering/lowering.h"
+#include "lowering.h"
+#include "mpk/util.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    int *v;
-    int n, cap;
-} ivec;
-
-static void ipush(ivec *a, int x)
-{
-    if (a->n == a->cap) {
-        a->cap = a->cap ? a->cap * 2 : 4;
-        a->v = realloc(a->v, sizeof *a->v * (size_t)a->cap);
-        if (!a->v)
-            mpk_internal_error(__FILE__, __LINE__, "out of memory");
-    }
-    a->v[a->n++] = x;
-}
 
 typedef struct {
     mpk_low *L;
@@ -57,10 +43,10 @@ typedef struct {
     mpk_sigcache *sigs;    /* item list -> event */
     uint32_t *stamp;       /* per task: in the raw set being built if == gen */
     uint32_t gen;
-    ivec raw;
-    ivec pool;             /* reduced item task lists: count, tasks */
+    mpk_ivec raw;
+    mpk_ivec pool;             /* reduced item task lists: count, tasks */
     uint32_t *inset;       /* per task: member of the reduced set of task t + 1 */
-    ivec deps;
+    mpk_ivec deps;
     /* events */
     int *prod;             /* producer lists, concatenated (unordered) */
     int nprod, capprod;
@@ -94,14 +80,6 @@ static uint64_t hash_set(const int *v, int n)
     return h;
 }
 
-static void *xrealloc(void *p, size_t n)
-{
-    p = realloc(p, n);
-    if (!p)
-        mpk_internal_error(__FILE__, __LINE__, "out of memory");
-    return p;
-}
-
 /* A new event with producers prod[0..n); first_task is its first waiter,
  * above every ancestor. */
 static uint32_t new_event(ev *E, uint32_t lag, const int *prod, int n, int first_task, uint64_t h)
@@ -110,17 +88,17 @@ static uint32_t new_event(ev *E, uint32_t lag, const int *prod, int n, int first
     uint32_t id = L->nevents++;
     if (L->nevents > L->capevents) {
         L->capevents = L->capevents ? L->capevents * 2 : 256;
-        L->events = xrealloc(L->events, sizeof *L->events * L->capevents);
-        E->prod_off = xrealloc(E->prod_off, sizeof *E->prod_off * L->capevents);
-        E->prod_n = xrealloc(E->prod_n, sizeof *E->prod_n * L->capevents);
-        E->prod_hash = xrealloc(E->prod_hash, sizeof *E->prod_hash * L->capevents);
-        E->anc = xrealloc(E->anc, sizeof *E->anc * L->capevents);
-        E->anc_words = xrealloc(E->anc_words, sizeof *E->anc_words * L->capevents);
+        L->events = mpk_realloc(L->events, sizeof *L->events * L->capevents);
+        E->prod_off = mpk_realloc(E->prod_off, sizeof *E->prod_off * L->capevents);
+        E->prod_n = mpk_realloc(E->prod_n, sizeof *E->prod_n * L->capevents);
+        E->prod_hash = mpk_realloc(E->prod_hash, sizeof *E->prod_hash * L->capevents);
+        E->anc = mpk_realloc(E->anc, sizeof *E->anc * L->capevents);
+        E->anc_words = mpk_realloc(E->anc_words, sizeof *E->anc_words * L->capevents);
     }
     L->events[id] = (mpkb_event){.triggers = (uint32_t)n, .lag = lag};
     if (E->nprod + n > E->capprod) {
         E->capprod = (E->nprod + n) * 2 + 16;
-        E->prod = xrealloc(E->prod, sizeof *E->prod * (size_t)E->capprod);
+        E->prod = mpk_realloc(E->prod, sizeof *E->prod * (size_t)E->capprod);
     }
     if (n)
         memcpy(E->prod + E->nprod, prod, sizeof *prod * (size_t)n);
@@ -131,7 +109,7 @@ static uint32_t new_event(ev *E, uint32_t lag, const int *prod, int n, int first
     size_t words = lag ? 0 : ((size_t)first_task + 63) / 64;
     uint64_t *a = calloc(words + 1, sizeof *a);
     if (!a)
-        mpk_internal_error(__FILE__, __LINE__, "out of memory");
+        mpk_out_of_memory();
     /* each distinct event the producers wait for is merged once */
     uint32_t done[16];
     int ndone = 0;
@@ -164,7 +142,7 @@ static uint32_t event_for(ev *E, const int *prod, int n, int first_task, uint32_
         uint32_t ncap = E->hash_cap ? E->hash_cap * 2 : 1024;
         uint32_t *ns = calloc(ncap, sizeof *ns);
         if (!ns)
-            mpk_internal_error(__FILE__, __LINE__, "out of memory");
+            mpk_out_of_memory();
         for (uint32_t i = 0; i < E->hash_cap; i++) {
             uint32_t e = E->hash_slots[i];
             if (!e)
@@ -223,7 +201,7 @@ static uint32_t dep_of(ev *E, int t, const int *d0, int n)
         for (int k = 0; k < nev && !implied; k++)
             implied = is_anc(E, evs[k], d0[i]);
         if (!implied) {
-            ipush(&E->deps, d0[i]);
+            mpk_ivec_push(&E->deps, d0[i]);
             E->inset[d0[i]] = mark;
         }
     }
@@ -250,13 +228,13 @@ static void reduced_item(ev *E, int item, const int **out, int *n)
                 evs[nev++] = pe;
         }
         at = E->pool.n;
-        ipush(&E->pool, 0);
+        mpk_ivec_push(&E->pool, 0);
         for (int i = 0; i < k; i++) {
             bool implied = false;
             for (int j = 0; j < nev && !implied; j++)
                 implied = is_anc(E, evs[j], v[i]);
             if (!implied)
-                ipush(&E->pool, v[i]);
+                mpk_ivec_push(&E->pool, v[i]);
         }
         E->pool.v[at] = E->pool.n - (int)at - 1;
         mpk_sigcache_put(E->sigs, &item, 1, 1, at);
@@ -279,7 +257,7 @@ static void expand(ev *E, const int *items, int n)
             k = 1;
             if (E->stamp[x] != E->gen) {
                 E->stamp[x] = E->gen;
-                ipush(&E->raw, x);
+                mpk_ivec_push(&E->raw, x);
             }
             continue;
         }
@@ -287,7 +265,7 @@ static void expand(ev *E, const int *items, int n)
         for (int j = 0; j < k; j++)
             if (E->stamp[v[j]] != E->gen) {
                 E->stamp[v[j]] = E->gen;
-                ipush(&E->raw, v[j]);
+                mpk_ivec_push(&E->raw, v[j]);
             }
     }
 }
@@ -376,7 +354,7 @@ static void make_triggers(ev *E)
         L->tasks[t].trig_count = 0;
         total += count[t];
     }
-    L->triggers = xrealloc(L->triggers, sizeof *L->triggers * (total + 1));
+    L->triggers = mpk_realloc(L->triggers, sizeof *L->triggers * (total + 1));
     L->ntriggers = total;
     for (uint32_t e = 1; e < L->nevents; e++)
         for (int i = 0; i < E->prod_n[e]; i++) {
@@ -433,13 +411,13 @@ static void count_bytes(ev *E)
     for (uint32_t t = 0; t < E->n; t++) {
         const mpkb_task *x = &L->tasks[t];
         if (x->op == MPKB_OP_MATVEC) {
-            const mpkb_tensor *w = &L->tensors[x->t[1]];
-            wr += (uint64_t)(x->i[1] - x->i[0]) * w->dims[1] * mpkb_dtype_size(w->dtype);
+            const mpkb_tensor *w = &L->tensors[x->matvec.w];
+            wr += (uint64_t)(x->matvec.hi - x->matvec.lo) * w->dims[1] * mpkb_dtype_size(w->dtype);
         } else if (x->op == MPKB_OP_EMBED) {
-            const mpkb_tensor *w = &L->tensors[x->t[0]];
-            wr += (uint64_t)(x->i[1] - x->i[0]) * mpkb_dtype_size(w->dtype);
-        } else if (x->op == MPKB_OP_ATTENTION && x->i[1] == 0) {
-            const mpkb_tensor *q = &L->tensors[x->t[0]];
+            const mpkb_tensor *w = &L->tensors[x->embed.table];
+            wr += (uint64_t)(x->embed.hi - x->embed.lo) * mpkb_dtype_size(w->dtype);
+        } else if (x->op == MPKB_OP_ATTENTION && x->attention.chunk == 0) {
+            const mpkb_tensor *q = &L->tensors[x->attention.q];
             kv += 2ull * q->dims[2] * mpkb_dtype_size(q->dtype);
         }
         for (int k = 0; k < MPKB_NT; k++) {
@@ -447,7 +425,8 @@ static void count_bytes(ev *E)
             if (v == MPKB_NONE || seen[v] || L->tensors[v].space != MPKB_SPACE_WEIGHT)
                 continue;
             seen[v] = true;
-            if (!(x->op == MPKB_OP_MATVEC && k == 1) && !(x->op == MPKB_OP_EMBED && k == 0))
+            if (!(x->op == MPKB_OP_MATVEC && k == MPKB_SLOT(matvec, w)) &&
+                !(x->op == MPKB_OP_EMBED && k == MPKB_SLOT(embed, table)))
                 wr += L->tensors[v].nbytes;
         }
     }
@@ -460,7 +439,7 @@ static void count_bytes(ev *E)
 bool mpk_make_events(mpk_low *L)
 {
     ev E = {.L = L, .n = L->ntasks};
-    mpk_taskgraph tg = mpk_low_taskgraph(L);
+    mpkb_blob tg = mpk_low_view(L);
     int bad;
     E.sw = mpk_sweep_new(&tg, &bad);
     MPK_ASSERT(bad < 0); /* the lowering made a task whose operands do not fit */

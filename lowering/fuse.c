@@ -24,9 +24,10 @@
  * parallel matmul then writes an f32 partial sum, and an allreduce kernel
  * op adds up every rank's, taking the residual add as its epilogue.
  */
-#include "lowering/lowering.h"
+#include "lowering.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -138,10 +139,10 @@ static int rope_table(mpk_low *L, const mpk_node *n, int64_t head_dim)
 {
     int64_t half = head_dim / 2;
     float *f = mpk_arena_alloc(L->arena, sizeof *f * (size_t)half);
-    double theta = n->attrs[0].f;
-    bool llama3 = strcmp(n->attrs[1].s, "llama3") == 0;
-    double factor = n->attrs[2].f, lo = n->attrs[3].f, hi = n->attrs[4].f;
-    double orig = (double)n->attrs[5].i;
+    double theta = MPK_ATTR(n, "theta")->f;
+    bool llama3 = strcmp(MPK_ATTR(n, "scaling")->s, "llama3") == 0;
+    double factor = MPK_ATTR(n, "factor")->f, lo = MPK_ATTR(n, "low_freq_factor")->f;
+    double hi = MPK_ATTR(n, "high_freq_factor")->f, orig = (double)MPK_ATTR(n, "original_max")->i;
     for (int64_t i = 0; i < half; i++) {
         float inv = (float)(1.0 / pow(theta, (double)(float)(2 * i) / (double)head_dim));
         if (llama3) {
@@ -173,8 +174,8 @@ static mpk_kop *new_kop(fuser *F, mpk_kop_kind kind, const mpk_node *n, const ch
 }
 
 /* The residual add that is the only reader of out becomes k's epilogue:
- * the other addend goes to operand slot r, the add's result to t[2]. */
-static bool absorb_residual(fuser *F, const mpk_tensor *out, mpk_kop *k, int r)
+ * the other addend goes to operand slot r, the add's result to slot o. */
+static bool absorb_residual(fuser *F, const mpk_tensor *out, mpk_kop *k, int r, int o)
 {
     if (out->uses != 1 || nusers(F, out) != 1)
         return false;
@@ -183,7 +184,7 @@ static bool absorb_residual(fuser *F, const mpk_tensor *out, mpk_kop *k, int r)
         return false;
     k->flags |= MPKB_F_EPI_RESIDUAL;
     k->t[r] = (a->in[0] == out ? a->in[1] : a->in[0])->id;
-    k->t[2] = a->out[0]->id;
+    k->t[o] = a->out[0]->id;
     k->pos = pos_of(F, a);
     F->absorbed[pos_of(F, a)] = true;
     return true;
@@ -193,9 +194,9 @@ static void fuse_matmul(fuser *F, const mpk_node *n)
 {
     mpk_kop *k = new_kop(F, K_MATVEC, n, "matmul");
     const mpk_tensor *x = n->in[0], *out = n->out[0];
-    k->t[0] = x->id;
-    k->t[1] = opnd(F, n, 1);
-    k->t[2] = out->id;
+    k->t[MPKB_SLOT(matvec, x)] = x->id;
+    k->t[MPKB_SLOT(matvec, w)] = opnd(F, n, 1);
+    k->t[MPKB_SLOT(matvec, out)] = out->id;
     bool reduce = F->L->reduce && F->L->reduce[pos_of(F, n)];
 
     /* Prologue: a norm every reader of which is a matmul taking it as x. */
@@ -208,9 +209,9 @@ static void fuse_matmul(fuser *F, const mpk_node *n)
     mpk_node *mul;
     if (all_matmul) {
         k->flags |= MPKB_F_PRO_RMSNORM;
-        k->t[0] = p->in[0]->id;
-        k->t[4] = p->in[1]->id;
-        k->f[0] = (float)p->attrs[0].f;
+        k->t[MPKB_SLOT(matvec, x)] = p->in[0]->id;
+        k->t[MPKB_SLOT(matvec, pro)] = p->in[1]->id;
+        k->f[0] = (float)MPK_ATTR(p, "eps")->f;
         F->absorbed[pos_of(F, p)] = true;
     } else if ((mul = sole_producer(F, x, MPK_OP_MUL))) {
         for (int side = 0; side < 2; side++) {
@@ -218,8 +219,8 @@ static void fuse_matmul(fuser *F, const mpk_node *n)
             if (!s || mul->in[0] == mul->in[1])
                 continue;
             k->flags |= MPKB_F_PRO_SILU_MUL;
-            k->t[0] = s->in[0]->id;
-            k->t[4] = mul->in[1 - side]->id;
+            k->t[MPKB_SLOT(matvec, x)] = s->in[0]->id;
+            k->t[MPKB_SLOT(matvec, pro)] = mul->in[1 - side]->id;
             F->absorbed[pos_of(F, mul)] = F->absorbed[pos_of(F, s)] = true;
             break;
         }
@@ -234,25 +235,25 @@ static void fuse_matmul(fuser *F, const mpk_node *n)
         int part = mpk_lt_new(L, MPK_DT_F32, L->lt[out->id].ndim, dims, MPKB_SPACE_ARENA,
                               mpk_arena_printf(L->arena, "partial sum of %s", k->label));
         L->lt[part].pinned = true;
-        k->t[2] = part;
+        k->t[MPKB_SLOT(matvec, out)] = part;
         int ki = (int)(k - L->kops);
         mpk_kop *r = new_kop(F, K_ALLREDUCE, n, "allreduce");
         k = &L->kops[ki];
         r->label = k->label;
         r->layer = k->layer;
-        r->t[0] = part;
-        r->t[2] = out->id;
-        absorb_residual(F, out, r, 1);
+        r->t[MPKB_SLOT(allreduce, partial)] = part;
+        r->t[MPKB_SLOT(allreduce, out)] = out->id;
+        absorb_residual(F, out, r, MPKB_SLOT(allreduce, residual), MPKB_SLOT(allreduce, out));
         return;
     }
     /* Epilogue: the residual add that is the only reader, or argmax. */
-    if (absorb_residual(F, out, k, 3) || x->dims[0] != 1)
+    if (absorb_residual(F, out, k, MPKB_SLOT(matvec, residual), MPKB_SLOT(matvec, out)) || x->dims[0] != 1)
         return;
     for (int u = F->user_start[out->id]; u < F->user_start[out->id + 1]; u++) {
         const mpk_node *a = node_at(F->g, F->users[u]);
         if (a->op == MPK_OP_ARGMAX && !F->absorbed[pos_of(F, a)]) {
             k->flags |= MPKB_F_EPI_ARGMAX;
-            k->t[6] = a->out[0]->id; /* the reduce's output; t5 (partials) comes in tile */
+            k->argmax_out = a->out[0]->id; /* the partials come in tile */
             k->all_ranks = split_last(F, out);
             F->absorbed[pos_of(F, a)] = true;
             break;
@@ -273,7 +274,7 @@ static int peel(fuser *F, const mpk_node *att, const mpk_tensor **x, int *gamma,
     mpk_node *nrm = sole_producer(F, *x, MPK_OP_RMSNORM);
     if (nrm && nrm->in[1]->dims[0] == (*x)->dims[2]) {
         *gamma = nrm->in[1]->id;
-        *eps = (float)nrm->attrs[0].f;
+        *eps = (float)MPK_ATTR(nrm, "eps")->f;
         F->absorbed[pos_of(F, nrm)] = true;
         *x = nrm->in[0];
     }
@@ -291,21 +292,26 @@ static bool fuse_attention(fuser *F, const mpk_node *n)
     }
     mpk_kop *k = new_kop(F, K_ATTENTION, n, "attention");
     const mpk_tensor *q = n->in[0], *kk = n->in[1];
-    int tq = peel(F, n, &q, &k->t[5], &k->f[1]);
-    int tk = peel(F, n, &kk, &k->t[6], &k->f[2]);
-    k->t[0] = q->id;
-    k->t[1] = kk->id;
-    k->t[2] = n->in[2]->id;
-    k->t[3] = n->in[3]->id;
-    k->t[4] = n->in[4]->id;
-    k->t[7] = n->out[0]->id;
-    k->t[8] = tq;
-    k->t[9] = tk;
-    k->f[0] = (float)n->attrs[0].f;
+#define A_(name) k->t[MPKB_SLOT(attention, name)]
+    _Static_assert(offsetof(mpkb_task, attention.q_eps) == offsetof(mpkb_task, f[1]) &&
+                       offsetof(mpkb_task, attention.k_eps) == offsetof(mpkb_task, f[2]),
+                   "kop f[] follows the attention task's floats");
+    int tq = peel(F, n, &q, &A_(q_norm), &k->f[1]);
+    int tk = peel(F, n, &kk, &A_(k_norm), &k->f[2]);
+    A_(q) = q->id;
+    A_(k) = kk->id;
+    A_(v) = n->in[2]->id;
+    A_(cache) = n->in[3]->id;
+    A_(pos) = n->in[4]->id;
+    A_(out) = n->out[0]->id;
+    A_(q_rope) = tq;
+    A_(k_rope) = tk;
+#undef A_
+    k->f[0] = (float)MPK_ATTR(n, "scale")->f;
     /* The cache is kv[l]: its index is the layer. */
     const mpk_tensor *c = n->in[3];
     if (c->kind == MPK_T_VIEW && c->producer && c->producer->op == MPK_OP_INDEX)
-        k->layer = (int)c->producer->attrs[0].i;
+        k->layer = (int)MPK_ATTR(c->producer, "i")->i;
     if (k->layer >= 0)
         k->label = mpk_arena_printf(L->arena, "model.layers.%d.self_attn", k->layer);
     return true;
@@ -328,11 +334,11 @@ static void view(fuser *F, const mpk_node *n)
         case MPK_OP_ALLREDUCE: /* one GPU: the sum over one rank */
             break;
         case MPK_OP_INDEX:
-            off = n->attrs[0].i * (mpk_lt_numel(lx0) / lx0->dims[0]);
+            off = MPK_ATTR(n, "i")->i * (mpk_lt_numel(lx0) / lx0->dims[0]);
             break;
         case MPK_OP_SLICE:
         case MPK_OP_SPLIT: {
-            d = (int)n->attrs[0].i;
+            d = (int)MPK_ATTR(n, "dim")->i;
             if (d < 0)
                 d += x->ndim;
             inner = outer = 1;
@@ -342,16 +348,16 @@ static void view(fuser *F, const mpk_node *n)
                 inner *= lx0->dims[i];
             int64_t start = 0;
             if (n->op == MPK_OP_SLICE)
-                start = n->attrs[1].i;
+                start = MPK_ATTR(n, "start")->i;
             else
                 for (int i = 0; i < o; i++)
-                    start += n->attrs[1].items[i].i;
+                    start += MPK_ATTR(n, "sizes")->items[i].i;
             off = start * inner;
             contiguous = outer == 1;
             if (!contiguous) {
                 mpk_kop *k = new_kop(F, K_COPY, n, n->op == MPK_OP_SLICE ? "slice" : "split");
-                k->t[0] = x->id;
-                k->t[1] = y->id;
+                k->t[MPKB_SLOT(copy, src)] = x->id;
+                k->t[MPKB_SLOT(copy, dst)] = y->id;
                 k->copy_outer = (int)outer;
                 k->copy_src_stride = (int)(lx0->dims[d] * inner);
                 k->copy_len = (int)(L->lt[y->id].dims[d] * inner);
@@ -375,24 +381,32 @@ static void simple(fuser *F, const mpk_node *n, mpk_kop_kind kind, const char *w
 {
     mpk_kop *k = new_kop(F, kind, n, what);
     switch (kind) {
-    case K_EMBED: /* table ids out */
+    case K_EMBED:
+        k->t[MPKB_SLOT(embed, table)] = opnd(F, n, 0), k->t[MPKB_SLOT(embed, ids)] = opnd(F, n, 1);
+        k->t[MPKB_SLOT(embed, out)] = n->out[0]->id;
+        break;
     case K_ADD:
     case K_MUL:
-        k->t[0] = opnd(F, n, 0), k->t[1] = opnd(F, n, 1), k->t[2] = n->out[0]->id;
+        _Static_assert(MPKB_SLOT(add, a) == MPKB_SLOT(mul, a) && MPKB_SLOT(add, b) == MPKB_SLOT(mul, b) &&
+                           MPKB_SLOT(add, out) == MPKB_SLOT(mul, out), "add and mul share slots");
+        k->t[MPKB_SLOT(add, a)] = opnd(F, n, 0), k->t[MPKB_SLOT(add, b)] = opnd(F, n, 1);
+        k->t[MPKB_SLOT(add, out)] = n->out[0]->id;
         break;
     case K_RMSNORM:
-        k->t[0] = n->in[0]->id, k->t[1] = n->in[1]->id, k->t[2] = n->out[0]->id;
-        k->f[0] = (float)n->attrs[0].f;
+        k->t[MPKB_SLOT(rmsnorm, x)] = n->in[0]->id, k->t[MPKB_SLOT(rmsnorm, gamma)] = n->in[1]->id;
+        k->t[MPKB_SLOT(rmsnorm, out)] = n->out[0]->id;
+        k->f[0] = (float)MPK_ATTR(n, "eps")->f;
         break;
     case K_ROPE:
-        k->t[0] = n->in[0]->id, k->t[1] = n->in[1]->id, k->t[3] = n->out[0]->id;
-        k->t[2] = rope_table(F->L, n, n->in[0]->dims[2]);
+        k->t[MPKB_SLOT(rope, x)] = n->in[0]->id, k->t[MPKB_SLOT(rope, pos)] = n->in[1]->id;
+        k->t[MPKB_SLOT(rope, out)] = n->out[0]->id;
+        k->t[MPKB_SLOT(rope, inv_freq)] = rope_table(F->L, n, n->in[0]->dims[2]);
         break;
     case K_SILU:
-        k->t[0] = n->in[0]->id, k->t[2] = n->out[0]->id;
+        k->t[MPKB_SLOT(silu, x)] = n->in[0]->id, k->t[MPKB_SLOT(silu, out)] = n->out[0]->id;
         break;
     case K_ARGMAX:
-        k->t[0] = n->in[0]->id, k->t[6] = n->out[0]->id;
+        k->t[MPKB_SLOT(argmax_part, x)] = n->in[0]->id, k->argmax_out = n->out[0]->id;
         k->all_ranks = split_last(F, n->in[0]);
         break;
     default:
@@ -410,9 +424,9 @@ static bool find_io(fuser *F)
     for (int i = 0; i < L->nkops; i++) {
         mpk_kop *k = &L->kops[i];
         if (k->kind == K_EMBED)
-            L->token_lt = L->token_lt < 0 ? k->t[1] : L->token_lt;
+            L->token_lt = L->token_lt < 0 ? k->t[MPKB_SLOT(embed, ids)] : L->token_lt;
         if ((k->kind == K_ATTENTION || k->kind == K_ROPE) && L->pos_lt < 0)
-            L->pos_lt = k->t[k->kind == K_ATTENTION ? 4 : 1];
+            L->pos_lt = k->t[k->kind == K_ATTENTION ? MPKB_SLOT(attention, pos) : MPKB_SLOT(rope, pos)];
     }
     for (int i = 0; i < g->outputs.n && L->next_lt < 0; i++) {
         const mpk_output *o = g->outputs.items[i];
@@ -466,9 +480,11 @@ static void promote(fuser *F)
     bool *p = calloc((size_t)L->nlt + 1, 1);
     for (int i = 0; i < L->nkops; i++) {
         const mpk_kop *k = &L->kops[i];
+        _Static_assert(MPKB_SLOT(embed, out) == 2 && MPKB_SLOT(add, out) == 2 && MPKB_SLOT(matvec, out) == 2 &&
+                           MPKB_SLOT(allreduce, out) == 2, "the residual stream's writers write slot 2");
         if (k->kind == K_EMBED || k->kind == K_ADD ||
             ((k->kind == K_MATVEC || k->kind == K_ALLREDUCE) && (k->flags & MPKB_F_EPI_RESIDUAL)))
-            p[L->lt[k->t[2]].root] = true;
+            p[L->lt[k->t[MPKB_SLOT(matvec, out)]].root] = true;
     }
     p[L->lt[L->logits_lt].root] = true;
     for (int i = 0; i < L->nlt; i++)
@@ -477,7 +493,7 @@ static void promote(fuser *F)
     /* a copy makes a dense tensor of its source's dtype */
     for (int i = 0; i < L->nkops; i++)
         if (L->kops[i].kind == K_COPY)
-            L->lt[L->kops[i].t[1]].dtype = L->lt[L->kops[i].t[0]].dtype;
+            L->lt[L->kops[i].t[MPKB_SLOT(copy, dst)]].dtype = L->lt[L->kops[i].t[MPKB_SLOT(copy, src)]].dtype;
     free(p);
 }
 
@@ -485,26 +501,6 @@ bool mpk_fuse(mpk_low *L)
 {
     const mpk_graph *g = L->g;
     fuser F = {.L = L, .g = g};
-    /* ltensors mirror the graph's tensors, same ids */
-    for (int i = 0; i < g->tensors.n; i++) {
-        const mpk_tensor *t = g->tensors.items[i];
-        MPK_ASSERT(t->id == i);
-        int space = t->kind == MPK_T_WEIGHT  ? MPKB_SPACE_WEIGHT
-                    : t->kind == MPK_T_STATE ? MPKB_SPACE_STATE
-                                             : MPKB_SPACE_ARENA;
-        int64_t dims[MPKB_MAX_DIMS] = {0};
-        if (t->ndim > MPKB_MAX_DIMS) {
-            mpk_error(L->diag, t->loc, "tensors have at most %d dimensions in a blob, this one %d",
-                      MPKB_MAX_DIMS, t->ndim);
-            return false;
-        }
-        memcpy(dims, t->dims, sizeof(int64_t) * (size_t)t->ndim);
-        int id = mpk_lt_new(L, t->dtype, t->ndim, dims, space,
-                            t->name ? t->name : mpk_arena_printf(L->arena, "%%%d", t->id));
-        L->lt[id].pinned = t->kind == MPK_T_INPUT;
-    }
-    if (L->tp > 1 && !mpk_shard(L))
-        return false;
     build_users(&F);
     /* Phase 1: matmuls and attention take what they can fuse, wherever it
      * sits in the graph (a norm comes before its matmuls). */

@@ -1,38 +1,18 @@
 /*
  * lower.c - the lowering pipeline and the helpers its passes share.
  *
- * mpk_lower runs the passes in order; after each it runs the checks that
- * pass's output must meet (the verifier after events and placement), and
- * prints the graph if --dump names that pass. A failing check after a pass
+ * mpk_passes is the pipeline: mpk_lower mirrors the graph's tensors, then
+ * runs the passes in order; after a pass that asks for it the verifier
+ * runs, and the graph is printed if --dump names that pass. A failing check after a pass
  * is a compiler bug: it is reported as an error naming the tasks involved
  * and the build fails rather than writing a wrong blob.
  */
-#include "lowering/lowering.h"
+#include "lowering.h"
+
+#include "mpk/util.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static void *grow(void *p, uint32_t *cap, uint32_t need, size_t elem)
-{
-    if (need <= *cap)
-        return p;
-    uint32_t n = *cap ? *cap : 64;
-    while (n < need)
-        n *= 2;
-    p = realloc(p, (size_t)n * elem);
-    if (!p)
-        mpk_internal_error(__FILE__, __LINE__, "out of memory");
-    *cap = n;
-    return p;
-}
 
 int64_t mpk_lt_numel(const mpk_ltensor *t)
 {
@@ -44,9 +24,7 @@ int64_t mpk_lt_numel(const mpk_ltensor *t)
 
 int mpk_lt_new(mpk_low *L, mpk_dtype dt, int ndim, const int64_t *dims, int space, const char *name)
 {
-    uint32_t cap = (uint32_t)L->caplt;
-    L->lt = grow(L->lt, &cap, (uint32_t)L->nlt + 1, sizeof *L->lt);
-    L->caplt = (int)cap;
+    L->lt = mpk_grow(L->lt, &L->caplt, (size_t)L->nlt + 1, sizeof *L->lt);
     int id = L->nlt++;
     mpk_ltensor *t = &L->lt[id];
     memset(t, 0, sizeof *t);
@@ -66,13 +44,7 @@ int mpk_lt_new(mpk_low *L, mpk_dtype dt, int ndim, const int64_t *dims, int spac
 
 /* Strings are interned through an open-addressing table so that the
  * thousands of task labels of a big model cost one copy each. */
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (uint8_t)*s) * 1099511628211ull;
-    return h;
-}
+static uint64_t hash_str(const char *s) { return mpk_fnv1a(MPK_FNV_INIT, s, strlen(s)); }
 
 uint32_t mpk_str_intern(mpk_low *L, const char *s)
 {
@@ -80,7 +52,7 @@ uint32_t mpk_str_intern(mpk_low *L, const char *s)
         uint32_t ncap = L->str_cap ? L->str_cap * 2 : 1024;
         uint32_t *ns = calloc(ncap, sizeof *ns);
         if (!ns)
-            mpk_internal_error(__FILE__, __LINE__, "out of memory");
+            mpk_out_of_memory();
         for (uint32_t i = 0; i < L->str_cap; i++) {
             if (!L->str_slots[i])
                 continue;
@@ -99,7 +71,7 @@ uint32_t mpk_str_intern(mpk_low *L, const char *s)
             return L->str_slots[j] - 1;
     size_t len = strlen(s) + 1;
     uint32_t off = L->nstrings;
-    L->strings = grow(L->strings, &L->capstrings, off + (uint32_t)len, 1);
+    L->strings = mpk_grow(L->strings, &L->capstrings, (size_t)off + len, 1);
     memcpy(L->strings + off, s, len);
     L->nstrings += (uint32_t)len;
     L->str_slots[j] = off + 1;
@@ -109,22 +81,21 @@ uint32_t mpk_str_intern(mpk_low *L, const char *s)
 
 mpk_kop *mpk_kop_new(mpk_low *L, mpk_kop_kind kind, const mpk_node *n)
 {
-    uint32_t cap = (uint32_t)L->capkops;
-    L->kops = grow(L->kops, &cap, (uint32_t)L->nkops + 1, sizeof *L->kops);
-    L->capkops = (int)cap;
+    L->kops = mpk_grow(L->kops, &L->capkops, (size_t)L->nkops + 1, sizeof *L->kops);
     mpk_kop *k = &L->kops[L->nkops++];
     memset(k, 0, sizeof *k);
     k->kind = kind;
     k->node = n;
     for (int i = 0; i < MPKB_NT; i++)
         k->t[i] = -1;
+    k->argmax_out = -1;
     k->layer = -1;
     return k;
 }
 
 mpkb_task *mpk_task_new(mpk_low *L, uint16_t op, const mpk_kop *k)
 {
-    L->tasks = grow(L->tasks, &L->captasks, L->ntasks + 1, sizeof *L->tasks);
+    L->tasks = mpk_grow(L->tasks, &L->captasks, (size_t)L->ntasks + 1, sizeof *L->tasks);
     mpkb_task *t = &L->tasks[L->ntasks++];
     memset(t, 0, sizeof *t);
     t->op = op;
@@ -136,15 +107,17 @@ mpkb_task *mpk_task_new(mpk_low *L, uint16_t op, const mpk_kop *k)
     return t;
 }
 
-mpk_taskgraph mpk_low_taskgraph(const mpk_low *L)
+mpkb_blob mpk_low_view(const mpk_low *L)
 {
-    return (mpk_taskgraph){
-        .meta = &L->meta, .strings = L->strings,
+    return (mpkb_blob){
+        .meta = &L->meta, .strings = L->strings, .strings_size = L->nstrings,
         .tensors = L->tensors, .ntensors = L->ntensors,
         .tasks = L->tasks, .ntasks = L->ntasks,
         .events = L->events, .nevents = L->nevents,
         .triggers = L->triggers, .ntriggers = L->ntriggers,
-        .queues = L->queues, .qtasks = L->qtasks,
+        .queues = L->queues, .nqueues = L->queues ? L->meta.workers : 0,
+        .qtasks = L->qtasks, .nqtasks = L->qtasks ? L->ntasks : 0,
+        .consts = L->consts, .consts_size = L->nconsts,
     };
 }
 
@@ -163,13 +136,14 @@ void mpk_low_free(mpk_low *L)
     free(L->qtasks);
     free(L->consts);
     free(L->str_slots);
+    free(L->pass_ms);
     free(L);
 }
 
 /* A check after a pass failed: a compiler bug, reported as such. */
 static bool verified(mpk_low *L, const char *after)
 {
-    mpk_taskgraph tg = mpk_low_taskgraph(L);
+    mpkb_blob tg = mpk_low_view(L);
     int bad = mpk_verify(&tg, stderr, 10);
     if (bad)
         mpk_error(L->diag, (mpk_loc){0, 0, 0},
@@ -179,19 +153,81 @@ static bool verified(mpk_low *L, const char *after)
     return bad == 0;
 }
 
-static const char *const pass_names[] = {"fuse", "tile", "memory", "events", "place", NULL};
+/* Placement moves no event, so the events are verified once, after events. */
+const mpk_pass mpk_passes[] = {
+    {"shard", mpk_shard, false, "(--tp) which part of each tensor every rank holds"},
+    {"fuse", mpk_fuse, false, "graph ops into kernel ops (prologues, epilogues)"},
+    {"tile", mpk_tile, false, "kernel ops into tasks"},
+    {"memory", mpk_plan_memory, false, "tensors into the arena, the state, weights, consts"},
+    {"events", mpk_make_events, true, "the events that order conflicting accesses"},
+    {"place", mpk_place, false, "tasks onto per-worker queues"},
+};
+const int mpk_npasses = sizeof mpk_passes / sizeof *mpk_passes;
+
+int mpk_pass_index(const char *name)
+{
+    for (int i = 0; i < mpk_npasses; i++)
+        if (strcmp(mpk_passes[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+/* The lowering's tensors start as the graph's, with the same ids. */
+static bool mirror_tensors(mpk_low *L)
+{
+    const mpk_graph *g = L->g;
+    for (int i = 0; i < g->tensors.n; i++) {
+        const mpk_tensor *t = g->tensors.items[i];
+        MPK_ASSERT(t->id == i);
+        int space = t->kind == MPK_T_WEIGHT  ? MPKB_SPACE_WEIGHT
+                    : t->kind == MPK_T_STATE ? MPKB_SPACE_STATE
+                                             : MPKB_SPACE_ARENA;
+        int64_t dims[MPKB_MAX_DIMS] = {0};
+        if (t->ndim > MPKB_MAX_DIMS) {
+            mpk_error(L->diag, t->loc, "tensors have at most %d dimensions in a blob, this one %d",
+                      MPKB_MAX_DIMS, t->ndim);
+            return false;
+        }
+        memcpy(dims, t->dims, sizeof(int64_t) * (size_t)t->ndim);
+        int id = mpk_lt_new(L, t->dtype, t->ndim, dims, space,
+                            t->name ? t->name : mpk_arena_printf(L->arena, "%%%d", t->id));
+        L->lt[id].pinned = t->kind == MPK_T_INPUT;
+    }
+    return true;
+}
+
+/* What the blob's metadata says beyond the passes: its name, the context
+ * the KV caches hold, the model's end-of-sequence ids. */
+static void finish_meta(mpk_low *L)
+{
+    mpkb_meta *m = &L->meta;
+    m->name = mpk_str_intern(L, L->g->name ? L->g->name : "");
+    m->max_seq = 0;
+    for (uint32_t t = 0; t < L->ntasks; t++)
+        if (L->tasks[t].op == MPKB_OP_ATTENTION) {
+            uint32_t s = L->tensors[L->tasks[t].attention.cache].dims[2];
+            m->max_seq = m->max_seq == 0 || s < m->max_seq ? s : m->max_seq;
+        }
+    if (m->max_seq == 0)
+        m->max_seq = UINT32_MAX; /* nothing bounds the context */
+    m->neos = 0;
+    for (int i = 0; i < L->g->params.n; i++) { /* sema checked the form of eos */
+        const mpk_param_value *p = L->g->params.items[i];
+        if (strcmp(p->name, "eos") != 0)
+            continue;
+        if (p->value.kind == MPK_V_INT)
+            m->eos[m->neos++] = (int32_t)p->value.i;
+        for (int k = 0; p->value.kind == MPK_V_LIST && k < p->value.n && k < MPKB_MAX_EOS; k++)
+            m->eos[m->neos++] = (int32_t)p->value.items[k].i;
+    }
+}
 
 mpk_low *mpk_lower(const mpk_graph *g, const mpk_lower_opts *opt, mpk_diag *d)
 {
-    if (opt->dump) {
-        bool known = false;
-        for (int i = 0; pass_names[i]; i++)
-            known |= strcmp(opt->dump, pass_names[i]) == 0;
-        MPK_ASSERT(known); /* the driver checks the name */
-    }
+    MPK_ASSERT(!opt->dump || mpk_pass_index(opt->dump) >= 0); /* the driver checks the name */
     mpk_low *L = calloc(1, sizeof *L);
     if (!L)
-        return NULL;
+        mpk_out_of_memory();
     L->arena = d->arena;
     L->diag = d;
     L->g = g;
@@ -200,30 +236,42 @@ mpk_low *mpk_lower(const mpk_graph *g, const mpk_lower_opts *opt, mpk_diag *d)
     L->tp = opt->tp > 1 ? (int)opt->tp : 1;
     L->meta.tp = (uint32_t)L->tp;
     L->token_lt = L->pos_lt = L->next_lt = L->logits_lt = -1;
+    L->pass_ms = calloc((size_t)mpk_npasses + 1, sizeof *L->pass_ms);
+    if (!L->pass_ms)
+        mpk_out_of_memory();
     mpk_str_intern(L, ""); /* offset 0 is the empty string */
-
-    static bool (*const passes[])(mpk_low *) = {mpk_fuse, mpk_tile, mpk_plan_memory,
-                                                mpk_make_events, mpk_place};
-    for (int i = 0; pass_names[i]; i++) {
-        double t0 = now_ms();
-        bool ok = passes[i](L);
-        L->pass_ms[i] = now_ms() - t0;
+    if (!mirror_tensors(L)) {
+        mpk_low_free(L);
+        return NULL;
+    }
+    for (int i = 0; i < mpk_npasses; i++) {
+        const mpk_pass *p = &mpk_passes[i];
+        double t0 = mpk_now_ms();
+        bool ok = p->run(L);
+        L->pass_ms[i] = mpk_now_ms() - t0;
         if (!ok || mpk_diag_failed(d)) {
             mpk_low_free(L);
             return NULL;
         }
-        if (opt->dump && strcmp(opt->dump, pass_names[i]) == 0)
-            mpk_dump_pass(L, pass_names[i], opt->dump_out ? opt->dump_out : stdout);
-        /* placement moves no event, so the events are verified once */
-        t0 = now_ms();
-        ok = i != 3 || verified(L, pass_names[i]);
-        L->pass_ms[5] += now_ms() - t0;
+        if (opt->dump && strcmp(opt->dump, p->name) == 0)
+            mpk_dump_pass(L, p->name, opt->dump_out ? opt->dump_out : stdout);
+        t0 = mpk_now_ms();
+        ok = !p->verify || verified(L, p->name);
+        L->pass_ms[mpk_npasses] += mpk_now_ms() - t0;
         if (!ok) {
             mpk_low_free(L);
             return NULL;
         }
     }
+    finish_meta(L);
     return L;
+}
+
+void mpk_low_times(const mpk_low *L, FILE *out)
+{
+    for (int i = 0; i < mpk_npasses; i++)
+        fprintf(out, "%s%s %.2f", i ? ", " : "", mpk_passes[i].name, L->pass_ms[i]);
+    fprintf(out, ", verify %.2f ms", L->pass_ms[mpk_npasses]);
 }
 
 void mpk_low_stats(const mpk_low *L, FILE *out)

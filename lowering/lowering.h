@@ -29,7 +29,7 @@
 #ifndef MPK_LOWERING_H
 #define MPK_LOWERING_H
 
-#include "frontend/frontend.h"
+#include "frontend.h"
 #include "mpk/blob.h"
 
 typedef struct {
@@ -41,18 +41,29 @@ typedef struct {
 
 #define MPK_DEFAULT_WORKERS 132
 
-/* A kernel op: one or more graph ops that become one family of tasks. */
+/* A kernel op: one or more graph ops that become one family of tasks
+ * (tile.c makes each kind's tasks; the names are for --dump=fuse). */
+#define MPK_KOPS(X) X(EMBED, embed) X(MATVEC, matvec) X(ATTENTION, attention) X(ARGMAX, argmax) \
+    X(RMSNORM, rmsnorm) X(ROPE, rope) X(ADD, add) X(MUL, mul) X(SILU, silu) X(COPY, copy)       \
+    X(ALLREDUCE, allreduce)
 typedef enum {
-    K_EMBED, K_MATVEC, K_ATTENTION, K_ARGMAX, K_RMSNORM, K_ROPE, K_ADD, K_MUL,
-    K_SILU, K_COPY, K_ALLREDUCE
+#define MPK_KOP_ENUM_(ID, name) K_##ID,
+    MPK_KOPS(MPK_KOP_ENUM_)
+#undef MPK_KOP_ENUM_
 } mpk_kop_kind;
+#define MPK_KOP_ONE_(ID, name) +1
+enum { K_COUNT = 0 MPK_KOPS(MPK_KOP_ONE_) };
+#undef MPK_KOP_ONE_
+const char *mpk_kop_name(mpk_kop_kind k);
 
 typedef struct {
     mpk_kop_kind kind;
     const mpk_node *node;   /* the graph op it stands for (the anchor) */
     int pos;                /* index of the last absorbed graph op */
     uint16_t flags;         /* MPKB_F_* */
-    int t[MPKB_NT];         /* ltensor indices, -1: none (task operand order) */
+    int t[MPKB_NT];         /* ltensor indices, -1: none, in the slots of its tasks'
+                             * kind: t[MPKB_SLOT(matvec, pro)] */
+    int argmax_out;         /* argmax (or a matvec's argmax epilogue): the token */
     int64_t hint_tile, hint_kv_chunk;
     float f[MPKB_NF];
     int copy_outer, copy_src_stride, copy_len, copy_src_off; /* K_COPY */
@@ -97,32 +108,40 @@ typedef struct mpk_low {
     int *in_lt;
 
     mpk_ltensor *lt;        /* graph tensors first (same ids), then made ones */
-    int nlt, caplt;
+    int nlt;
+    size_t caplt;
     mpk_kop *kops;
-    int nkops, capkops;
+    int nkops;
+    size_t capkops;
 
     /* the blob, built up pass by pass */
     mpkb_meta meta;
     char *strings;
-    uint32_t nstrings, capstrings;
+    uint32_t nstrings;
+    size_t capstrings;
     uint32_t *str_slots;    /* intern table: string offset + 1, 0 = empty */
     uint32_t str_cap, str_n;
     mpkb_tensor *tensors;
     uint32_t ntensors;
+    size_t captensors;
     mpkb_task *tasks;
-    uint32_t ntasks, captasks;
+    uint32_t ntasks;
+    size_t captasks;
     mpkb_event *events;
-    uint32_t nevents, capevents;
+    uint32_t nevents;
+    size_t capevents;
     uint32_t *triggers;
-    uint32_t ntriggers, captriggers;
+    uint32_t ntriggers;
+    size_t captriggers;
     mpkb_queue *queues;
     uint32_t *qtasks;
     uint8_t *consts;
-    uint64_t nconsts, capconsts;
+    uint64_t nconsts;
+    size_t capconsts;
 
     int token_lt, pos_lt, next_lt, logits_lt; /* ltensors, -1: none */
     uint64_t weight_read, act_bytes, kv_bytes_per_pos; /* --stats */
-    double pass_ms[6];      /* fuse, tile, memory, events, place, verify */
+    double *pass_ms;        /* per pass of mpk_passes, then the verifier */
 } mpk_low;
 
 /* The pipeline: returns NULL after reporting errors in diag. */
@@ -134,9 +153,24 @@ bool mpk_emit(mpk_low *L, const char *path);
 void *mpk_emit_buffer(mpk_low *L, size_t *size);
 void mpk_low_free(mpk_low *L);
 void mpk_low_stats(const mpk_low *L, FILE *out);
+/* "shard 0.01, fuse 0.40, ... verify 18.3 ms": each pass's time (--time). */
+void mpk_low_times(const mpk_low *L, FILE *out);
 
-/* The passes (called by mpk_lower, in this order; mpk_fuse calls
- * mpk_shard when tp > 1). */
+/* The pipeline as data: mpk_lower runs mpk_passes[0 .. mpk_npasses) in
+ * order, the verifier after each that asks for it; mpk build's --dump and
+ * --time take their names from here. */
+typedef struct {
+    const char *name;
+    bool (*run)(mpk_low *L);
+    bool verify;            /* run the verifier after this pass */
+    const char *what;       /* one line for --help */
+} mpk_pass;
+extern const mpk_pass mpk_passes[];
+extern const int mpk_npasses;
+/* The index of the pass called name, or -1. */
+int mpk_pass_index(const char *name);
+
+/* The passes. */
 bool mpk_shard(mpk_low *L);
 bool mpk_fuse(mpk_low *L);
 bool mpk_tile(mpk_low *L);
@@ -144,25 +178,10 @@ bool mpk_plan_memory(mpk_low *L);
 bool mpk_make_events(mpk_low *L);
 bool mpk_place(mpk_low *L);
 
-/* The verifier, on blob-form arrays (so it also runs on a read blob).
+/* The verifier, on a blob's arrays (so it also runs on a read blob).
  * Reports each problem on out, naming the tasks; returns the number found. */
-typedef struct {
-    const mpkb_meta *meta;
-    const char *strings;
-    const mpkb_tensor *tensors;
-    uint32_t ntensors;
-    const mpkb_task *tasks;
-    uint32_t ntasks;
-    const mpkb_event *events;
-    uint32_t nevents;
-    const uint32_t *triggers;
-    uint32_t ntriggers;
-    const mpkb_queue *queues; /* meta->workers of them, or NULL before placement */
-    const uint32_t *qtasks;
-} mpk_taskgraph;
-
-int mpk_verify(const mpk_taskgraph *tg, FILE *out, int max_report);
-mpk_taskgraph mpk_low_taskgraph(const mpk_low *L);
+int mpk_verify(const mpkb_blob *tg, FILE *out, int max_report);
+mpkb_blob mpk_low_view(const mpk_low *L);
 
 /* access.c: the bytes of the arena and the state a task reads and writes,
  * derived from its op and operands alone. */
@@ -173,10 +192,10 @@ typedef struct {
 } mpk_access;
 /* Appends to *out (grown with realloc); returns the count, or -1 if an
  * operand is not what the op needs. */
-int mpk_task_accesses(const mpk_taskgraph *tg, const mpkb_task *t, mpk_access **out, int *cap);
+int mpk_task_accesses(const mpkb_blob *tg, const mpkb_task *t, mpk_access **out, int *cap);
 /* The arena bytes task t reads on every rank (ALLREDUCE, ARGMAX_REDUCE
  * with ALL_RANKS): true and [lo, hi), else false. */
-bool mpk_remote_read(const mpk_taskgraph *tg, const mpkb_task *t, uint64_t *lo, uint64_t *hi);
+bool mpk_remote_read(const mpkb_blob *tg, const mpkb_task *t, uint64_t *lo, uint64_t *hi);
 /* sweep.c: the tasks in order, each with what its accesses conflict with
  * among earlier tasks (nearest only), as items: one task, the writers of a
  * reader group, or the readers of one. Call mpk_sweep_next for t = 0, 1,
@@ -193,7 +212,7 @@ bool mpk_remote_read(const mpk_taskgraph *tg, const mpkb_task *t, uint64_t *lo, 
 #define MPK_ITEM_KIND(it) ((it) & 3)
 #define MPK_ITEM_ID(it) ((it) >> 2)
 typedef struct mpk_sweep mpk_sweep;
-mpk_sweep *mpk_sweep_new(const mpk_taskgraph *tg, int *bad_task);
+mpk_sweep *mpk_sweep_new(const mpkb_blob *tg, int *bad_task);
 int mpk_sweep_next(mpk_sweep *S, uint32_t t, const int **items, const int **why);
 void mpk_sweep_item_tasks(const mpk_sweep *S, int item, const int **tasks, int *n);
 const mpk_access *mpk_sweep_access(const mpk_sweep *S, int i);
@@ -209,14 +228,14 @@ void mpk_sigcache_put(mpk_sigcache *C, const int *items, int n, int64_t key, int
 void mpk_sigcache_free(mpk_sigcache *C);
 
 /* "label [tile]" of a task, for messages. */
-const char *mpk_task_desc(const mpk_taskgraph *tg, uint32_t task, char *buf, size_t n);
+const char *mpk_task_desc(const mpkb_blob *tg, uint32_t task, char *buf, size_t n);
 
 /* Printing (dump.c): after a pass (--dump=PASS), and a whole blob (mpk
  * dump): header facts, tensors, tasks with their events, queues; or the
  * task graph for graphviz. */
 void mpk_dump_pass(const mpk_low *L, const char *pass, FILE *out);
-void mpk_print_taskgraph(const mpk_taskgraph *tg, FILE *out);
-void mpk_print_dot(const mpk_taskgraph *tg, FILE *out);
+void mpk_print_taskgraph(const mpkb_blob *tg, FILE *out);
+void mpk_print_dot(const mpkb_blob *tg, FILE *out);
 
 /* Helpers shared by the passes (lower.c). */
 int mpk_lt_new(mpk_low *L, mpk_dtype dt, int ndim, const int64_t *dims, int space, const char *name);

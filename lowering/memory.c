@@ -11,7 +11,8 @@
  * Every arena tensor starts on a 256-byte boundary (16-byte vector loads
  * and bulk copies on the GPU need 16; 256 keeps tiles in separate sectors).
  */
-#include "lowering/lowering.h"
+#include "lowering.h"
+#include "mpk/util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -92,9 +93,7 @@ static uint32_t make_blob_tensor(mpk_low *L, int id)
     uint32_t base = MPKB_NONE;
     if (t->space == MPKB_SPACE_WEIGHT)
         base = t->root == id ? L->ntensors : blob_tensor(L, t->root);
-    L->tensors = realloc(L->tensors, sizeof *L->tensors * (L->ntensors + 1));
-    if (!L->tensors)
-        mpk_internal_error(__FILE__, __LINE__, "out of memory");
+    L->tensors = mpk_grow(L->tensors, &L->captensors, (size_t)L->ntensors + 1, sizeof *L->tensors);
     uint32_t bi = L->ntensors++;
     mpkb_tensor *b = &L->tensors[bi];
     memset(b, 0, sizeof *b);
@@ -156,9 +155,7 @@ bool mpk_plan_memory(mpk_low *L)
             state = align_up(state + lt_bytes(t), ARENA_ALIGN);
         } else if (t->space == MPKB_SPACE_CONST) {
             uint64_t at = align_up(L->nconsts, 64), n = lt_bytes(t);
-            L->consts = realloc(L->consts, at + n);
-            if (!L->consts)
-                mpk_internal_error(__FILE__, __LINE__, "out of memory");
+            L->consts = mpk_grow(L->consts, &L->capconsts, at + n, 1);
             memset(L->consts + L->nconsts, 0, at - L->nconsts);
             memcpy(L->consts + at, t->cdata, n);
             L->nconsts = at + n;

@@ -12,7 +12,8 @@
  * order, which makes the static schedule deadlock-free when all workers
  * are co-resident.
  */
-#include "lowering/lowering.h"
+#include "lowering.h"
+#include "mpk/util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,7 @@
 
 static double task_bytes(const mpk_low *L, const mpkb_task *t)
 {
-    mpk_taskgraph tg = mpk_low_taskgraph(L);
+    mpkb_blob tg = mpk_low_view(L);
     mpk_access *a = NULL;
     int cap = 0, n = mpk_task_accesses(&tg, t, &a, &cap);
     double b = 0;
@@ -29,8 +30,8 @@ static double task_bytes(const mpk_low *L, const mpkb_task *t)
         b += (double)(a[i].hi - a[i].lo);
     free(a);
     if (t->op == MPKB_OP_MATVEC) {
-        const mpkb_tensor *w = &L->tensors[t->t[1]];
-        b += (double)(t->i[1] - t->i[0]) * w->dims[1] * mpkb_dtype_size(w->dtype);
+        const mpkb_tensor *w = &L->tensors[t->matvec.w];
+        b += (double)(t->matvec.hi - t->matvec.lo) * w->dims[1] * mpkb_dtype_size(w->dtype);
     }
     return b + OVERHEAD_BYTES;
 }

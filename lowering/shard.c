@@ -32,7 +32,7 @@
  * weight used both whole and split, as a tied embedding is, gets a second
  * ltensor), and the ltensors' dims cut to one rank's part.
  */
-#include "lowering/lowering.h"
+#include "lowering.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -171,7 +171,7 @@ static void require(sharder *S, const mpk_node *n, const mpk_tensor *t, int want
         else if (want >= 0 && v->op == MPK_OP_RESHAPE)
             up = reshape_dim(t->dims, t->ndim, x->dims, x->ndim, want, S->tp);
         else if (want >= 0 && (v->op == MPK_OP_SLICE || v->op == MPK_OP_SPLIT)) {
-            int d = (int)v->attrs[0].i;
+            int d = (int)MPK_ATTR(v, "dim")->i;
             up = d < 0 ? d + x->ndim : d;
             up = up == want ? UNDET : want;
         }
@@ -294,7 +294,7 @@ static void node(sharder *S, const mpk_node *n, int pos)
         break;
     case MPK_OP_SLICE:
     case MPK_OP_SPLIT: {
-        int d = (int)n->attrs[0].i;
+        int d = (int)MPK_ATTR(n, "dim")->i;
         d = d < 0 ? d + x->ndim : d;
         if (lx == d)
             fail(S, n, "it cuts dim %d of %s, which is split along it", d, what(S, x));
@@ -314,6 +314,8 @@ static void node(sharder *S, const mpk_node *n, int pos)
 
 bool mpk_shard(mpk_low *L)
 {
+    if (L->tp == 1)
+        return true;
     const mpk_graph *g = L->g;
     int nt = g->tensors.n, nn = g->nodes.n;
     sharder S = {.L = L, .g = g, .tp = L->tp, .ok = true};

@@ -20,54 +20,41 @@
  * the event builder and the verifier fast: the hundred tiles above have
  * one item list.
  */
-#include "lowering/lowering.h"
+#include "lowering.h"
+#include "mpk/util.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    int *v;
-    int n, cap;
-} ivec;
-
-static void ipush(ivec *a, int x)
-{
-    if (a->n == a->cap) {
-        a->cap = a->cap ? a->cap * 2 : 4;
-        a->v = realloc(a->v, sizeof *a->v * (size_t)a->cap);
-        if (!a->v)
-            mpk_internal_error(__FILE__, __LINE__, "out of memory");
-    }
-    a->v[a->n++] = x;
-}
 
 typedef struct {
     int s0, s1;           /* segments [s0, s1) of one space */
     uint8_t space;
     bool partial;         /* a write hit some of its segments */
     uint32_t stamp;       /* last task that checked its readers + 1 */
-    ivec tasks;           /* readers */
-    ivec writers;         /* distinct last writers of its segments at its start */
+    mpk_ivec tasks;           /* readers */
+    mpk_ivec writers;         /* distinct last writers of its segments at its start */
 } group;
 
 typedef struct {
     uint64_t *bounds;
     int nb;
     int *writer;          /* per segment, -1: none */
-    ivec *groups;         /* per segment: reader groups since the last write */
+    mpk_ivec *groups;         /* per segment: reader groups since the last write */
 } space_map;
 
 struct mpk_sweep {
-    const mpk_taskgraph *tg;
+    const mpkb_blob *tg;
     mpk_access *acc;
     int *seg;             /* per access: first and end segment */
     int *acc_start;
     space_map map[2];
     group *groups;
-    int ngroups, capgroups;
+    int ngroups;
+    size_t capgroups;
     uint32_t *stamp;      /* per task: last task that listed it + 1 */
-    ivec out;             /* the current task's items */
-    ivec why;             /* index of the access of the current task for each */
+    mpk_ivec out;             /* the current task's items */
+    mpk_ivec why;             /* index of the access of the current task for each */
 };
 
 /* LSD radix sort of 64-bit keys, 16 bits a pass. */
@@ -76,7 +63,7 @@ static void radix_sort(uint64_t *a, int n)
     uint64_t *tmp = malloc(sizeof *tmp * (size_t)(n + 1));
     int *count = malloc(sizeof *count * 65537);
     if (!tmp || !count)
-        mpk_internal_error(__FILE__, __LINE__, "out of memory");
+        mpk_out_of_memory();
     uint64_t any = 0;
     for (int i = 0; i < n; i++)
         any |= a[i];
@@ -109,11 +96,11 @@ static int seg_of(const space_map *m, uint64_t v)
     return lo;
 }
 
-mpk_sweep *mpk_sweep_new(const mpk_taskgraph *tg, int *bad_task)
+mpk_sweep *mpk_sweep_new(const mpkb_blob *tg, int *bad_task)
 {
     mpk_sweep *S = calloc(1, sizeof *S);
     if (!S)
-        mpk_internal_error(__FILE__, __LINE__, "out of memory");
+        mpk_out_of_memory();
     S->tg = tg;
     S->acc_start = malloc(sizeof *S->acc_start * (tg->ntasks + 1));
     int total = 0, cap = 0;
@@ -130,9 +117,7 @@ mpk_sweep *mpk_sweep_new(const mpk_taskgraph *tg, int *bad_task)
         }
         if (total + k > cap) {
             cap = (total + k) * 2 + 64;
-            S->acc = realloc(S->acc, sizeof *S->acc * (size_t)cap);
-            if (!S->acc)
-                mpk_internal_error(__FILE__, __LINE__, "out of memory");
+            S->acc = mpk_realloc(S->acc, sizeof *S->acc * (size_t)cap);
         }
         if (k)
             memcpy(S->acc + total, buf, sizeof *buf * (size_t)k);
@@ -176,8 +161,8 @@ static void item(mpk_sweep *S, int it, int acc)
     for (int i = 0; i < S->out.n; i++)
         if (S->out.v[i] == it)
             return;
-    ipush(&S->out, it);
-    ipush(&S->why, acc);
+    mpk_ivec_push(&S->out, it);
+    mpk_ivec_push(&S->why, acc);
 }
 
 static void conflict(mpk_sweep *S, int task, uint32_t self, int acc)
@@ -190,12 +175,7 @@ static void conflict(mpk_sweep *S, int task, uint32_t self, int acc)
 
 static int new_group(mpk_sweep *S, uint8_t space, int s0, int s1)
 {
-    if (S->ngroups == S->capgroups) {
-        S->capgroups = S->capgroups ? S->capgroups * 2 : 256;
-        S->groups = realloc(S->groups, sizeof *S->groups * (size_t)S->capgroups);
-        if (!S->groups)
-            mpk_internal_error(__FILE__, __LINE__, "out of memory");
-    }
+    S->groups = mpk_grow(S->groups, &S->capgroups, (size_t)S->ngroups + 1, sizeof *S->groups);
     group *g = &S->groups[S->ngroups];
     memset(g, 0, sizeof *g);
     g->space = space, g->s0 = s0, g->s1 = s1;
@@ -214,20 +194,20 @@ int mpk_sweep_next(mpk_sweep *S, uint32_t t, const int **items, const int **why)
         if (s0 >= s1)
             continue;
         if (!x->write) {
-            ivec *gl = &m->groups[s0];
+            mpk_ivec *gl = &m->groups[s0];
             group *g = gl->n ? &S->groups[gl->v[gl->n - 1]] : NULL;
             int gi = gl->n ? gl->v[gl->n - 1] : -1;
             if (!g || g->partial || g->s0 != s0 || g->s1 != s1) {
                 gi = new_group(S, (uint8_t)sp, s0, s1);
                 g = &S->groups[gi];
                 for (int s = s0; s < s1; s++) {
-                    ipush(&m->groups[s], gi);
+                    mpk_ivec_push(&m->groups[s], gi);
                     int w = m->writer[s];
                     bool dup = w < 0 || w == (int)t;
                     for (int k = g->writers.n - 1; k >= 0 && !dup; k--)
                         dup = g->writers.v[k] == w;
                     if (!dup)
-                        ipush(&g->writers, w);
+                        mpk_ivec_push(&g->writers, w);
                 }
             }
             if (g->writers.n == 1)
@@ -235,11 +215,11 @@ int mpk_sweep_next(mpk_sweep *S, uint32_t t, const int **items, const int **why)
             else if (g->writers.n)
                 item(S, MPK_ITEM_WRITERS(gi), a);
             if (!g->tasks.n || g->tasks.v[g->tasks.n - 1] != (int)t)
-                ipush(&g->tasks, (int)t);
+                mpk_ivec_push(&g->tasks, (int)t);
             continue;
         }
         for (int s = s0; s < s1; s++) {
-            ivec *gl = &m->groups[s];
+            mpk_ivec *gl = &m->groups[s];
             bool readers = false;
             for (int k = 0; k < gl->n; k++) {
                 group *g = &S->groups[gl->v[k]];
@@ -265,7 +245,7 @@ int mpk_sweep_next(mpk_sweep *S, uint32_t t, const int **items, const int **why)
         space_map *m = &S->map[x->space == MPKB_SPACE_STATE];
         for (int s = S->seg[2 * a], s1 = S->seg[2 * a + 1]; s < s1; s++) {
             m->writer[s] = (int)t;
-            ivec *gl = &m->groups[s];
+            mpk_ivec *gl = &m->groups[s];
             for (int k = 0; k < gl->n; k++)
                 S->groups[gl->v[k]].partial = true;
             gl->n = 0;
@@ -287,7 +267,7 @@ void mpk_sweep_item_tasks(const mpk_sweep *S, int it, const int **tasks, int *n)
         return;
     }
     const group *g = &S->groups[MPK_ITEM_ID(it)];
-    const ivec *v = MPK_ITEM_KIND(it) == MPK_ITEM_KIND_WRITERS ? &g->writers : &g->tasks;
+    const mpk_ivec *v = MPK_ITEM_KIND(it) == MPK_ITEM_KIND_WRITERS ? &g->writers : &g->tasks;
     *tasks = v->v;
     *n = v->n;
 }
@@ -330,7 +310,7 @@ typedef struct {
 struct mpk_sigcache {
     sig *slots;           /* open addressing; n == -1: empty */
     uint32_t cap, used;
-    ivec items;           /* item lists, concatenated */
+    mpk_ivec items;           /* item lists, concatenated */
 };
 
 static uint64_t mix64(uint64_t x)
@@ -365,7 +345,7 @@ mpk_sigcache *mpk_sigcache_new(void)
 {
     mpk_sigcache *C = calloc(1, sizeof *C);
     if (!C)
-        mpk_internal_error(__FILE__, __LINE__, "out of memory");
+        mpk_out_of_memory();
     return C;
 }
 
@@ -396,7 +376,7 @@ void mpk_sigcache_put(mpk_sigcache *C, const int *items, int n, int64_t key, int
         uint32_t ocap = C->cap;
         C->slots = malloc(sizeof *C->slots * ncap);
         if (!C->slots)
-            mpk_internal_error(__FILE__, __LINE__, "out of memory");
+            mpk_out_of_memory();
         for (uint32_t i = 0; i < ncap; i++)
             C->slots[i].n = -1;
         C->cap = ncap;
@@ -410,7 +390,7 @@ void mpk_sigcache_put(mpk_sigcache *C, const int *items, int n, int64_t key, int
     if (s->n < 0) {
         s->off = C->items.n;
         for (int i = 0; i < n; i++)
-            ipush(&C->items, items[i]);
+            mpk_ivec_push(&C->items, items[i]);
         s->n = n;
         s->hash = h;
         s->key = key;

@@ -21,8 +21,9 @@
  * on every rank; an argmax over every rank's logits ends in a reduce task
  * (flag ALL_RANKS) that reads all ranks' partials.
  */
-#include "lowering/lowering.h"
+#include "lowering.h"
 
+#include <stddef.h>
 #include <string.h>
 
 /* Per-task overhead, in bytes of streaming at one SM's share of HBM
@@ -53,9 +54,10 @@ static int64_t pick_rows(int64_t n, int64_t k, int64_t workers, int esize, int64
 
 static void set_t(mpkb_task *t, int slot, int lt) { t->t[slot] = lt < 0 ? MPKB_NONE : (uint32_t)lt; }
 
-static void copy_operands(mpkb_task *t, const mpk_kop *k, int nslots)
+/* The kernel op's operands, already in its tasks' slots. */
+static void copy_operands(mpkb_task *t, const mpk_kop *k)
 {
-    for (int i = 0; i < nslots; i++)
+    for (int i = 0; i < MPKB_NT; i++)
         set_t(t, i, k->t[i]);
 }
 
@@ -64,35 +66,36 @@ static void copy_operands(mpkb_task *t, const mpk_kop *k, int nslots)
  * pool, so that together they fill whole waves of the workers. */
 static bool siblings(const mpk_low *L, const mpk_kop *a, const mpk_kop *b)
 {
-    const mpk_ltensor *wa = &L->lt[a->t[1]], *wb = &L->lt[b->t[1]];
-    return b->kind == K_MATVEC && a->t[0] == b->t[0] && a->flags == b->flags && a->t[4] == b->t[4] &&
+    enum { X = MPKB_SLOT(matvec, x), W = MPKB_SLOT(matvec, w), PRO = MPKB_SLOT(matvec, pro) };
+    const mpk_ltensor *wa = &L->lt[a->t[W]], *wb = &L->lt[b->t[W]];
+    return b->kind == K_MATVEC && a->t[X] == b->t[X] && a->flags == b->flags && a->t[PRO] == b->t[PRO] &&
            wa->dims[1] == wb->dims[1] && wa->dtype == wb->dtype && b->hint_tile <= 0;
 }
 
 static void argmax_reduce(mpk_low *L, const mpk_kop *k, int partials, int64_t cols)
 {
     mpkb_task *t = mpk_task_new(L, MPKB_OP_ARGMAX_REDUCE, k);
-    set_t(t, 0, partials);
-    set_t(t, 1, k->t[6]);
+    set_t(t, MPKB_SLOT(argmax_reduce, partials), partials);
+    set_t(t, MPKB_SLOT(argmax_reduce, out), k->argmax_out);
     if (k->all_ranks) {
         t->flags |= MPKB_F_ALL_RANKS;
-        t->i[0] = (int32_t)cols; /* columns per rank */
+        t->argmax_reduce.cols_per_rank = (int32_t)cols;
     }
 }
 
 static void tile_matvec(mpk_low *L, mpk_kop *k)
 {
-    const mpk_ltensor *w = &L->lt[k->t[1]];
+    const mpk_ltensor *w = &L->lt[k->t[MPKB_SLOT(matvec, w)]];
     int64_t n = w->dims[0], kk = w->dims[1], pool = 0;
     if (k->hint_tile <= 0)
         for (int j = 0; j < L->nkops; j++)
             if (siblings(L, k, &L->kops[j]))
-                pool += L->lt[L->kops[j].t[1]].dims[0];
+                pool += L->lt[L->kops[j].t[MPKB_SLOT(matvec, w)]].dims[0];
     int64_t rows = pick_rows(pool > n ? pool : n, kk, L->workers, mpk_dtype_size(w->dtype), k->hint_tile);
     if (rows > n)
         rows = n;
     int64_t tiles = cdiv(n, rows);
-    L->lt[k->t[2]].tile_rows = rows;
+    L->lt[k->t[MPKB_SLOT(matvec, out)]].tile_rows = rows;
     int partials = -1;
     if (k->flags & MPKB_F_EPI_ARGMAX) {
         int64_t dims[2] = {tiles, 2};
@@ -103,12 +106,12 @@ static void tile_matvec(mpk_low *L, mpk_kop *k)
     for (int64_t i = 0; i < tiles; i++) {
         mpkb_task *t = mpk_task_new(L, MPKB_OP_MATVEC, k);
         t->flags = k->flags;
-        copy_operands(t, k, 5);
-        set_t(t, 5, partials);
-        t->i[0] = (int32_t)(i * rows);
-        t->i[1] = (int32_t)(i + 1 == tiles ? n : (i + 1) * rows);
-        t->i[2] = (int32_t)i;
-        t->f[0] = k->f[0];
+        copy_operands(t, k);
+        set_t(t, MPKB_SLOT(matvec, partials), partials);
+        t->matvec.lo = (int32_t)(i * rows);
+        t->matvec.hi = (int32_t)(i + 1 == tiles ? n : (i + 1) * rows);
+        t->matvec.tile = (int32_t)i;
+        t->matvec.eps = k->f[0];
     }
     if (partials >= 0)
         argmax_reduce(L, k, partials, n);
@@ -116,7 +119,7 @@ static void tile_matvec(mpk_low *L, mpk_kop *k)
 
 static void tile_argmax(mpk_low *L, mpk_kop *k)
 {
-    const mpk_ltensor *x = &L->lt[k->t[0]];
+    const mpk_ltensor *x = &L->lt[k->t[MPKB_SLOT(argmax_part, x)]];
     int64_t n = x->dims[1], cols = n < 8192 ? n : 8192, tiles = cdiv(n, cols);
     int64_t dims[2] = {tiles, 2};
     int partials = mpk_lt_new(L, MPK_DT_F32, 2, dims, MPKB_SPACE_ARENA,
@@ -124,11 +127,11 @@ static void tile_argmax(mpk_low *L, mpk_kop *k)
     L->lt[partials].pinned = k->all_ranks;
     for (int64_t i = 0; i < tiles; i++) {
         mpkb_task *t = mpk_task_new(L, MPKB_OP_ARGMAX_PART, k);
-        set_t(t, 0, k->t[0]);
-        set_t(t, 1, partials);
-        t->i[0] = (int32_t)(i * cols);
-        t->i[1] = (int32_t)(i + 1 == tiles ? n : (i + 1) * cols);
-        t->i[2] = (int32_t)i;
+        copy_operands(t, k);
+        set_t(t, MPKB_SLOT(argmax_part, partials), partials);
+        t->argmax_part.lo = (int32_t)(i * cols);
+        t->argmax_part.hi = (int32_t)(i + 1 == tiles ? n : (i + 1) * cols);
+        t->argmax_part.tile = (int32_t)i;
     }
     argmax_reduce(L, k, partials, n);
 }
@@ -136,20 +139,20 @@ static void tile_argmax(mpk_low *L, mpk_kop *k)
 /* The allreduce of a row-parallel matvec's partial sums, in its tiles. */
 static void tile_allreduce(mpk_low *L, mpk_kop *k)
 {
-    const mpk_ltensor *p = &L->lt[k->t[0]];
+    const mpk_ltensor *p = &L->lt[k->t[MPKB_SLOT(allreduce, partial)]];
     int64_t n = mpk_lt_numel(p), rows = p->tile_rows > 0 ? p->tile_rows : n;
     for (int64_t b = 0; b < n; b += rows) {
         mpkb_task *t = mpk_task_new(L, MPKB_OP_ALLREDUCE, k);
         t->flags = k->flags;
-        copy_operands(t, k, 3);
-        t->i[0] = (int32_t)b;
-        t->i[1] = (int32_t)(b + rows < n ? b + rows : n);
+        copy_operands(t, k);
+        t->allreduce.lo = (int32_t)b;
+        t->allreduce.hi = (int32_t)(b + rows < n ? b + rows : n);
     }
 }
 
 static void tile_attention(mpk_low *L, mpk_kop *k)
 {
-    const mpk_ltensor *q = &L->lt[k->t[0]], *cache = &L->lt[k->t[3]];
+    const mpk_ltensor *q = &L->lt[k->t[MPKB_SLOT(attention, q)]], *cache = &L->lt[k->t[MPKB_SLOT(attention, cache)]];
     int64_t heads = q->dims[1], d = q->dims[2], g = cache->dims[1], s = cache->dims[2];
     int64_t chunk = k->hint_kv_chunk, nch = 0;
     if (chunk <= 0) {
@@ -181,30 +184,39 @@ static void tile_attention(mpk_low *L, mpk_kop *k)
     for (int64_t h = 0; h < g; h++)
         for (int64_t c = 0; c < nch; c++) {
             mpkb_task *t = mpk_task_new(L, MPKB_OP_ATTENTION, k);
-            copy_operands(t, k, MPKB_NT);
+            copy_operands(t, k);
             if (nch == 1)
                 t->flags |= MPKB_F_DIRECT;
             else
-                set_t(t, 7, partials);
-            t->i[0] = (int32_t)h;
-            t->i[1] = (int32_t)c;
-            t->i[2] = (int32_t)chunk;
-            t->i[3] = (int32_t)nch;
-            memcpy(t->f, k->f, sizeof t->f);
+                set_t(t, MPKB_SLOT(attention, out), partials);
+            t->attention.kv_head = (int32_t)h;
+            t->attention.chunk = (int32_t)c;
+            t->attention.block = (int32_t)chunk;
+            t->attention.chunks = (int32_t)nch;
+            t->attention.scale = k->f[0];
+            t->attention.q_eps = k->f[1];
+            t->attention.k_eps = k->f[2];
         }
     if (nch == 1)
         return;
     for (int64_t h = 0; h < g; h++) {
         mpkb_task *t = mpk_task_new(L, MPKB_OP_ATTN_MERGE, k);
-        set_t(t, 0, partials);
-        set_t(t, 1, k->t[7]);
-        t->i[0] = (int32_t)h;
-        t->i[1] = (int32_t)nch;
-        t->i[2] = (int32_t)(heads / g);
+        set_t(t, MPKB_SLOT(attn_merge, partials), partials);
+        set_t(t, MPKB_SLOT(attn_merge, out), k->t[MPKB_SLOT(attention, out)]);
+        t->attn_merge.kv_head = (int32_t)h;
+        t->attn_merge.chunks = (int32_t)nch;
+        t->attn_merge.group = (int32_t)(heads / g);
     }
 }
 
-/* Elementwise and per-vector ops: a few even pieces (they are small). */
+/* Elementwise and per-vector ops: a few even pieces (they are small).
+ * Each of these kinds has its range [lo, hi) at i0, i1, and rmsnorm its
+ * eps at f0. */
+#define RANGE_AT_I01_(K) (offsetof(mpkb_task, K.lo) == offsetof(mpkb_task, i[0]) && \
+                          offsetof(mpkb_task, K.hi) == offsetof(mpkb_task, i[1]))
+_Static_assert(RANGE_AT_I01_(rmsnorm) && RANGE_AT_I01_(rope) && RANGE_AT_I01_(add) && RANGE_AT_I01_(mul) &&
+                   RANGE_AT_I01_(silu) && offsetof(mpkb_task, rmsnorm.eps) == offsetof(mpkb_task, f[0]),
+               "tile_range's kinds keep their range at i0, i1");
 static void tile_range(mpk_low *L, mpk_kop *k, uint16_t op, int64_t n, int64_t min_piece)
 {
     int64_t piece = cdiv(n, L->workers);
@@ -216,7 +228,7 @@ static void tile_range(mpk_low *L, mpk_kop *k, uint16_t op, int64_t n, int64_t m
         piece = n;
     for (int64_t b = 0; b < n; b += piece) {
         mpkb_task *t = mpk_task_new(L, op, k);
-        copy_operands(t, k, 4);
+        copy_operands(t, k);
         t->i[0] = (int32_t)b;
         t->i[1] = (int32_t)(b + piece < n ? b + piece : n);
         t->f[0] = k->f[0];
@@ -227,15 +239,15 @@ bool mpk_tile(mpk_low *L)
 {
     mpkb_task *in = mpk_task_new(L, MPKB_OP_INPUTS, NULL);
     in->label = mpk_str_intern(L, "inputs");
-    set_t(in, 0, L->token_lt);
-    set_t(in, 1, L->pos_lt);
+    set_t(in, MPKB_SLOT(inputs, token), L->token_lt);
+    set_t(in, MPKB_SLOT(inputs, pos), L->pos_lt);
     for (int i = 0; i < L->nkops; i++) {
         mpk_kop *k = &L->kops[i];
         switch (k->kind) {
         case K_EMBED: {
             mpkb_task *t = mpk_task_new(L, MPKB_OP_EMBED, k);
-            copy_operands(t, k, 3);
-            t->i[1] = (int32_t)L->lt[k->t[0]].dims[1];
+            copy_operands(t, k);
+            t->embed.hi = (int32_t)L->lt[k->t[MPKB_SLOT(embed, table)]].dims[1];
             break;
         }
         case K_MATVEC: tile_matvec(L, k); break;
@@ -243,22 +255,21 @@ bool mpk_tile(mpk_low *L)
         case K_ARGMAX: tile_argmax(L, k); break;
         case K_ALLREDUCE: tile_allreduce(L, k); break;
         case K_RMSNORM: {
-            const mpk_ltensor *x = &L->lt[k->t[0]];
+            const mpk_ltensor *x = &L->lt[k->t[MPKB_SLOT(rmsnorm, x)]];
             tile_range(L, k, MPKB_OP_RMSNORM, mpk_lt_numel(x) / x->dims[x->ndim - 1], 1);
             break;
         }
-        case K_ROPE: tile_range(L, k, MPKB_OP_ROPE, L->lt[k->t[0]].dims[1], 1); break;
-        case K_ADD: tile_range(L, k, MPKB_OP_ADD, mpk_lt_numel(&L->lt[k->t[0]]), 2048); break;
-        case K_MUL: tile_range(L, k, MPKB_OP_MUL, mpk_lt_numel(&L->lt[k->t[0]]), 2048); break;
-        case K_SILU: tile_range(L, k, MPKB_OP_SILU, mpk_lt_numel(&L->lt[k->t[0]]), 2048); break;
+        case K_ROPE: tile_range(L, k, MPKB_OP_ROPE, L->lt[k->t[MPKB_SLOT(rope, x)]].dims[1], 1); break;
+        case K_ADD: tile_range(L, k, MPKB_OP_ADD, mpk_lt_numel(&L->lt[k->t[MPKB_SLOT(add, a)]]), 2048); break;
+        case K_MUL: tile_range(L, k, MPKB_OP_MUL, mpk_lt_numel(&L->lt[k->t[MPKB_SLOT(mul, a)]]), 2048); break;
+        case K_SILU: tile_range(L, k, MPKB_OP_SILU, mpk_lt_numel(&L->lt[k->t[MPKB_SLOT(silu, x)]]), 2048); break;
         case K_COPY: {
             mpkb_task *t = mpk_task_new(L, MPKB_OP_COPY, k);
-            set_t(t, 0, k->t[0]);
-            set_t(t, 1, k->t[1]);
-            t->i[0] = k->copy_outer;
-            t->i[1] = k->copy_src_stride;
-            t->i[2] = k->copy_len;
-            t->i[3] = k->copy_src_off;
+            copy_operands(t, k);
+            t->copy.rows = k->copy_outer;
+            t->copy.src_stride = k->copy_src_stride;
+            t->copy.len = k->copy_len;
+            t->copy.src_off = k->copy_src_off;
             break;
         }
         }

@@ -28,13 +28,14 @@
  * waiter ranges, and producers waiting for lower-numbered events (which
  * makes the event graph acyclic).
  */
-#include "lowering/lowering.h"
+#include "lowering.h"
+#include "mpk/util.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 typedef struct {
-    const mpk_taskgraph *tg;
+    const mpkb_blob *tg;
     FILE *out;
     int bad, max_report;
     uint64_t **anc;
@@ -57,7 +58,7 @@ static void report(vf *V, const char *fmt, ...)
 
 static bool structure(vf *V)
 {
-    const mpk_taskgraph *tg = V->tg;
+    const mpkb_blob *tg = V->tg;
     uint32_t *count = calloc(tg->nevents + 1, sizeof *count);
     uint32_t expect = 0;
     int before = V->bad;
@@ -122,7 +123,7 @@ static bool structure(vf *V)
  * the producer. */
 static void ancestors(vf *V, bool global)
 {
-    const mpk_taskgraph *tg = V->tg;
+    const mpkb_blob *tg = V->tg;
     V->anc = calloc(tg->nevents + 1, sizeof *V->anc);
     V->ganc = global ? calloc(tg->nevents + 1, sizeof *V->ganc) : NULL;
     V->words = calloc(tg->nevents + 1, sizeof *V->words);
@@ -170,7 +171,7 @@ static bool ordered(const vf *V, uint32_t a, uint32_t b)
 }
 
 /* The tensor a byte of a space belongs to, for messages. */
-static const char *tensor_at(const mpk_taskgraph *tg, const mpkb_task *t, const mpk_access *a)
+static const char *tensor_at(const mpkb_blob *tg, const mpkb_task *t, const mpk_access *a)
 {
     for (int k = 0; k < MPKB_NT; k++) {
         uint32_t v = t->t[k];
@@ -185,7 +186,7 @@ static const char *tensor_at(const mpk_taskgraph *tg, const mpkb_task *t, const 
 
 static void sweep(vf *V)
 {
-    const mpk_taskgraph *tg = V->tg;
+    const mpkb_blob *tg = V->tg;
     char b1[256], b2[256];
     int bad;
     mpk_sweep *S = mpk_sweep_new(tg, &bad);
@@ -242,7 +243,7 @@ static int cmp_wr(const void *a, const void *b)
  * (needs the global ancestors). */
 static void cross_rank(vf *V)
 {
-    const mpk_taskgraph *tg = V->tg;
+    const mpkb_blob *tg = V->tg;
     uint64_t lo, hi;
     /* the arena writes, by start */
     mpk_access *acc = NULL;
@@ -256,12 +257,7 @@ static void cross_rank(vf *V)
         for (int i = 0; i < n; i++) {
             if (!acc[i].write || acc[i].space != MPKB_SPACE_ARENA)
                 continue;
-            if (nw == capw) {
-                capw = capw ? capw * 2 : 1024;
-                w = realloc(w, sizeof *w * capw);
-                if (!w)
-                    mpk_internal_error(__FILE__, __LINE__, "out of memory");
-            }
+            w = mpk_grow(w, &capw, nw + 1, sizeof *w);
             w[nw++] = (wr){acc[i].lo, acc[i].hi, t};
         }
         const mpkb_task *x = &tg->tasks[t];
@@ -298,7 +294,7 @@ static void cross_rank(vf *V)
     free(w);
 }
 
-int mpk_verify(const mpk_taskgraph *tg, FILE *out, int max_report)
+int mpk_verify(const mpkb_blob *tg, FILE *out, int max_report)
 {
     vf V = {.tg = tg, .out = out, .max_report = max_report};
     if (tg->meta->step_event >= tg->nevents) {

@@ -1,7 +1,6 @@
 /*
  * runtime.h - the public header of mpk's runtime layer.
  *
- *   blob.c     reading and validating a blob (.mpkb) before anything uses it
  *   weights.c  safetensors checkpoints: map the files, bind the blob's weights
  *   cpu.c      the CPU reference executor
  *   gpu.cu     the GPU executor: one persistent CUDA kernel per generation
@@ -21,46 +20,6 @@
 #include <stdio.h>
 
 #include "mpk/blob.h"
-
-/* ---- blob.c -------------------------------------------------------------- */
-
-/* A validated blob: pointers into one buffer. Every index, offset and count
- * in it has been checked, so executors may use them without checks. */
-typedef struct {
-    const uint8_t *data;
-    size_t size;
-    const mpkb_header *hdr;
-    const mpkb_meta *meta;
-    const char *strings;
-    uint32_t strings_size;
-    const mpkb_tensor *tensors;
-    uint32_t ntensors;
-    const mpkb_task *tasks;
-    uint32_t ntasks;
-    const mpkb_event *events;
-    uint32_t nevents;
-    const uint32_t *triggers;
-    uint32_t ntriggers;
-    const mpkb_queue *queues;
-    uint32_t nqueues;
-    const uint32_t *qtasks;
-    uint32_t nqtasks;
-    const uint8_t *consts;
-    uint64_t consts_size;
-    void *owned; /* the buffer, when mpkb_open read it */
-} mpkb_blob;
-
-/* Read PATH and validate it. On failure, reports "PATH: problem" on err and
- * returns false (b is then empty). */
-bool mpkb_open(mpkb_blob *b, const char *path, FILE *err);
-/* Validate a buffer in memory (kept, not copied; 8-byte aligned). */
-bool mpkb_parse(mpkb_blob *b, const void *data, size_t size, const char *name, FILE *err);
-void mpkb_close(mpkb_blob *b);
-/* A string of the blob (validated: always NUL-terminated, in range). */
-const char *mpkb_str(const mpkb_blob *b, uint32_t off);
-uint64_t mpkb_numel(const mpkb_tensor *t);
-/* crc32 of a buffer (zlib). */
-uint32_t mpkb_crc(const void *p, size_t n);
 
 /* ---- weights.c ------------------------------------------------------------ */
 

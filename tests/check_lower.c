@@ -321,7 +321,7 @@ START_TEST(test_removed_edge)
     while (B.L->tasks[att].op != MPKB_OP_ATTENTION)
         att++;
     remove_edge(B.L, att, &prod);
-    mpk_taskgraph tg = mpk_low_taskgraph(B.L);
+    mpkb_blob tg = mpk_low_view(B.L);
     char *msg = NULL;
     size_t len = 0;
     FILE *out = open_memstream(&msg, &len);
@@ -415,7 +415,7 @@ START_TEST(test_tensor_parallel)
     }
     /* drop every ALL_RANKS flag: each rank then waits for its own partials only */
     FILE *devnull = fopen("/dev/null", "w");
-    mpk_taskgraph tg = mpk_low_taskgraph(R[0].L);
+    mpkb_blob tg = mpk_low_view(R[0].L);
     ck_assert_int_eq(mpk_verify(&tg, devnull, 10), 0);
     for (uint32_t e = 0; e < R[0].L->nevents; e++)
         R[0].L->events[e].flags = 0;

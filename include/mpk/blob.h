@@ -67,7 +67,19 @@
 #ifndef MPK_BLOB_H
 #define MPK_BLOB_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#ifndef __cplusplus
+#include <stdbool.h>
+#endif
+
+/* Helpers below are also device code in the CUDA executor. */
+#ifdef __CUDACC__
+#define MPKB_HD __host__ __device__
+#else
+#define MPKB_HD
+#endif
 
 #define MPKB_MAGIC "MPKB\r\n\x1a\n" /* 8 bytes: catches text-mode damage */
 #define MPKB_VERSION 2u
@@ -151,81 +163,33 @@ typedef struct {
 } mpkb_tensor;
 
 /*
- * Task ops. t[] are tensor operands (MPKB_NONE: absent), i[] and f[]
- * immediates; "rows" of a matrix [M, N] are its N output columns, the rows
- * of the [N, K] weight. bf16(v) is rounding to the destination's dtype.
- *
- * INPUTS        t0 token input, t1 pos input (or NONE). Writes the step's
- *               token (prompt or last generated) and pos = step.
- * EMBED         t0 table [V, H], t1 ids i32[1], t2 out [1, H];
- *               i0..i1 column range. out = table[ids[0]] (an id outside
- *               0..V-1 is a runtime error).
- * MATVEC        t0 x [M, K], t1 w [N, K], t2 out [M, N]; i0..i1 row range
- *               of w (columns of out); flags:
- *                 PRO_RMSNORM  t4 gamma [K], f0 eps: the input is
- *                              gamma[k] * (x[k] / sqrt(mean(x^2) + eps))
- *                 PRO_SILU_MUL t4 b [M, K]: the input is silu(x) * b
- *                 EPI_RESIDUAL t3 r [M, N]: out = bf16(acc + r)
- *                 EPI_ARGMAX   t5 partials f32 [tiles, 2], i2 tile: writes
- *                              (max acc, its column as int32 bits) over the
- *                              row range; ties take the lowest column
- *               acc = sum_k input[k] * w[n, k] in fp32; out = bf16(acc).
- * ATTENTION     decode attention for one kv head and one chunk of
- *               positions: t0 q [1, H, D], t1 k [1, G, D], t2 v [1, G, D],
- *               t3 cache [2, G, S, D], t4 pos i32[1], t5 q gamma [D] or
- *               NONE (f1 eps), t6 k gamma [D] or NONE (f2 eps), t8 q rope
- *               inv_freq f32 [D/2] or NONE, t9 k rope inv_freq or NONE;
- *               i0 kv head g, i1 chunk c, i2 block length B, i3 chunks
- *               n; f0 scale. Positions fall in blocks of B; chunk c owns
- *               blocks c, c + n, c + 2n, ... (with P = ceil(S / (B n))
- *               blocks per chunk: either P = 1, contiguous chunks, or
- *               S = B n P exactly). The cache stores a chunk's blocks
- *               together: position j lives at row mpkb_kv_row(j) =
- *               ((b mod n) P + b / n) B + j mod B, b = j / B, so chunk c's
- *               rows are [c P B, (c + 1) P B). q and k are normed and
- *               roped in fp32 (HF's rotate_half pairs i and i + D/2,
- *               angle = pos * inv_freq in fp32). The task whose chunk
- *               owns pos writes k and v at pos's row (rounded there);
- *               then for the H/G query heads of group g it attends over
- *               its positions up to pos. flags DIRECT (one chunk): t7 is
- *               out [1, H, D] = bf16(softmax . v); else t7 is partials f32
- *               [H, chunks, D + 2] = (acc[D], max, sum) per head and chunk,
- *               an empty chunk writing (0, -inf, 0).
- * ATTN_MERGE    t0 partials, t1 out [1, H, D]; i0 kv head g, i1 chunks,
- *               i2 query heads per kv head: combines the chunks of group
- *               g's heads, out = bf16(sum_c e^(max_c - M) acc_c / sum_c
- *               e^(max_c - M) sum_c) with M the largest max.
- * ARGMAX_PART   t0 x [1, N], t1 partials; i0..i1 columns, i2 tile.
- * ARGMAX_REDUCE t0 partials f32 [tiles, 2], t1 out i32[1]: the column of
- *               the largest value, the lowest on ties; NaNs never win.
- *               flags ALL_RANKS: the partials of every rank, rank q's
- *               columns counting from q * i0 (i0: columns per rank).
- * ALLREDUCE     t0 partial f32 [M, N], t2 out [M, N]; i0..i1 element
- *               range: out = bf16(p_0 + p_1 + ... + p_(tp-1)), p_q being t0
- *               on rank q, summed in rank order in fp32; flags
- *               EPI_RESIDUAL: t1 r [M, N], out = bf16(r + that sum).
- * RMSNORM       t0 x, t1 gamma [D], t2 out; i0..i1 range of D-vectors; f0 eps.
- * ROPE          t0 x [1, H, D], t1 pos, t2 inv_freq, t3 out; i0..i1 heads.
- * ADD, MUL      t0 a, t1 b, t2 out; i0..i1 element range.
- * SILU          t0 x, t2 out; i0..i1 element range.
- * COPY          t0 src, t1 dst: for r in 0..i0, dst[r*i2 .. +i2] =
- *               src[i3 + r*i1 .. +i2] (elements), a strided view made dense.
+ * Task kinds: the rows of mpk/taskops.def, in order; each kind's operand
+ * slots, immediates and reader checks are there, and what it computes is
+ * in mpk-blob(5). A task's t[] are tensor operands (MPKB_NONE: absent),
+ * i[] and f[] immediates; a task of kind K also reads them by name through
+ * its view t->K (t->matvec.w is t->t[1], t->matvec.lo is t->i[0]).
  */
 typedef enum {
-    MPKB_OP_INPUTS = 0, MPKB_OP_EMBED, MPKB_OP_MATVEC, MPKB_OP_ATTENTION,
-    MPKB_OP_ATTN_MERGE, MPKB_OP_ARGMAX_PART, MPKB_OP_ARGMAX_REDUCE,
-    MPKB_OP_RMSNORM, MPKB_OP_ROPE, MPKB_OP_ADD, MPKB_OP_MUL, MPKB_OP_SILU,
-    MPKB_OP_COPY, MPKB_OP_ALLREDUCE, MPKB_NOPS
+#define MPKB_TASKOP(ID, name, flags, opnds, kinds, ints, floats) MPKB_OP_##ID,
+#include "mpk/taskops.def"
+#undef MPKB_TASKOP
+    MPKB_NOPS
 } mpkb_op;
 
 enum {
-    MPKB_F_PRO_RMSNORM = 1u << 0,
-    MPKB_F_PRO_SILU_MUL = 1u << 1,
-    MPKB_F_EPI_RESIDUAL = 1u << 2,
-    MPKB_F_EPI_ARGMAX = 1u << 3,
-    MPKB_F_DIRECT = 1u << 4,
-    MPKB_F_ALL_RANKS = 1u << 5,
+    MPKB_F_PRO_RMSNORM = 1u << 0,  /* matvec: t4 gamma [K], f0 eps: normed input */
+    MPKB_F_PRO_SILU_MUL = 1u << 1, /* matvec: t4 b [M, K]: input silu(x) * b */
+    MPKB_F_EPI_RESIDUAL = 1u << 2, /* matvec, allreduce: out = acc + residual */
+    MPKB_F_EPI_ARGMAX = 1u << 3,   /* matvec: argmax partials of its rows */
+    MPKB_F_DIRECT = 1u << 4,       /* attention: one chunk, writes out itself */
+    MPKB_F_ALL_RANKS = 1u << 5,    /* argmax_reduce: every rank's partials */
+    MPKB_F_ALL = (1u << 6) - 1
 };
+
+/* The fields of one kind's view: operand slots, then immediates. */
+#define MPKB_VIEW_T_(a, b, c, d, e, f, g, h, i, j) uint32_t a, b, c, d, e, f, g, h, i, j;
+#define MPKB_VIEW_I_(a, b, c, d) int32_t a, b, c, d;
+#define MPKB_VIEW_F_(a, b, c, d) float a, b, c, d;
 
 typedef struct {
     uint16_t op;            /* mpkb_op */
@@ -235,10 +199,22 @@ typedef struct {
     uint32_t dep;           /* the event waited for */
     uint32_t trig_first;    /* its triggers in TRIGGERS */
     uint32_t trig_count;
-    uint32_t t[MPKB_NT];
-    int32_t i[MPKB_NI];
-    float f[MPKB_NF];
+    union {
+        struct {
+            uint32_t t[MPKB_NT];
+            int32_t i[MPKB_NI];
+            float f[MPKB_NF];
+        };
+#define MPKB_TASKOP(ID, name, flags, opnds, kinds, ints, floats) \
+        struct { MPKB_VIEW_T_ opnds MPKB_VIEW_I_ ints MPKB_VIEW_F_ floats } name;
+#include "mpk/taskops.def"
+#undef MPKB_TASKOP
+    };
 } mpkb_task;
+
+/* The slot index of operand NAME of kind K: MPKB_SLOT(matvec, pro) == 4. */
+#define MPKB_SLOT(K, NAME) \
+    ((int)((offsetof(mpkb_task, K.NAME) - offsetof(mpkb_task, t)) / sizeof(uint32_t)))
 
 typedef struct {
     uint32_t triggers;      /* producers, each signalling once per step */
@@ -269,30 +245,34 @@ MPKB_STATIC_ASSERT(sizeof(mpkb_task) == 96, "mpkb_task is 96 bytes");
 MPKB_STATIC_ASSERT(sizeof(mpkb_event) == 16, "mpkb_event is 16 bytes");
 MPKB_STATIC_ASSERT(sizeof(mpkb_queue) == 8, "mpkb_queue is 8 bytes");
 
-static inline uint32_t mpkb_dtype_size(uint32_t dt)
+MPKB_STATIC_ASSERT(MPKB_NOPS == 14, "taskops.def changed: update MPKB_NOPS here and the format's version");
+
+static inline MPKB_HD uint32_t mpkb_dtype_size(uint32_t dt)
 {
     return dt == MPKB_BF16 || dt == MPKB_F16 ? 2 : dt == MPKB_F32 || dt == MPKB_I32 ? 4 : 0;
 }
 
-/* Attention's KV layout (see ATTENTION): blocks per chunk, and the cache
- * row of position j for block length B, n chunks and P blocks per chunk. */
-static inline uint64_t mpkb_kv_blocks(uint64_t S, uint64_t B, uint64_t n)
+static inline MPKB_HD uint64_t mpkb_numel(const mpkb_tensor *t)
+{
+    uint64_t n = 1;
+    for (int i = 0; i < t->ndim && i < MPKB_MAX_DIMS; i++)
+        n *= t->dims[i];
+    return n;
+}
+
+/* Attention's KV layout (mpk-blob(5), ATTENTION): positions fall in blocks
+ * of B; chunk c of n owns blocks c, c + n, c + 2n, ... and the cache keeps
+ * a chunk's blocks together, P = mpkb_kv_blocks of them per chunk (P = 1:
+ * contiguous chunks). Position j lives at cache row mpkb_kv_row. */
+static inline MPKB_HD uint64_t mpkb_kv_blocks(uint64_t S, uint64_t B, uint64_t n)
 {
     return (S + B * n - 1) / (B * n);
 }
 
-static inline uint64_t mpkb_kv_row(uint64_t j, uint64_t B, uint64_t n, uint64_t P)
+static inline MPKB_HD uint64_t mpkb_kv_row(uint64_t j, uint64_t B, uint64_t n, uint64_t P)
 {
     uint64_t b = j / B;
     return ((b % n) * P + b / n) * B + j % B;
-}
-
-static inline const char *mpkb_op_name(uint32_t op)
-{
-    static const char *const names[MPKB_NOPS] = {
-        "inputs", "embed", "matvec", "attention", "attn_merge", "argmax_part",
-        "argmax_reduce", "rmsnorm", "rope", "add", "mul", "silu", "copy", "allreduce"};
-    return op < MPKB_NOPS ? names[op] : "?";
 }
 
 static inline const char *mpkb_dtype_name(uint32_t dt)
@@ -306,5 +286,72 @@ static inline const char *mpkb_space_name(uint32_t s)
     static const char *const names[MPKB_NSPACES] = {"arena", "state", "weight", "const"};
     return s < MPKB_NSPACES ? names[s] : "?";
 }
+
+/* ---- the blob in memory: blob/read.c and blob/write.c ------------------- */
+
+/*
+ * A blob as arrays: what mpk build writes, what the reader hands to the
+ * executors and to mpk dump, what the verifier checks. The compiler's view
+ * of its own arrays (queues NULL before placement) and a read blob's view
+ * of the file are the same type.
+ */
+typedef struct mpkb_blob {
+    const mpkb_meta *meta;
+    const char *strings;
+    uint32_t strings_size;
+    const mpkb_tensor *tensors;
+    uint32_t ntensors;
+    const mpkb_task *tasks;
+    uint32_t ntasks;
+    const mpkb_event *events;
+    uint32_t nevents;
+    const uint32_t *triggers;
+    uint32_t ntriggers;
+    const mpkb_queue *queues;   /* meta->workers of them; NULL before placement */
+    uint32_t nqueues;
+    const uint32_t *qtasks;
+    uint32_t nqtasks;
+    const uint8_t *consts;
+    uint64_t consts_size;
+    /* a read blob only: the file */
+    const uint8_t *data;
+    size_t size;
+    const mpkb_header *hdr;
+    void *owned;                /* the buffer, when mpkb_open read it */
+} mpkb_blob;
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* blob/read.c. Read PATH and validate it: every index, offset and count,
+ * every task's operands, the event graph and the queues. On failure,
+ * reports "PATH: problem" on err and returns false (b is then empty); on
+ * success executors may use everything without checks. */
+bool mpkb_open(mpkb_blob *b, const char *path, FILE *err);
+/* Validate a buffer in memory (kept, not copied; 8-byte aligned). */
+bool mpkb_parse(mpkb_blob *b, const void *data, size_t size, const char *name, FILE *err);
+void mpkb_close(mpkb_blob *b);
+/* A string of the blob ("?" if the offset is outside STRINGS). */
+const char *mpkb_str(const mpkb_blob *b, uint32_t off);
+
+/* blob/write.c. The file for view b: header, section table, sections, in
+ * one malloc'd buffer of *size bytes (NULL when out of memory). */
+void *mpkb_write(const mpkb_blob *b, size_t *size);
+/* The format's checksum: zlib's crc32 of n bytes. */
+uint32_t mpkb_crc(const void *p, size_t n);
+
+/* blob/taskops.c: the table's names. */
+const char *mpkb_op_name(uint32_t op);
+/* Name of operand slot k of kind op, NULL for an unused slot. */
+const char *mpkb_operand_name(uint32_t op, int k);
+/* Name of integer immediate k (0..MPKB_NI-1) or, with is_float, float k. */
+const char *mpkb_imm_name(uint32_t op, int k, bool is_float);
+/* Names of the flags in mask, space-separated, into buf. */
+const char *mpkb_flag_names(uint32_t mask, char *buf, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -17,7 +17,7 @@
  * in one random order: an allreduce reads the other ranks' arenas, and an
  * event with flag ALL_RANKS counts the signals of every rank.
  */
-#include "runtime/runtime.h"
+#include "runtime.h"
 
 #include <math.h>
 #include <stdlib.h>

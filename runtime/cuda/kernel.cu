@@ -46,7 +46,7 @@
 #include <unistd.h>
 
 extern "C" {
-#include "runtime/runtime.h"
+#include "runtime.h"
 }
 
 #define NT 512           /* threads per worker CTA */

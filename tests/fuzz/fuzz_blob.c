@@ -31,7 +31,7 @@
  * checked without clang. Either way a crash, a sanitizer report, an
  * assertion below or a slow input is the bug.
  */
-#include "runtime/runtime.h"
+#include "runtime.h"
 
 #include <stdint.h>
 #include <stdio.h>
