@@ -96,7 +96,7 @@ LOWER_SRC := lowering/lower.c lowering/fuse.c lowering/tile.c lowering/memory.c 
              lowering/sweep.c lowering/events.c lowering/place.c lowering/verify.c lowering/emit.c lowering/dump.c \
              lowering/shard.c
 LOWER_OBJ := $(LOWER_SRC:%.c=$(B)/%.o)
-RUNTIME_SRC := runtime/weights.c runtime/cpu/exec.c
+RUNTIME_SRC := runtime/weights.c runtime/cpu/exec.c runtime/cpu/ops.c
 RUNTIME_OBJ := $(RUNTIME_SRC:%.c=$(B)/%.o)
 DRIVER_OBJ := $(B)/driver/mpk.o $(B)/driver/import.o $(B)/driver/mpk-run.o
 
