@@ -2,8 +2,9 @@
  * runtime.h - the public header of mpk's runtime layer.
  *
  *   weights.c  safetensors checkpoints: map the files, bind the blob's weights
- *   cpu.c      the CPU reference executor
- *   gpu.cu     the GPU executor: one persistent CUDA kernel per generation
+ *   cpu/       the CPU reference executor: exec.c (ranks, events, the step
+ *              loop, binding weights), ops.c (op_NAME per task kind), cpu.h
+ *   cuda/      the GPU executor: one persistent CUDA kernel per generation
  *              (gpu_none.c stands in where mpk-run is built without CUDA)
  *
  * The runtime includes the blob format (include/mpk/blob.h) and nothing of
@@ -49,7 +50,7 @@ void *mpk_weights_alloc(mpk_weights *w, size_t n);
 uint64_t mpk_weights_bytes(const mpk_weights *w);
 void mpk_weights_close(mpk_weights *w);
 
-/* ---- cpu.c ------------------------------------------------------------------ */
+/* ---- cpu/exec.c ------------------------------------------------------------- */
 
 typedef struct mpk_cpu mpk_cpu;
 

@@ -1,6 +1,6 @@
 /*
- * fuzz_blob.c - the blob reader (runtime/blob.c) and the CPU executor
- * (runtime/cpu.c) under a fuzzer.
+ * fuzz_blob.c - the blob reader (blob/read.c) and the CPU executor
+ * (runtime/cpu/) under a fuzzer.
  *
  * mpkb_parse promises that a blob it accepts is safe to execute: every
  * index, offset and count in range, every step finishing. So each input is
