@@ -28,6 +28,11 @@
  * problem" line each, before failing, so one run shows all that is wrong
  * with a checkpoint against a model.
  *
+ * Out of memory for what a checkpoint's size decides (a rank's part of a
+ * weight, a path) is reported like any problem; the small arrays of files
+ * and buffers grow through mpk_grow, which exits on out of memory as
+ * everywhere in mpk.
+ *
  * Files are mapped read-only, not read, and stay mapped until
  * mpk_weights_close; only the shards holding requested tensors are opened,
  * each once. Two things callers must know:
@@ -48,6 +53,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "mpk/util.h"
 
 /* A real header is a few MB (tens of thousands of tensors); anything larger
  * is garbage, and parsing it would cost gigabytes of JSON nodes. */
@@ -91,7 +98,7 @@ struct mpk_weights {
     size_t nfiles, cap;
     uint64_t bytes;
     void **owned;           /* mpk_weights_alloc's buffers */
-    size_t nowned;
+    size_t nowned, owned_cap;
 };
 
 typedef struct {
@@ -230,13 +237,7 @@ static size_t add_file(loader *L, const char *path, const char *shard)
     for (size_t i = 0; shard && i < w->nfiles; i++)
         if (strcmp(w->files[i].shard, shard) == 0)
             return i;
-    if (w->nfiles == w->cap) {
-        size_t cap = w->cap ? w->cap * 2 : 4;
-        st_file *f = realloc(w->files, cap * sizeof *f);
-        if (!f)
-            goto oom;
-        w->files = f, w->cap = cap;
-    }
+    w->files = mpk_grow(w->files, &w->cap, w->nfiles + 1, sizeof *w->files);
     st_file *f = &w->files[w->nfiles];
     memset(f, 0, sizeof *f);
     f->path = shard ? join(path, shard) : strdup(path);
@@ -703,10 +704,7 @@ uint64_t mpk_weights_bytes(const mpk_weights *w)
 
 void *mpk_weights_alloc(mpk_weights *w, size_t n)
 {
-    void **o = realloc(w->owned, sizeof *o * (w->nowned + 1));
-    if (!o)
-        return NULL;
-    w->owned = o;
+    w->owned = mpk_grow(w->owned, &w->owned_cap, w->nowned + 1, sizeof *w->owned);
     void *p = malloc(n ? n : 1);
     if (p)
         w->owned[w->nowned++] = p;

@@ -33,9 +33,10 @@ struct mpk_cpu {
     int32_t token;
     uint64_t rng;
     FILE *err;
-    float *scratch;             /* for cpu_ctx: see there */
-    float *scores;
-    uint64_t *rows;
+    /* every task's scratch, sized for the blob's largest (cpu_ctx): */
+    float *scratch;             /* [2 * (max dim + 2)] */
+    float *scores;              /* [max cache positions + 1] */
+    uint64_t *rows;             /* [max cache positions + 1] */
     uint32_t *ready;            /* the step's ready list, ntasks * nranks long */
 };
 
