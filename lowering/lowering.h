@@ -146,7 +146,8 @@ typedef struct mpk_low {
 
 /* The pipeline: returns NULL after reporting errors in diag. */
 mpk_low *mpk_lower(const mpk_graph *g, const mpk_lower_opts *opt, mpk_diag *d);
-/* Write the blob to a file (atomically: temp file + rename) or, path "-",
+/* Write the blob to a file (by mpk_write_file: atomically for a regular
+ * file, in place for a device or FIFO, through a symbolic link) or, path "-",
  * to standard output. Reports and returns false on failure. */
 bool mpk_emit(mpk_low *L, const char *path);
 /* The blob as one malloc'd buffer (for tests). */

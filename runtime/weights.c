@@ -701,6 +701,11 @@ uint64_t mpk_weights_bytes(const mpk_weights *w)
     return w ? w->bytes : 0;
 }
 
+const char *mpk_weights_file(const mpk_weights *w, size_t i)
+{
+    return w && i < w->nfiles ? w->files[i].path : NULL;
+}
+
 void *mpk_weights_alloc(mpk_weights *w, size_t n)
 {
     void **o = realloc(w->owned, sizeof *o * (w->nowned + 1));

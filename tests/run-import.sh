@@ -182,8 +182,12 @@ check "-o through a symbolic link replaces its target" \
 check "no temporary files are left behind" \
     test "$(ls -A "$tmp/o" | tr '\n' ' ')" = "keep.mpk link.mpk q.mpk "
 
+cp $q.json "$tmp/o/c.json"
+expect 2 "cannot write '.*c.json': it is an input" "$bin" import "$tmp/o/c.json" -o "$tmp/o/c.json"
+check "an -o that is the config leaves it as it was" cmp -s $q.json "$tmp/o/c.json"
+rm -f "$tmp/o/c.json"
 expect 2 'cannot write'                "$bin" import $q.json -o "$tmp/no/such/dir/x.mpk"
-expect 2 'cannot write: Is a directory' "$bin" import $q.json -o "$tmp/o"
+expect 2 "cannot write '.*': Is a directory" "$bin" import $q.json -o "$tmp/o"
 expect 2 'nope.json: cannot read'      "$bin" import "$tmp/nope.json"
 expect 2 'cannot read: Is a directory' "$bin" import tests/import
 if [ -w /dev/full ]; then
