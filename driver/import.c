@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -195,6 +196,11 @@ static bool get_float(const reader *r, json_t *obj, const char *name, double dfl
     }
     if (!json_is_number(v) || !isfinite(json_number_value(v)) || !(json_number_value(v) > 0))
         return bad(r, "\"%s\" must be a positive number, not %s", name, SHOW(v));
+    /* The compiler keeps these in f32 (rms_norm_eps 1e39 is inf there,
+     * rope_theta 1e-300 is 0): within f32's normal range, or refused. */
+    if (json_number_value(v) > FLT_MAX || json_number_value(v) < FLT_MIN)
+        return bad(r, "\"%s\" must be a positive number within the range of f32 (%g to %g), not %s", name,
+                   (double)FLT_MIN, (double)FLT_MAX, SHOW(v));
     *out = json_number_value(v);
     return true;
 }

@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -798,13 +799,39 @@ static bool want_dim(opcall *o, int i, int d, int j, int dj, const char *what)
     return false;
 }
 
+/* A float attribute goes into the blob as an f32 (eps, theta, scale): it
+ * must be one, neither 0 nor inf there (eps = 1e39 would make every
+ * rmsnorm 0, and so every logit). */
 static bool attr_positive(opcall *o, int k)
 {
     mpk_value *v = &o->attr[k];
-    if ((v->kind == MPK_V_INT && v->i > 0) || (v->kind == MPK_V_FLOAT && v->f > 0 && isfinite(v->f)))
+    if (v->kind == MPK_V_INT && v->i > 0)
         return true;
-    attrerr(o, k, "'%s' must be positive, not %s", o->info->attrs[k].name, vstr(o->S, v));
+    if (v->kind == MPK_V_FLOAT && v->f > 0 && v->f <= FLT_MAX && (float)v->f > 0)
+        return true;
+    if (v->kind == MPK_V_FLOAT && v->f > 0)
+        attrerr(o, k, "'%s' must be a positive number that f32 can hold (%g to %g), not %s",
+                o->info->attrs[k].name, (double)FLT_TRUE_MIN, (double)FLT_MAX, vstr(o->S, v));
+    else
+        attrerr(o, k, "'%s' must be positive, not %s", o->info->attrs[k].name, vstr(o->S, v));
     return false;
+}
+
+/* Every inverse frequency of rope must be finite and positive in f32:
+ * theta = 1e-300 overflows them, and every logit becomes NaN. */
+static bool rope_finite(opcall *o, int64_t head_dim)
+{
+    for (int64_t i = 0; i < head_dim / 2; i++) {
+        float f = mpk_rope_inv_freq(o->attr, i, head_dim);
+        if (!isfinite(f) || !(f > 0)) {
+            attrerr(o, 0, "theta = %s%s gives rotary frequencies that f32 cannot hold (frequency %lld of "
+                          "%lld is %g)", vstr(o->S, &o->attr[0]),
+                    strcmp(o->attr[1].s, "llama3") == 0 ? " with this llama3 scaling" : "", (long long)i,
+                    (long long)(head_dim / 2), (double)f);
+            return false;
+        }
+    }
+    return true;
 }
 
 /* Normalises a possibly negative dimension index; false if out of range. */
@@ -888,7 +915,7 @@ static int infer(opcall *o, mpk_dtype *dt, int64_t dims[][MPK_MAX_DIMS], int *nd
             return 0;
         const char *sc = o->attr[1].s;
         if (strcmp(sc, "none") == 0)
-            return 1;
+            return rope_finite(o, x->dims[2]);
         if (strcmp(sc, "llama3") != 0) {
             attrerr(o, 1, "unknown scaling \"%s\" (expected \"none\" or \"llama3\")", sc);
             return 0;
@@ -901,7 +928,7 @@ static int infer(opcall *o, mpk_dtype *dt, int64_t dims[][MPK_MAX_DIMS], int *nd
                     o->attr[3].f);
             return 0;
         }
-        return 1;
+        return rope_finite(o, x->dims[2]);
     }
     case MPK_OP_ATTENTION: {
         if (!want_float(o, 0) || !want_ndim(o, 0, 3, "[n, heads, head_dim]") ||

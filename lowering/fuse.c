@@ -133,29 +133,15 @@ static void set_label(mpk_low *L, mpk_kop *k, const char *what)
     k->label = mpk_arena_printf(L->arena, "%s %%%d", what, n->out[0]->id);
 }
 
-/* The inverse frequencies of rope, as HF computes them in fp32 (the llama3
- * rule from transformers' _compute_llama3_parameters), as a CONST tensor. */
+/* The inverse frequencies of rope (mpk_rope_inv_freq), as a CONST tensor. */
 static int rope_table(mpk_low *L, const mpk_node *n, int64_t head_dim)
 {
     int64_t half = head_dim / 2;
     float *f = mpk_arena_alloc(L->arena, sizeof *f * (size_t)half);
     double theta = MPK_ATTR(n, "theta")->f;
     bool llama3 = strcmp(MPK_ATTR(n, "scaling")->s, "llama3") == 0;
-    double factor = MPK_ATTR(n, "factor")->f, lo = MPK_ATTR(n, "low_freq_factor")->f;
-    double hi = MPK_ATTR(n, "high_freq_factor")->f, orig = (double)MPK_ATTR(n, "original_max")->i;
-    for (int64_t i = 0; i < half; i++) {
-        float inv = (float)(1.0 / pow(theta, (double)(float)(2 * i) / (double)head_dim));
-        if (llama3) {
-            double wavelen = 2 * M_PI / inv, low_wl = orig / lo, high_wl = orig / hi;
-            double v = wavelen > low_wl ? inv / factor : inv;
-            if (!(wavelen < high_wl) && !(wavelen > low_wl)) {
-                double smooth = (orig / wavelen - lo) / (hi - lo);
-                v = (1 - smooth) * v / factor + smooth * v;
-            }
-            inv = (float)v;
-        }
-        f[i] = inv;
-    }
+    for (int64_t i = 0; i < half; i++)
+        f[i] = mpk_rope_inv_freq(n->attrs, i, head_dim); /* sema checked each is finite */
     int id = mpk_lt_new(L, MPK_DT_F32, 1, &half, MPKB_SPACE_CONST,
                         mpk_arena_printf(L->arena, "rope_inv_freq(theta=%g%s)", theta,
                                          llama3 ? ", llama3" : ""));

@@ -93,6 +93,11 @@ expect 2 "cannot read 'nope.mpk'"      "$bin" check tests/diag/many-syntax-error
 expect 0 'total'                       "$bin" check examples/qwen3-8b.mpk --time -Dlayers=2 -Istdlib
 expect 0 '^param layers = 3$'          "$bin" build --emit graph -D layers=3 examples/qwen3-8b.mpk
 expect 1 "no param 'nosuch'"           "$bin" check -D nosuch=1 examples/qwen3-8b.mpk
+# what f32 cannot hold is refused: eps 1e39 is inf there, theta 1e-300 makes
+# the rope frequencies inf (every logit would be 0 or NaN)
+expect 1 "rmsnorm: 'eps' must be a positive number that f32 can hold" "$bin" check -D eps=1e39 examples/qwen3-8b.mpk
+expect 1 "rope: 'theta' must be a positive number that f32 can hold" "$bin" check -D theta=1e-300 examples/qwen3-8b.mpk
+expect 1 "theta = 1e-40 gives rotary frequencies that f32 cannot hold" "$bin" check -D theta=1e-40 -D head_dim=256 examples/qwen3-8b.mpk
 # output files
 expect 0 ''                            "$bin" build --emit=graph -o "$tmp/g.txt" examples/qwen3-8b.mpk
 if grep -q '^# graph decode: 832 ops' "$tmp/g.txt"; then pass=$((pass + 1))
@@ -209,6 +214,19 @@ if [ -x "$run" ]; then
     nan='\000\000\300\177\000\000\000\000\000\000\000\000\000\000\000\000'
     inf='\000\000\200\177\000\000\000\000\000\000\000\000\000\000\000\000'
     tiny_st "$o/zero.st" "$z" "$z" "$z" "$z"
+    # a NaN or an inf in the weights: the step that meets it is an error
+    tiny_st "$o/nan.st" "$z" "$nan" "$z" "$z"
+    expect 1 '^mpk-run: error: step 0: the logits have no finite value$' \
+                                       "$run" "$o/tiny.mpkb" --cpu --weights "$o/nan.st" --prompt-ids 1 -n 3
+    expect 1 '^mpk-run: error: step 1: the logits have no finite value$' \
+                                       "$run" "$o/tiny.mpkb" --cpu --weights "$o/nan.st" --prompt-ids 0,1 -n 3
+    # rows [1 0 0 0], [inf 0 0 0]: token 0's logits are [1 inf 0 0]
+    tiny_st "$o/inf.st" "$one" "$inf" "$z" "$z"
+    expect 1 '^mpk-run: error: step 0: the logit of the chosen token 1 is not finite (inf)$' \
+                                       "$run" "$o/tiny.mpkb" --cpu --weights "$o/inf.st" --prompt-ids 0 -n 3
+    tiny_st "$o/one.st" "$one" "$z" "$z" "$z"
+    expect 0 '^0 0 0$'                 "$run" "$o/tiny.mpkb" --cpu --weights "$o/one.st" --prompt-ids 0 -n 3 --dump-logits "$o/l.f32"
+    check_out test "$(stat -c %s "$o/l.f32")" = $((3 * 4 * 4))
     expect 0 '^0 0 0$'                 "$run" "$o/tiny.mpkb" --cpu --weights "$o/zero.st" --prompt-ids 1 -n 3
     # -n beyond the memory there is: a message, not a crash
     expect 1 'out of memory'           sh -c 'ulimit -v 400000; exec "$@"' sh "$run" "$o/tiny.mpkb" --cpu --weights "$o/zero.st" --prompt-ids 1 -n 1073741824
