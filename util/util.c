@@ -34,6 +34,22 @@ void mpk_out_of_memory(void)
     exit(1);
 }
 
+void *mpk_malloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        mpk_out_of_memory();
+    return p;
+}
+
+void *mpk_calloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p)
+        mpk_out_of_memory();
+    return p;
+}
+
 void *mpk_realloc(void *p, size_t n)
 {
     p = realloc(p, n ? n : 1);

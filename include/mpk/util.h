@@ -28,6 +28,10 @@ uint64_t mpk_fnv1a(uint64_t h, const void *p, size_t n);
 _Noreturn void mpk_out_of_memory(void);
 #endif
 
+/* malloc and calloc that exit through mpk_out_of_memory instead of
+ * failing (n == 0 allocates one byte). */
+void *mpk_malloc(size_t n);
+void *mpk_calloc(size_t n, size_t size);
 /* realloc that exits through mpk_out_of_memory instead of failing. */
 void *mpk_realloc(void *p, size_t n);
 /* The array p of elements of elem bytes, *cap of them, grown (doubling)
