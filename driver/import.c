@@ -21,6 +21,7 @@
  */
 #include "driver/import.h"
 #include "frontend/frontend.h" /* MPK_MAX_EOS: what the compiler accepts */
+#include "mpk/blob.h" /* a blob's limits */
 #include "mpk/util.h"
 
 #include <errno.h>
@@ -35,14 +36,14 @@
 
 enum {
     MAX_CONFIG = 16 << 20, /* bytes; a real config.json has about 1 KiB */
-    MAX_DIM = INT32_MAX,   /* any one size or id */
+    MAX_DIM = MPKB_MAX_DIM, /* any one size or id (a blob's limit) */
     /* The compiler expands a model to at most 262144 ops and 2000000
      * steps, about 10000 layers of these blocks; the largest released
      * models have about 130. */
     MAX_LAYERS = 4096,
     DEFAULT_SEQ = 4096,    /* KV cache length, unless the model allows less */
 };
-#define MAX_NUMEL (INT64_C(1) << 48) /* elements of one tensor, as in mpk(5) */
+#define MAX_NUMEL MPKB_MAX_NUMEL /* elements of one tensor, as in mpk(5) */
 
 typedef enum { ARCH_LLAMA, ARCH_QWEN3, ARCH_COUNT } arch_kind;
 
@@ -349,7 +350,8 @@ static bool check_numel(const reader *r, const model *m)
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
         if (t[i].n > (double)MAX_NUMEL)
-            return bad(r, "%s would have more than 2^48 elements", t[i].what);
+            return bad(r, "%s would have %.0f elements, more than 2^40 (%llu)", t[i].what, t[i].n,
+                       (unsigned long long)MAX_NUMEL);
     return true;
 }
 

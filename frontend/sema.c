@@ -19,6 +19,7 @@
  * can ask for.
  */
 #include "frontend.h"
+#include "mpk/blob.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -32,7 +33,7 @@ enum {
     MAX_LOOP = 1 << 20,       /* iterations of one for loop */
     MAX_NODES = 1 << 18,      /* Qwen3-8B has 832; this is 300 times that */
 };
-#define MAX_NUMEL (INT64_C(1) << 48)
+#define MAX_NUMEL ((int64_t)MPKB_MAX_NUMEL) /* a blob's limits: mpk/blob.h */
 
 /* ---- a string-keyed hash map in the arena ---------------------------- */
 
@@ -659,11 +660,24 @@ static bool eval_type(sema *S, scope *sc, const mpk_type_ast *ty, mpk_dtype *dt,
             ok = false;
             continue;
         }
-        if (__builtin_mul_overflow(numel, v.i, &numel) || numel > MAX_NUMEL) {
-            serr(S, e->loc, "tensor is too large (more than 2^48 elements)");
+        if (v.i > (int64_t)MPKB_MAX_DIM) {
+            serr(S, e->loc, "a dimension is at most %u (2^31 - 1), but this is %lld", MPKB_MAX_DIM,
+                 (long long)v.i);
             return false;
         }
         dims[n++] = v.i;
+        if (__builtin_mul_overflow(numel, v.i, &numel) || numel > MAX_NUMEL) {
+            char buf[160];
+            int at = 0;
+            double all = 1;
+            for (int i = 0; i < n; i++) {
+                all *= (double)dims[i];
+                at += snprintf(buf + at, sizeof buf - (size_t)at, "%s%lld", i ? ", " : "", (long long)dims[i]);
+            }
+            serr(S, e->loc, "tensor is too large: [%s%s] is %.0f elements, and a tensor has at most 2^40 "
+                            "(%lld)", buf, e->next ? ", ..." : "", all, (long long)MAX_NUMEL);
+            return false;
+        }
     }
     *ndim = n;
     return ok;
@@ -989,7 +1003,7 @@ static int infer(opcall *o, mpk_dtype *dt, int64_t dims[][MPK_MAX_DIMS], int *nd
                 return 0;
             }
             if (__builtin_mul_overflow(known, d, &known) || known > MAX_NUMEL) {
-                attrerr(o, 0, "the new shape is too large");
+                attrerr(o, 0, "the new shape is too large (more than 2^40 elements)");
                 return 0;
             }
             dims[0][i] = d;

@@ -26,6 +26,12 @@ bool mpk_emit(mpk_low *L, const char *path)
         fprintf(stderr, "mpk: error: out of memory writing the blob\n");
         return false;
     }
+    if (size > MPKB_MAX_FILE) {
+        fprintf(stderr, "mpk: error: the blob would have %zu bytes; a blob has at most %llu (4 GiB)\n", size,
+                (unsigned long long)MPKB_MAX_FILE);
+        free(buf);
+        return false;
+    }
     bool ok = mpk_write_file(path, buf, size, NULL, 0, stderr);
     free(buf);
     return ok;

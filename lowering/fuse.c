@@ -25,6 +25,7 @@
  * op adds up every rank's, taking the residual add as its epilogue.
  */
 #include "lowering.h"
+#include "mpk/util.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -45,27 +46,27 @@ static void build_users(fuser *F)
 {
     const mpk_graph *g = F->g;
     int nt = g->tensors.n, nn = g->nodes.n;
-    F->user_start = calloc((size_t)nt + 1, sizeof *F->user_start);
+    F->user_start = mpk_calloc((size_t)nt + 1, sizeof *F->user_start);
     int total = 0;
     for (int i = 0; i < nn; i++)
         for (int k = 0; k < node_at(g, i)->nin; k++)
             F->user_start[node_at(g, i)->in[k]->id + 1]++, total++;
     for (int t = 0; t < nt; t++)
         F->user_start[t + 1] += F->user_start[t];
-    F->users = malloc(sizeof *F->users * (size_t)(total + 1));
-    int *fill = calloc((size_t)nt + 1, sizeof *fill);
+    F->users = mpk_malloc(sizeof *F->users * (size_t)(total + 1));
+    int *fill = mpk_calloc((size_t)nt + 1, sizeof *fill);
     for (int i = 0; i < nn; i++)
         for (int k = 0; k < node_at(g, i)->nin; k++) {
             int t = node_at(g, i)->in[k]->id;
             F->users[F->user_start[t] + fill[t]++] = i;
         }
     free(fill);
-    F->absorbed = calloc((size_t)nn + 1, 1);
+    F->absorbed = mpk_calloc((size_t)nn + 1, 1);
     int maxid = 0;
     for (int i = 0; i < nn; i++)
         if (node_at(g, i)->id > maxid)
             maxid = node_at(g, i)->id;
-    F->node_index = calloc((size_t)maxid + 1, sizeof *F->node_index);
+    F->node_index = mpk_calloc((size_t)maxid + 1, sizeof *F->node_index);
     for (int i = 0; i < nn; i++)
         F->node_index[node_at(g, i)->id] = i;
 }
@@ -463,7 +464,7 @@ static bool find_io(fuser *F)
 static void promote(fuser *F)
 {
     mpk_low *L = F->L;
-    bool *p = calloc((size_t)L->nlt + 1, 1);
+    bool *p = mpk_calloc((size_t)L->nlt + 1, 1);
     for (int i = 0; i < L->nkops; i++) {
         const mpk_kop *k = &L->kops[i];
         _Static_assert(MPKB_SLOT(embed, out) == 2 && MPKB_SLOT(add, out) == 2 && MPKB_SLOT(matvec, out) == 2 &&

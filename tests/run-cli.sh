@@ -98,6 +98,20 @@ expect 1 "no param 'nosuch'"           "$bin" check -D nosuch=1 examples/qwen3-8
 expect 1 "rmsnorm: 'eps' must be a positive number that f32 can hold" "$bin" check -D eps=1e39 examples/qwen3-8b.mpk
 expect 1 "rope: 'theta' must be a positive number that f32 can hold" "$bin" check -D theta=1e-300 examples/qwen3-8b.mpk
 expect 1 "theta = 1e-40 gives rotary frequencies that f32 cannot hold" "$bin" check -D theta=1e-40 -D head_dim=256 examples/qwen3-8b.mpk
+# one set of limits (mpk-blob(5)), checked where the input is, with numbers:
+# a blob the compiler writes is one its reader takes
+expect 1 'a dimension is at most 2147483647 (2^31 - 1), but this is 2147483648' \
+                                       "$bin" build -D hidden=2147483648 tests/blob/fewer-tasks-than-workers.mpk -o "$tmp/x.mpkb"
+expect 1 'tensor is too large: \[1000, 2147483647\] is 2147483647000 elements, and a tensor has at most 2^40' \
+                                       "$bin" build -D hidden=2147483647 tests/blob/fewer-tasks-than-workers.mpk -o "$tmp/x.mpkb"
+expect 1 "param 'eos': 151936 is not a token id: the vocabulary (the logits' columns) is 151936" \
+                                       "$bin" build -D eos=151936 examples/qwen3-0.6b.mpk -o "$tmp/x.mpkb"
+expect 1 'the model needs more than 2097152 tasks, the limit of a blob: model.layers.3' \
+                                       "$bin" build -D layers=4096 examples/qwen3-8b.mpk -o "$tmp/x.mpkb"
+printf 'param vocab = 2147483647\ninput t : i32[1]\nweight e : bf16[vocab, 64] = "e"\ngraph g {\n  logits = matmul(embed(e, t), e) with tile = 64\n  output next = argmax(logits)\n}\n' >"$tmp/v.mpk"
+expect 1 'needs more than 2097152 tasks, the limit of a blob: e makes 33554433 after 2 others' \
+                                       "$bin" build "$tmp/v.mpk" -o "$tmp/x.mpkb"
+[ ! -e "$tmp/x.mpkb" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL a build over a limit left a blob"; }
 # output files
 expect 0 ''                            "$bin" build --emit=graph -o "$tmp/g.txt" examples/qwen3-8b.mpk
 if grep -q '^# graph decode: 832 ops' "$tmp/g.txt"; then pass=$((pass + 1))
