@@ -397,6 +397,16 @@ static bool read_rope(const reader *r, json_t *root, model *m)
         return true;
     if (!json_is_object(s))
         return bad(r, "\"%s\" must be an object, not %s", where, SHOW(s));
+    json_t *old = params ? member(root, "rope_scaling") : NULL, *old_type = NULL;
+    if (json_is_object(old)) {
+        old_type = member(old, "rope_type") ? member(old, "rope_type") : member(old, "type");
+        if (!json_is_string(old_type) || strcmp(json_string_value(old_type), "default") != 0)
+            fprintf(r->err, "%s: warning: \"rope_scaling\" (%s) is ignored: \"rope_parameters\" is given, and "
+                            "wins\n", r->path, old_type ? SHOW(old_type) : "no type");
+    } else if (old) {
+        fprintf(r->err, "%s: warning: \"rope_scaling\" %s is ignored: \"rope_parameters\" is given, and wins\n",
+                r->path, SHOW(old));
+    }
     if (params) {
         /* Models with several attention kinds key rope_parameters by
          * layer type; these two have one. */

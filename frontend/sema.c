@@ -429,6 +429,73 @@ static mpk_value eval_binary(sema *S, mpk_expr *e, mpk_value l, mpk_value r)
 
 /* ---- parameters ------------------------------------------------------- */
 
+/* One number of a -D value, in the language's own syntax (no hex, no
+ * "inf"), with a sign: an int, else a float; *why says what is wrong with
+ * a number out of range. Anything else: NONE. */
+static mpk_value parse_number(const char *text, const char **why)
+{
+    bool numeric = *text && strspn(text, "0123456789.eE+-") == strlen(text) && strchr("0123456789+-.", text[0]);
+    if (!numeric)
+        return NONE;
+    char *end;
+    errno = 0;
+    long long iv = strtoll(text, &end, 10);
+    if (!*end && errno == 0)
+        return mk_int(iv);
+    if (!*end) {
+        *why = "the integer is out of range (a 64-bit int, at most 9223372036854775807)";
+        return NONE;
+    }
+    errno = 0;
+    double fv = strtod(text, &end);
+    if (*end)
+        return NONE;
+    if (errno == ERANGE || !isfinite(fv)) {
+        *why = "the number is out of range for a float (a 64-bit double)";
+        return NONE;
+    }
+    return mk_float(fv);
+}
+
+/* The value of -D NAME=TEXT: TEXT itself for a string param; else a
+ * number, or a list of numbers as the language writes one ("[1, 2]"). */
+static mpk_value parse_override(sema *S, const char *text, bool string, const char **why)
+{
+    if (string)
+        return (mpk_value){.kind = MPK_V_STRING, .s = text};
+    size_t len = strlen(text);
+    if (len < 2 || text[0] != '[' || text[len - 1] != ']') {
+        mpk_value v = parse_number(text, why);
+        return v.kind != MPK_V_NONE || *why ? v : (mpk_value){.kind = MPK_V_STRING, .s = text};
+    }
+    int n = 0;
+    for (const char *p = text; *p; p++)
+        n += *p == ',';
+    mpk_value l = {.kind = MPK_V_LIST, .n = 0};
+    l.items = mpk_arena_alloc(S->a, sizeof(mpk_value) * (size_t)(n + 2));
+    char *copy = mpk_arena_strndup(S->a, text + 1, len - 2), *save = NULL;
+    bool empty = strspn(copy, " ") == strlen(copy);
+    for (char *tok = strtok_r(copy, ",", &save); tok && !empty; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ')
+            tok++;
+        for (size_t k = strlen(tok); k > 0 && tok[k - 1] == ' '; k--)
+            tok[k - 1] = 0;
+        mpk_value v = parse_number(tok, why);
+        if (*why)
+            return NONE;
+        if (v.kind == MPK_V_NONE) {
+            *why = "a list given with -D holds numbers, as in [1, 2]";
+            return NONE;
+        }
+        l.items[l.n++] = v;
+    }
+    if (!empty && l.n != n + 1) {
+        *why = "a list given with -D holds numbers, as in [1, 2]";
+        return NONE;
+    }
+    return l;
+}
+
 static mpk_value eval_param(sema *S, sym *y)
 {
     if (y->eval == 2)
@@ -451,31 +518,20 @@ static mpk_value eval_param(sema *S, sym *y)
         v = NONE;
     }
     if (y->override && v.kind != MPK_V_NONE) {
-        const char *text = y->override;
-        /* A string param takes the text as it is; a number is read in the
-         * language's own syntax (so no hex, no "inf"), with a sign. */
-        bool numeric = *text && strspn(text, "0123456789.eE+-") == strlen(text) &&
-                       strchr("0123456789+-.", text[0]);
-        char *end;
-        mpk_value ov = {.kind = MPK_V_STRING, .s = text};
-        errno = 0;
-        long long iv = numeric ? strtoll(text, &end, 10) : 0;
-        if (v.kind == MPK_V_STRING) {
-            /* as is */
-        } else if (numeric && !*end && errno == 0) {
-            ov = mk_int(iv);
-        } else if (numeric) {
-            errno = 0;
-            double fv = strtod(text, &end);
-            if (!*end && errno == 0 && isfinite(fv))
-                ov = mk_float(fv);
-        }
+        const char *text = y->override, *why = NULL;
+        mpk_value ov = parse_override(S, text, v.kind == MPK_V_STRING, &why);
         if (v.kind == MPK_V_FLOAT && ov.kind == MPK_V_INT)
             ov = mk_float((double)ov.i);
-        if (ov.kind != v.kind) {
+        /* eos, which the compiler reads, is a token id or a list of them */
+        bool eos_form = strcmp(y->name, "eos") == 0 && (v.kind == MPK_V_INT || v.kind == MPK_V_LIST) &&
+                        (ov.kind == MPK_V_INT || ov.kind == MPK_V_LIST);
+        if (why || (ov.kind != v.kind && !eos_form)) {
             flush_chain(S);
-            mpk_error(S->d, (mpk_loc){0, 0, 0}, "-D %s=%s: param '%s' is %s, not %s", y->name,
-                      text, y->name, mpk_value_kind_name(v.kind), mpk_value_kind_name(ov.kind));
+            if (why)
+                mpk_error(S->d, (mpk_loc){0, 0, 0}, "-D %s=%s: %s", y->name, text, why);
+            else
+                mpk_error(S->d, (mpk_loc){0, 0, 0}, "-D %s=%s: param '%s' is %s, not %s", y->name,
+                          text, y->name, mpk_value_kind_name(v.kind), mpk_value_kind_name(ov.kind));
             mpk_note(S->d, y->decl->name_loc, "'%s' declared here", y->name);
         } else {
             v = ov;

@@ -93,6 +93,12 @@ expect 2 "cannot read 'nope.mpk'"      "$bin" check tests/diag/many-syntax-error
 expect 0 'total'                       "$bin" check examples/qwen3-8b.mpk --time -Dlayers=2 -Istdlib
 expect 0 '^param layers = 3$'          "$bin" build --emit graph -D layers=3 examples/qwen3-8b.mpk
 expect 1 "no param 'nosuch'"           "$bin" check -D nosuch=1 examples/qwen3-8b.mpk
+# -D: numbers out of range say so, and lists are written as in the language
+expect 1 '\-D eps=1e-400: the number is out of range for a float' "$bin" check -D eps=1e-400 examples/qwen3-8b.mpk
+expect 1 '\-D hidden=99999999999999999999: the integer is out of range' "$bin" check -D hidden=99999999999999999999 examples/qwen3-8b.mpk
+expect 1 "param 'hidden' is an int, not a list" "$bin" check -D 'hidden=[1]' examples/qwen3-8b.mpk
+expect 1 'a list given with -D holds numbers' "$bin" check -D 'eos=[1,,2]' examples/qwen3-8b.mpk
+expect 0 ' eos 7 8 9$'               sh -c '"$1" build -D "eos=[7, 8,9]" examples/qwen3-0.6b.mpk -o "$2" && "$1" dump "$2" | grep " eos "' sh "$bin" "$tmp/eos.mpkb"
 # what f32 cannot hold is refused: eps 1e39 is inf there, theta 1e-300 makes
 # the rope frequencies inf (every logit would be 0 or NaN)
 expect 1 "rmsnorm: 'eps' must be a positive number that f32 can hold" "$bin" check -D eps=1e39 examples/qwen3-8b.mpk

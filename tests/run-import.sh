@@ -194,6 +194,14 @@ if [ -w /dev/full ]; then
     expect 2 'cannot write'            "$bin" import $q.json -o /dev/full
 fi
 
+# rope_parameters wins over rope_scaling (as in transformers): a scaling
+# given beside it is ignored, with a warning rather than silently
+sed -e '/"rope_scaling"/d' -e '$ s/^}$/, "rope_parameters": {"rope_type": "default", "rope_theta": 1000000}, "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}}/' \
+    tests/import/qwen3-0.6b.json >"$tmp/yarn.json"
+expect 0 'warning: "rope_scaling" ("yarn") is ignored: "rope_parameters" is given, and wins' \
+    "$bin" import "$tmp/yarn.json" -o "$tmp/yarn.mpk"
+check "a warning still writes the model" grep -q '^param theta = 1000000.0$' "$tmp/yarn.mpk"
+
 # standard input: the same model, but for where it came from.
 "$bin" import - <$q.json >"$tmp/out" 2>&1
 st=$?
