@@ -93,7 +93,7 @@ GEN_HDR   := $(B)/gen/parser.h $(B)/gen/lexer.h
 BLOB_SRC  := blob/read.c blob/write.c blob/taskops.c
 BLOB_OBJ  := $(BLOB_SRC:%.c=$(B)/%.o)
 LOWER_SRC := lowering/lower.c lowering/fuse.c lowering/tile.c lowering/memory.c lowering/access.c \
-             lowering/sweep.c lowering/events.c lowering/place.c lowering/verify.c lowering/emit.c lowering/dump.c \
+             lowering/sweep.c lowering/ancset.c lowering/events.c lowering/place.c lowering/verify.c lowering/emit.c lowering/dump.c \
              lowering/shard.c
 LOWER_OBJ := $(LOWER_SRC:%.c=$(B)/%.o)
 RUNTIME_SRC := runtime/weights.c runtime/cpu/exec.c runtime/cpu/ops.c

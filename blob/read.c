@@ -22,11 +22,12 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "blobs are read in place: little-endian hosts only");
 
-#define MAX_FILE (1ull << 32)
 
 typedef struct {
     const char *name;
@@ -137,7 +138,7 @@ static bool sections(ctx *C, mpkb_blob *b)
 static bool tensors(ctx *C, mpkb_blob *b)
 {
     const mpkb_meta *m = b->meta;
-    if (m->arena_size > (1ull << 40) || m->state_size > (1ull << 42))
+    if (m->arena_size > MPKB_MAX_ARENA || m->state_size > MPKB_MAX_STATE)
         return fail(C, "absurd arena (%llu) or state (%llu) size", (unsigned long long)m->arena_size,
                     (unsigned long long)m->state_size);
     uint64_t arena_end = 0, state_end = 0;
@@ -154,8 +155,10 @@ static bool tensors(ctx *C, mpkb_blob *b)
                         t->dtype, t->space, t->ndim);
         uint64_t n = 1;
         for (int d = 0; d < t->ndim; d++) {
-            if (t->dims[d] == 0 || __builtin_mul_overflow(n, (uint64_t)t->dims[d], &n) || n > (1ull << 40))
-                return fail(C, "tensor %u (%s): bad shape", i, mpkb_str(b, t->name));
+            if (t->dims[d] == 0 || t->dims[d] > MPKB_MAX_DIM ||
+                __builtin_mul_overflow(n, (uint64_t)t->dims[d], &n) || n > MPKB_MAX_NUMEL)
+                return fail(C, "tensor %u (%s): bad shape: dimension %d is %u (1 to %u), or the elements "
+                               "exceed 2^40", i, mpkb_str(b, t->name), d, t->dims[d], MPKB_MAX_DIM);
         }
         uint64_t es = mpkb_dtype_size(t->dtype);
         if (n * es != t->nbytes)
@@ -666,6 +669,9 @@ static bool validate(ctx *C, mpkb_blob *b)
             return fail(C, "metadata: eos id %d outside the vocabulary (%u)", m->eos[i], m->vocab);
     if (b->ntasks == 0 || b->nevents == 0)
         return fail(C, "no tasks");
+    if (b->ntasks > MPKB_MAX_TASKS || b->nevents > b->ntasks + 1)
+        return fail(C, "%u tasks and %u events: at most %u tasks, and an event more than tasks", b->ntasks,
+                    b->nevents, MPKB_MAX_TASKS);
     bool ok = true;
     for (uint32_t i = 0; i < b->ntasks && ok; i++)
         check_task(C, b, i, &ok);
@@ -691,15 +697,22 @@ bool mpkb_open(mpkb_blob *b, const char *path, FILE *err)
 {
     memset(b, 0, sizeof *b);
     ctx C = {path, err};
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    /* O_NONBLOCK: a FIFO named as the blob must not hang the open; only a
+     * regular file is read after it. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
         return fail(&C, "cannot open: %s", strerror(errno));
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
         return fail(&C, "not a regular file");
     }
-    if ((uint64_t)st.st_size > MAX_FILE) {
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return fail(&C, "cannot open: %s", strerror(errno));
+    }
+    if ((uint64_t)st.st_size > MPKB_MAX_FILE) {
         fclose(f);
         return fail(&C, "%lld bytes is too large for a blob", (long long)st.st_size);
     }

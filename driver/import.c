@@ -7,7 +7,8 @@
  *            windows, rope types other than llama3, quantized checkpoints)
  *            are refused by name rather than silently dropped
  *   emit     the model, in the style of examples/NAME.mpk, into memory
- *   write    to standard output, or to a temporary file renamed over OUT
+ *   write    to standard output, or to OUT by mpk_write_file (mpk/util.h:
+ *            atomic for a regular file, in place for a device or FIFO)
  *
  * Nothing is written before the whole config has been read, so a bad config
  * never leaves a half-written model behind. Only the first problem is
@@ -20,28 +21,29 @@
  */
 #include "driver/import.h"
 #include "frontend/frontend.h" /* MPK_MAX_EOS: what the compiler accepts */
+#include "mpk/blob.h" /* a blob's limits */
+#include "mpk/util.h"
 
 #include <errno.h>
 #include <jansson.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 enum {
     MAX_CONFIG = 16 << 20, /* bytes; a real config.json has about 1 KiB */
-    MAX_DIM = INT32_MAX,   /* any one size or id */
+    MAX_DIM = MPKB_MAX_DIM, /* any one size or id (a blob's limit) */
     /* The compiler expands a model to at most 262144 ops and 2000000
      * steps, about 10000 layers of these blocks; the largest released
      * models have about 130. */
     MAX_LAYERS = 4096,
     DEFAULT_SEQ = 4096,    /* KV cache length, unless the model allows less */
 };
-#define MAX_NUMEL (INT64_C(1) << 48) /* elements of one tensor, as in mpk(5) */
+#define MAX_NUMEL MPKB_MAX_NUMEL /* elements of one tensor, as in mpk(5) */
 
 typedef enum { ARCH_LLAMA, ARCH_QWEN3, ARCH_COUNT } arch_kind;
 
@@ -195,6 +197,11 @@ static bool get_float(const reader *r, json_t *obj, const char *name, double dfl
     }
     if (!json_is_number(v) || !isfinite(json_number_value(v)) || !(json_number_value(v) > 0))
         return bad(r, "\"%s\" must be a positive number, not %s", name, SHOW(v));
+    /* The compiler keeps these in f32 (rms_norm_eps 1e39 is inf there,
+     * rope_theta 1e-300 is 0): within f32's normal range, or refused. */
+    if (json_number_value(v) > FLT_MAX || json_number_value(v) < FLT_MIN)
+        return bad(r, "\"%s\" must be a positive number within the range of f32 (%g to %g), not %s", name,
+                   (double)FLT_MIN, (double)FLT_MAX, SHOW(v));
     *out = json_number_value(v);
     return true;
 }
@@ -343,7 +350,8 @@ static bool check_numel(const reader *r, const model *m)
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
         if (t[i].n > (double)MAX_NUMEL)
-            return bad(r, "%s would have more than 2^48 elements", t[i].what);
+            return bad(r, "%s would have %.0f elements, more than 2^40 (%llu)", t[i].what, t[i].n,
+                       (unsigned long long)MAX_NUMEL);
     return true;
 }
 
@@ -389,6 +397,16 @@ static bool read_rope(const reader *r, json_t *root, model *m)
         return true;
     if (!json_is_object(s))
         return bad(r, "\"%s\" must be an object, not %s", where, SHOW(s));
+    json_t *old = params ? member(root, "rope_scaling") : NULL, *old_type = NULL;
+    if (json_is_object(old)) {
+        old_type = member(old, "rope_type") ? member(old, "rope_type") : member(old, "type");
+        if (!json_is_string(old_type) || strcmp(json_string_value(old_type), "default") != 0)
+            fprintf(r->err, "%s: warning: \"rope_scaling\" (%s) is ignored: \"rope_parameters\" is given, and "
+                            "wins\n", r->path, old_type ? SHOW(old_type) : "no type");
+    } else if (old) {
+        fprintf(r->err, "%s: warning: \"rope_scaling\" %s is ignored: \"rope_parameters\" is given, and wins\n",
+                r->path, SHOW(old));
+    }
     if (params) {
         /* Models with several attention kinds key rope_parameters by
          * layer type; these two have one. */
@@ -581,101 +599,6 @@ static int read_config(const reader *r, const char *path, char **out, size_t *le
     return MPK_IMPORT_OK;
 }
 
-static int write_all(int fd, const char *text, size_t len)
-{
-    while (len > 0) {
-        ssize_t k = write(fd, text, len);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0)
-            return -1;
-        text += k, len -= (size_t)k;
-    }
-    return 0;
-}
-
-static int write_error(FILE *err, const char *path, int e)
-{
-    fprintf(err, "%s: cannot write: %s\n", path, strerror(e));
-    return MPK_IMPORT_IO;
-}
-
-/* Devices and pipes (/dev/stdout, a fifo) are written in place: they
- * cannot be renamed over, and must not be. */
-static int write_in_place(const char *path, const char *text, size_t len, FILE *err)
-{
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return write_error(err, path, errno);
-    bool ok = fwrite(text, 1, len, f) == len && fflush(f) == 0;
-    int e = errno;
-    if (fclose(f) != 0 && ok)
-        ok = false, e = errno;
-    return ok ? MPK_IMPORT_OK : write_error(err, path, e);
-}
-
-/* Writes a new file tmp (made by mkstemp) with the text and mode; 0 or an
- * errno. */
-static int write_tmp(int fd, mode_t mode, const char *text, size_t len)
-{
-    int e = 0;
-    if (fchmod(fd, mode) != 0 || write_all(fd, text, len) != 0 || fsync(fd) != 0)
-        e = errno;
-    if (close(fd) != 0 && !e)
-        e = errno;
-    return e;
-}
-
-/* A temporary file beside the target, renamed over it: the target holds the
- * old model or the new one, never a part. Through a symbolic link, the file
- * it points to is replaced. A file replaced keeps its mode. */
-static int write_atomic(const char *path, const char *text, size_t len, FILE *err)
-{
-    char *real = realpath(path, NULL); /* NULL when it does not exist yet */
-    const char *target = real ? real : path;
-    struct stat st;
-    bool exists = stat(target, &st) == 0;
-    int rc = MPK_IMPORT_OK;
-    if (exists && S_ISDIR(st.st_mode)) {
-        rc = write_error(err, path, EISDIR);
-    } else if (exists && !S_ISREG(st.st_mode)) {
-        rc = write_in_place(path, text, len, err);
-    } else {
-        mode_t mode, mask = umask(0);
-        umask(mask);
-        mode = exists ? st.st_mode & 07777 : 0666 & ~mask;
-        const char *base = strrchr(target, '/') ? strrchr(target, '/') + 1 : target;
-        size_t size = strlen(target) + 16;
-        char *tmp = malloc(size);
-        int fd = -1, e = ENOMEM;
-        if (tmp) {
-            snprintf(tmp, size, "%.*s.%s.XXXXXX", (int)(base - target), target, base);
-            fd = mkstemp(tmp);
-            e = errno;
-        }
-        if (fd >= 0) {
-            e = write_tmp(fd, mode, text, len);
-            if (!e && rename(tmp, target) != 0)
-                e = errno;
-            if (e)
-                unlink(tmp);
-        }
-        if (fd < 0 || e)
-            rc = write_error(err, path, e);
-        free(tmp);
-    }
-    free(real);
-    return rc;
-}
-
-static int write_stdout(const char *text, size_t len, FILE *err)
-{
-    size_t n = fwrite(text, 1, len, stdout);
-    if (fflush(stdout) != 0 || n != len)
-        return write_error(err, "<stdout>", errno);
-    return MPK_IMPORT_OK;
-}
-
 int mpk_import(const char *config_path, const char *out_path, FILE *err)
 {
     reader r = {.path = strcmp(config_path, "-") == 0 ? "<stdin>" : config_path, .err = err};
@@ -713,7 +636,8 @@ int mpk_import(const char *config_path, const char *out_path, FILE *err)
         bad(&r, "out of memory");
         return MPK_IMPORT_IO;
     }
-    rc = !out_path || strcmp(out_path, "-") == 0 ? write_stdout(text, n, err) : write_atomic(out_path, text, n, err);
+    const char *in[1] = {config_path};
+    rc = mpk_write_file(out_path ? out_path : "-", text, n, in, 1, err) ? MPK_IMPORT_OK : MPK_IMPORT_IO;
     free(text);
     return rc;
 }

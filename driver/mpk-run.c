@@ -17,6 +17,7 @@
  * run, 2 usage errors.
  */
 #include "runtime/runtime.h"
+#include "mpk/util.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -205,7 +206,9 @@ static int run(const options *o)
     mpk_weights *w[MPKB_MAX_TP] = {NULL};
     const void **table[MPKB_MAX_TP] = {NULL};
     mpk_cpu *M = NULL;
+    mpk_out lo = {0};
     FILE *lf = NULL;
+    const char **inputs = NULL;
     float *logits = NULL;
     int np = 0;
     int32_t *prompt = parse_ids(o->prompt, &np);
@@ -243,20 +246,25 @@ static int run(const options *o)
         wbytes += mpk_weights_bytes(w[r]);
     }
     if (o->logits) {
-        lf = fopen(o->logits, "wb");
-        if (!lf) {
-            fprintf(stderr, "mpk-run: error: cannot write '%s': %s\n", o->logits, strerror(errno));
+        /* never over the blob or a checkpoint file (mapped: truncating one
+         * would kill this run with SIGBUS) */
+        int nin = 1;
+        while (mpk_weights_file(w[0], (size_t)nin - 1))
+            nin++;
+        inputs = calloc((size_t)nin, sizeof *inputs);
+        if (!inputs)
+            mpk_out_of_memory();
+        inputs[0] = o->blob;
+        for (int i = 1; i < nin; i++)
+            inputs[i] = mpk_weights_file(w[0], (size_t)i - 1);
+        if (!mpk_out_open(&lo, o->logits, inputs, nin, stderr)) {
             status = EXIT_USAGE;
             goto out;
         }
+        lf = lo.f;
     }
     if (!o->cpu) {
         status = run_gpu(o, &b, table[0], prompt, np, t0, lf);
-        if (lf && fclose(lf) != 0 && status == 0) {
-            fprintf(stderr, "mpk-run: error: writing '%s' failed\n", o->logits);
-            status = EXIT_RUN;
-        }
-        lf = NULL;
         goto out;
     }
     M = mpk_cpu_new(&b, (const void *const *const *)table, o->seed, stderr);
@@ -264,10 +272,17 @@ static int run(const options *o)
         goto out;
     if (o->logits) {
         logits = malloc(sizeof *logits * m->vocab);
-        if (!logits)
+        if (!logits) {
+            fprintf(stderr, "mpk-run: error: out of memory for the logits\n");
             goto out;
+        }
     }
     times = calloc(o->n + (uint64_t)np + 1, sizeof *times);
+    if (!times) {
+        fprintf(stderr, "mpk-run: error: out of memory for the times of %llu steps\n",
+                (unsigned long long)(o->n + (uint64_t)np));
+        goto out;
+    }
     double t1 = now_ms();
     if (o->stats)
         fprintf(stderr, "mpk-run: loaded %s (%u tasks%s) and %.1f MiB of weights in %.1f ms\n", o->blob,
@@ -280,7 +295,9 @@ static int run(const options *o)
         if (!mpk_cpu_step(M, token, o->seed != 0, &next, logits))
             goto out;
         if (lf && fwrite(logits, sizeof *logits, m->vocab, lf) != m->vocab) {
-            fprintf(stderr, "mpk-run: error: writing '%s' failed\n", o->logits);
+            fprintf(stderr, "mpk-run: error: writing '%s' failed: %s\n", o->logits, strerror(errno));
+            lf = NULL;
+            mpk_out_close(&lo, false, stderr);
             goto out;
         }
         times[s] = now_ms() - ts;
@@ -301,12 +318,6 @@ static int run(const options *o)
             break;
     }
     printf("\n");
-    if (lf && fclose(lf) != 0) {
-        lf = NULL;
-        fprintf(stderr, "mpk-run: error: writing '%s' failed\n", o->logits);
-        goto out;
-    }
-    lf = NULL;
     if (o->stats) {
         uint64_t steps = (uint64_t)np + made - 1;
         qsort(times, steps, sizeof *times, cmp_double);
@@ -315,8 +326,11 @@ static int run(const options *o)
     }
     status = 0;
 out:
-    if (lf)
-        fclose(lf);
+    /* The rows of the steps run are kept, a failed run's too (they show
+     * where it went wrong); a failed write keeps the old file. */
+    if (lf && !mpk_out_close(&lo, true, stderr) && status == 0)
+        status = EXIT_RUN;
+    free(inputs);
     free(logits);
     free(times);
     mpk_cpu_free(M);

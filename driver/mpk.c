@@ -134,17 +134,26 @@ static char *default_blob_name(const char *path)
 
 static int write_graph(const mpk_graph *g, const char *out_path)
 {
-    FILE *out = out_path && strcmp(out_path, "-") != 0 ? fopen(out_path, "w") : stdout;
-    if (!out) {
-        fprintf(stderr, "mpk: error: cannot write '%s': %s\n", out_path, strerror(errno));
+    mpk_out o;
+    if (!mpk_out_open(&o, out_path ? out_path : "-", NULL, 0, stderr))
         return EXIT_USAGE;
-    }
-    mpk_graph_print(out, g);
-    if ((out != stdout ? fclose(out) : fflush(out)) != 0) {
-        fprintf(stderr, "mpk: error: writing '%s' failed\n", out != stdout ? out_path : "<stdout>");
-        return EXIT_USAGE;
-    }
-    return 0;
+    mpk_graph_print(o.f, g);
+    return mpk_out_close(&o, true, stderr) ? 0 : EXIT_USAGE;
+}
+
+/* Whether out is one of the files the compilation read (the model and its
+ * imports): writing it would destroy the input (reported). */
+static bool out_is_input(const mpk_ctx *c, const char *out)
+{
+    const mpk_vec *f = &c->diag.files;
+    const char **in = calloc((size_t)f->n + 1, sizeof *in);
+    if (!in)
+        mpk_out_of_memory();
+    for (int i = 1; i < f->n; i++)
+        in[i - 1] = ((const mpk_source *)f->items[i])->path;
+    bool same = mpk_out_is_input(out, in, f->n - 1, stderr);
+    free(in);
+    return same;
 }
 
 /* One compilation: load, check, and for build the graph or the blob. */
@@ -161,6 +170,14 @@ static int compile(const char *path, const mpk_options *opt, const job *j)
         return EXIT_USAGE;
     }
     double t1 = mpk_now_ms();
+    char *dflt = j->build && !j->emit && !j->out_path ? default_blob_name(strcmp(path, "-") ? path : "stdin.mpk")
+                                                       : NULL;
+    const char *out = j->out_path ? j->out_path : dflt;
+    if (j->build && out && out_is_input(c, out)) {
+        free(dflt);
+        mpk_ctx_free(c);
+        return EXIT_USAGE;
+    }
     mpk_graph *g = NULL;
     if (!c->diag.stopped)
         g = mpk_sema(c);
@@ -172,8 +189,6 @@ static int compile(const char *path, const mpk_options *opt, const job *j)
     } else if (status == 0 && j->build && j->emit) {
         status = write_graph(g, j->out_path);
     } else if (status == 0 && j->build) {
-        char *dflt = j->out_path ? NULL : default_blob_name(strcmp(path, "-") ? path : "stdin.mpk");
-        const char *out = j->out_path ? j->out_path : dflt;
         mpk_lower_opts lo = {.workers = j->workers, .tp = j->tp, .dump = j->dump, .dump_out = stdout};
         mpk_low *L = mpk_lower(g, &lo, &c->diag);
         t3 = mpk_now_ms();
@@ -189,8 +204,8 @@ static int compile(const char *path, const mpk_options *opt, const job *j)
             fputc('\n', stderr);
         }
         mpk_low_free(L);
-        free(dflt);
     }
+    free(dflt);
     double t4 = mpk_now_ms();
     if (j->timing) {
         fprintf(stderr, "mpk: time: %s: parse %.2f ms, sema %.2f ms", path, t1 - t0, t2 - t1);
@@ -210,12 +225,13 @@ static int dump_blob(const char *path, const char *out_path, bool dot)
     mpkb_blob b;
     if (!mpkb_open(&b, path, stderr))
         return EXIT_MODEL;
-    FILE *out = out_path && strcmp(out_path, "-") != 0 ? fopen(out_path, "w") : stdout;
-    if (!out) {
-        fprintf(stderr, "mpk: error: cannot write '%s': %s\n", out_path, strerror(errno));
+    mpk_out o;
+    const char *in[1] = {path};
+    if (!mpk_out_open(&o, out_path ? out_path : "-", in, 1, stderr)) {
         mpkb_close(&b);
         return EXIT_USAGE;
     }
+    FILE *out = o.f;
     if (dot)
         mpk_print_dot(&b, out);
     else {
@@ -223,11 +239,7 @@ static int dump_blob(const char *path, const char *out_path, bool dot)
                 b.hdr->version, b.size, b.ntensors, b.ntasks, b.nevents, b.nqueues);
         mpk_print_taskgraph(&b, out);
     }
-    int status = 0;
-    if ((out != stdout ? fclose(out) : fflush(out)) != 0) {
-        fprintf(stderr, "mpk: error: writing '%s' failed\n", out != stdout ? out_path : "<stdout>");
-        status = EXIT_USAGE;
-    }
+    int status = mpk_out_close(&o, true, stderr) ? 0 : EXIT_USAGE;
     mpkb_close(&b);
     return status;
 }

@@ -234,6 +234,11 @@ const mpk_op_info *mpk_op_get(mpk_op op);
  * calls); an internal error if the op has none: names, not positions,
  * so that ops.def can reorder or add attributes. */
 int mpk_op_attr(mpk_op op, const char *name);
+/* Rope's inverse frequency i (of head_dim / 2) for rope's attributes
+ * attrs (in the op table's order), in f32 as HF computes it (the llama3
+ * rule from transformers' _compute_llama3_parameters): the compiler's
+ * table, and what sema checks is finite. */
+float mpk_rope_inv_freq(const mpk_value *attrs, int64_t i, int64_t head_dim);
 /* Attribute name of node n: MPK_ATTR(n, "theta")->f. */
 #define MPK_ATTR(n, name) (&(n)->attrs[mpk_op_attr((n)->op, (name))])
 bool mpk_op_lookup(const char *name, mpk_op *out);

@@ -19,9 +19,11 @@
  * can ask for.
  */
 #include "frontend.h"
+#include "mpk/blob.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +33,7 @@ enum {
     MAX_LOOP = 1 << 20,       /* iterations of one for loop */
     MAX_NODES = 1 << 18,      /* Qwen3-8B has 832; this is 300 times that */
 };
-#define MAX_NUMEL (INT64_C(1) << 48)
+#define MAX_NUMEL ((int64_t)MPKB_MAX_NUMEL) /* a blob's limits: mpk/blob.h */
 
 /* ---- a string-keyed hash map in the arena ---------------------------- */
 
@@ -427,6 +429,73 @@ static mpk_value eval_binary(sema *S, mpk_expr *e, mpk_value l, mpk_value r)
 
 /* ---- parameters ------------------------------------------------------- */
 
+/* One number of a -D value, in the language's own syntax (no hex, no
+ * "inf"), with a sign: an int, else a float; *why says what is wrong with
+ * a number out of range. Anything else: NONE. */
+static mpk_value parse_number(const char *text, const char **why)
+{
+    bool numeric = *text && strspn(text, "0123456789.eE+-") == strlen(text) && strchr("0123456789+-.", text[0]);
+    if (!numeric)
+        return NONE;
+    char *end;
+    errno = 0;
+    long long iv = strtoll(text, &end, 10);
+    if (!*end && errno == 0)
+        return mk_int(iv);
+    if (!*end) {
+        *why = "the integer is out of range (a 64-bit int, at most 9223372036854775807)";
+        return NONE;
+    }
+    errno = 0;
+    double fv = strtod(text, &end);
+    if (*end)
+        return NONE;
+    if (errno == ERANGE || !isfinite(fv)) {
+        *why = "the number is out of range for a float (a 64-bit double)";
+        return NONE;
+    }
+    return mk_float(fv);
+}
+
+/* The value of -D NAME=TEXT: TEXT itself for a string param; else a
+ * number, or a list of numbers as the language writes one ("[1, 2]"). */
+static mpk_value parse_override(sema *S, const char *text, bool string, const char **why)
+{
+    if (string)
+        return (mpk_value){.kind = MPK_V_STRING, .s = text};
+    size_t len = strlen(text);
+    if (len < 2 || text[0] != '[' || text[len - 1] != ']') {
+        mpk_value v = parse_number(text, why);
+        return v.kind != MPK_V_NONE || *why ? v : (mpk_value){.kind = MPK_V_STRING, .s = text};
+    }
+    int n = 0;
+    for (const char *p = text; *p; p++)
+        n += *p == ',';
+    mpk_value l = {.kind = MPK_V_LIST, .n = 0};
+    l.items = mpk_arena_alloc(S->a, sizeof(mpk_value) * (size_t)(n + 2));
+    char *copy = mpk_arena_strndup(S->a, text + 1, len - 2), *save = NULL;
+    bool empty = strspn(copy, " ") == strlen(copy);
+    for (char *tok = strtok_r(copy, ",", &save); tok && !empty; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ')
+            tok++;
+        for (size_t k = strlen(tok); k > 0 && tok[k - 1] == ' '; k--)
+            tok[k - 1] = 0;
+        mpk_value v = parse_number(tok, why);
+        if (*why)
+            return NONE;
+        if (v.kind == MPK_V_NONE) {
+            *why = "a list given with -D holds numbers, as in [1, 2]";
+            return NONE;
+        }
+        l.items[l.n++] = v;
+    }
+    if (!empty && l.n != n + 1) {
+        *why = "a list given with -D holds numbers, as in [1, 2]";
+        return NONE;
+    }
+    return l;
+}
+
 static mpk_value eval_param(sema *S, sym *y)
 {
     if (y->eval == 2)
@@ -449,31 +518,20 @@ static mpk_value eval_param(sema *S, sym *y)
         v = NONE;
     }
     if (y->override && v.kind != MPK_V_NONE) {
-        const char *text = y->override;
-        /* A string param takes the text as it is; a number is read in the
-         * language's own syntax (so no hex, no "inf"), with a sign. */
-        bool numeric = *text && strspn(text, "0123456789.eE+-") == strlen(text) &&
-                       strchr("0123456789+-.", text[0]);
-        char *end;
-        mpk_value ov = {.kind = MPK_V_STRING, .s = text};
-        errno = 0;
-        long long iv = numeric ? strtoll(text, &end, 10) : 0;
-        if (v.kind == MPK_V_STRING) {
-            /* as is */
-        } else if (numeric && !*end && errno == 0) {
-            ov = mk_int(iv);
-        } else if (numeric) {
-            errno = 0;
-            double fv = strtod(text, &end);
-            if (!*end && errno == 0 && isfinite(fv))
-                ov = mk_float(fv);
-        }
+        const char *text = y->override, *why = NULL;
+        mpk_value ov = parse_override(S, text, v.kind == MPK_V_STRING, &why);
         if (v.kind == MPK_V_FLOAT && ov.kind == MPK_V_INT)
             ov = mk_float((double)ov.i);
-        if (ov.kind != v.kind) {
+        /* eos, which the compiler reads, is a token id or a list of them */
+        bool eos_form = strcmp(y->name, "eos") == 0 && (v.kind == MPK_V_INT || v.kind == MPK_V_LIST) &&
+                        (ov.kind == MPK_V_INT || ov.kind == MPK_V_LIST);
+        if (why || (ov.kind != v.kind && !eos_form)) {
             flush_chain(S);
-            mpk_error(S->d, (mpk_loc){0, 0, 0}, "-D %s=%s: param '%s' is %s, not %s", y->name,
-                      text, y->name, mpk_value_kind_name(v.kind), mpk_value_kind_name(ov.kind));
+            if (why)
+                mpk_error(S->d, (mpk_loc){0, 0, 0}, "-D %s=%s: %s", y->name, text, why);
+            else
+                mpk_error(S->d, (mpk_loc){0, 0, 0}, "-D %s=%s: param '%s' is %s, not %s", y->name,
+                          text, y->name, mpk_value_kind_name(v.kind), mpk_value_kind_name(ov.kind));
             mpk_note(S->d, y->decl->name_loc, "'%s' declared here", y->name);
         } else {
             v = ov;
@@ -658,11 +716,24 @@ static bool eval_type(sema *S, scope *sc, const mpk_type_ast *ty, mpk_dtype *dt,
             ok = false;
             continue;
         }
-        if (__builtin_mul_overflow(numel, v.i, &numel) || numel > MAX_NUMEL) {
-            serr(S, e->loc, "tensor is too large (more than 2^48 elements)");
+        if (v.i > (int64_t)MPKB_MAX_DIM) {
+            serr(S, e->loc, "a dimension is at most %u (2^31 - 1), but this is %lld", MPKB_MAX_DIM,
+                 (long long)v.i);
             return false;
         }
         dims[n++] = v.i;
+        if (__builtin_mul_overflow(numel, v.i, &numel) || numel > MAX_NUMEL) {
+            char buf[160];
+            int at = 0;
+            double all = 1;
+            for (int i = 0; i < n; i++) {
+                all *= (double)dims[i];
+                at += snprintf(buf + at, sizeof buf - (size_t)at, "%s%lld", i ? ", " : "", (long long)dims[i]);
+            }
+            serr(S, e->loc, "tensor is too large: [%s%s] is %.0f elements, and a tensor has at most 2^40 "
+                            "(%lld)", buf, e->next ? ", ..." : "", all, (long long)MAX_NUMEL);
+            return false;
+        }
     }
     *ndim = n;
     return ok;
@@ -798,13 +869,39 @@ static bool want_dim(opcall *o, int i, int d, int j, int dj, const char *what)
     return false;
 }
 
+/* A float attribute goes into the blob as an f32 (eps, theta, scale): it
+ * must be one, neither 0 nor inf there (eps = 1e39 would make every
+ * rmsnorm 0, and so every logit). */
 static bool attr_positive(opcall *o, int k)
 {
     mpk_value *v = &o->attr[k];
-    if ((v->kind == MPK_V_INT && v->i > 0) || (v->kind == MPK_V_FLOAT && v->f > 0 && isfinite(v->f)))
+    if (v->kind == MPK_V_INT && v->i > 0)
         return true;
-    attrerr(o, k, "'%s' must be positive, not %s", o->info->attrs[k].name, vstr(o->S, v));
+    if (v->kind == MPK_V_FLOAT && v->f > 0 && v->f <= FLT_MAX && (float)v->f > 0)
+        return true;
+    if (v->kind == MPK_V_FLOAT && v->f > 0)
+        attrerr(o, k, "'%s' must be a positive number that f32 can hold (%g to %g), not %s",
+                o->info->attrs[k].name, (double)FLT_TRUE_MIN, (double)FLT_MAX, vstr(o->S, v));
+    else
+        attrerr(o, k, "'%s' must be positive, not %s", o->info->attrs[k].name, vstr(o->S, v));
     return false;
+}
+
+/* Every inverse frequency of rope must be finite and positive in f32:
+ * theta = 1e-300 overflows them, and every logit becomes NaN. */
+static bool rope_finite(opcall *o, int64_t head_dim)
+{
+    for (int64_t i = 0; i < head_dim / 2; i++) {
+        float f = mpk_rope_inv_freq(o->attr, i, head_dim);
+        if (!isfinite(f) || !(f > 0)) {
+            attrerr(o, 0, "theta = %s%s gives rotary frequencies that f32 cannot hold (frequency %lld of "
+                          "%lld is %g)", vstr(o->S, &o->attr[0]),
+                    strcmp(o->attr[1].s, "llama3") == 0 ? " with this llama3 scaling" : "", (long long)i,
+                    (long long)(head_dim / 2), (double)f);
+            return false;
+        }
+    }
+    return true;
 }
 
 /* Normalises a possibly negative dimension index; false if out of range. */
@@ -888,7 +985,7 @@ static int infer(opcall *o, mpk_dtype *dt, int64_t dims[][MPK_MAX_DIMS], int *nd
             return 0;
         const char *sc = o->attr[1].s;
         if (strcmp(sc, "none") == 0)
-            return 1;
+            return rope_finite(o, x->dims[2]);
         if (strcmp(sc, "llama3") != 0) {
             attrerr(o, 1, "unknown scaling \"%s\" (expected \"none\" or \"llama3\")", sc);
             return 0;
@@ -901,7 +998,7 @@ static int infer(opcall *o, mpk_dtype *dt, int64_t dims[][MPK_MAX_DIMS], int *nd
                     o->attr[3].f);
             return 0;
         }
-        return 1;
+        return rope_finite(o, x->dims[2]);
     }
     case MPK_OP_ATTENTION: {
         if (!want_float(o, 0) || !want_ndim(o, 0, 3, "[n, heads, head_dim]") ||
@@ -962,7 +1059,7 @@ static int infer(opcall *o, mpk_dtype *dt, int64_t dims[][MPK_MAX_DIMS], int *nd
                 return 0;
             }
             if (__builtin_mul_overflow(known, d, &known) || known > MAX_NUMEL) {
-                attrerr(o, 0, "the new shape is too large");
+                attrerr(o, 0, "the new shape is too large (more than 2^40 elements)");
                 return 0;
             }
             dims[0][i] = d;

@@ -119,6 +119,25 @@ bool mpk_op_lookup(const char *name, mpk_op *out)
     return false;
 }
 
+float mpk_rope_inv_freq(const mpk_value *attrs, int64_t i, int64_t head_dim)
+{
+#define ROPE_ATTR_(name) (&attrs[mpk_op_attr(MPK_OP_ROPE, name)])
+    double theta = ROPE_ATTR_("theta")->f;
+    float inv = (float)(1.0 / pow(theta, (double)(float)(2 * i) / (double)head_dim));
+    if (strcmp(ROPE_ATTR_("scaling")->s, "llama3") != 0)
+        return inv;
+    double factor = ROPE_ATTR_("factor")->f, lo = ROPE_ATTR_("low_freq_factor")->f;
+    double hi = ROPE_ATTR_("high_freq_factor")->f, orig = (double)ROPE_ATTR_("original_max")->i;
+#undef ROPE_ATTR_
+    double wavelen = 2 * M_PI / inv, low_wl = orig / lo, high_wl = orig / hi;
+    double v = wavelen > low_wl ? inv / factor : inv;
+    if (!(wavelen < high_wl) && !(wavelen > low_wl)) {
+        double smooth = (orig / wavelen - lo) / (hi - lo);
+        v = (1 - smooth) * v / factor + smooth * v;
+    }
+    return (float)v;
+}
+
 const char *mpk_value_kind_name(mpk_value_kind k)
 {
     switch (k) {

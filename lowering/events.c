@@ -13,8 +13,8 @@
  * A task waits for one event, so its producers form one set; producers
  * that are ancestors of other members are dropped (the o_proj tile that
  * reads the residual written by the previous layer need not wait for it:
- * it waits for attention, which came after). Ancestry is a bitset per
- * event. Consumers with equal producer sets share an event. Tasks no data
+ * it waits for attention, which came after). Ancestry is a set per event
+ * (ancset.c: shared parts, not a bit per task). Consumers with equal producer sets share an event. Tasks no data
  * dependence orders wait for the inputs task; the tasks nothing waits for
  * signal the step event (lag 1), which the inputs task of the next step
  * waits for, so that steps never overlap.
@@ -52,16 +52,13 @@ typedef struct {
     int nprod, capprod;
     int *prod_off, *prod_n;
     uint64_t *prod_hash;
-    uint64_t **anc;        /* per event: ancestors of its waiting tasks */
-    size_t *anc_words;     /* bits cover tasks [0, 64 * words) */
+    mpk_anc *A;            /* the ancestor sets (ancset.c) */
+    mpk_aset *anc;         /* per event: ancestors of its waiting tasks */
     uint32_t *hash_slots;  /* event + 1 */
     uint32_t hash_cap;
 } ev;
 
-static bool is_anc(const ev *E, uint32_t e, int task)
-{
-    return (size_t)task < E->anc_words[e] * 64 && ((E->anc[e][task >> 6] >> (task & 63)) & 1);
-}
+static bool is_anc(const ev *E, uint32_t e, int task) { return mpk_anc_has(E->A, E->anc[e], (uint64_t)task); }
 
 /* An order-independent hash of a set of tasks, so sets need no sorting. */
 static uint64_t mix(uint64_t x)
@@ -93,7 +90,6 @@ static uint32_t new_event(ev *E, uint32_t lag, const int *prod, int n, int first
         E->prod_n = mpk_realloc(E->prod_n, sizeof *E->prod_n * L->capevents);
         E->prod_hash = mpk_realloc(E->prod_hash, sizeof *E->prod_hash * L->capevents);
         E->anc = mpk_realloc(E->anc, sizeof *E->anc * L->capevents);
-        E->anc_words = mpk_realloc(E->anc_words, sizeof *E->anc_words * L->capevents);
     }
     L->events[id] = (mpkb_event){.triggers = (uint32_t)n, .lag = lag};
     if (E->nprod + n > E->capprod) {
@@ -106,16 +102,14 @@ static uint32_t new_event(ev *E, uint32_t lag, const int *prod, int n, int first
     E->prod_n[id] = n;
     E->prod_hash[id] = h;
     E->nprod += n;
-    size_t words = lag ? 0 : ((size_t)first_task + 63) / 64;
-    uint64_t *a = calloc(words + 1, sizeof *a);
-    if (!a)
-        mpk_out_of_memory();
+    (void)first_task; /* the producers, and so their ancestors, lie below it */
+    mpk_aset a = 0;
     /* each distinct event the producers wait for is merged once */
     uint32_t done[16];
     int ndone = 0;
     for (int i = 0; i < n && !lag; i++) {
         int p = prod[i];
-        a[p >> 6] |= 1ull << (p & 63);
+        a = mpk_anc_add(E->A, a, (uint64_t)p, id);
         uint32_t pe = L->tasks[p].dep;
         bool seen = false;
         for (int k = 0; k < ndone && !seen; k++)
@@ -124,12 +118,9 @@ static uint32_t new_event(ev *E, uint32_t lag, const int *prod, int n, int first
             continue;
         if (ndone < 16)
             done[ndone++] = pe;
-        size_t bw = E->anc_words[pe] < words ? E->anc_words[pe] : words;
-        for (size_t w = 0; w < bw; w++)
-            a[w] |= E->anc[pe][w];
+        a = mpk_anc_union(E->A, a, E->anc[pe], id);
     }
     E->anc[id] = a;
-    E->anc_words[id] = words;
     return id;
 }
 
@@ -140,7 +131,7 @@ static uint32_t event_for(ev *E, const int *prod, int n, int first_task, uint32_
     mpk_low *L = E->L;
     if ((L->nevents + 1) * 2 >= E->hash_cap) {
         uint32_t ncap = E->hash_cap ? E->hash_cap * 2 : 1024;
-        uint32_t *ns = calloc(ncap, sizeof *ns);
+        uint32_t *ns = mpk_calloc(ncap, sizeof *ns);
         if (!ns)
             mpk_out_of_memory();
         for (uint32_t i = 0; i < E->hash_cap; i++) {
@@ -320,10 +311,10 @@ static void make_triggers(ev *E)
     mpk_low *L = E->L;
     /* An event nobody waits for (made while trying a cheaper set) is
      * dropped: events are renumbered densely, in the same order. */
-    uint32_t *waiters = calloc(L->nevents + 1, sizeof *waiters), kept = 1;
+    uint32_t *waiters = mpk_calloc(L->nevents + 1, sizeof *waiters), kept = 1;
     for (uint32_t t = 0; t < E->n; t++)
         waiters[L->tasks[t].dep]++;
-    uint32_t *renum = malloc(sizeof *renum * (L->nevents + 1));
+    uint32_t *renum = mpk_malloc(sizeof *renum * (L->nevents + 1));
     renum[0] = 0;
     for (uint32_t e = 1; e < L->nevents; e++) {
         renum[e] = waiters[e] ? kept : MPKB_NONE;
@@ -339,7 +330,7 @@ static void make_triggers(ev *E)
     L->nevents = kept;
     free(waiters);
     free(renum);
-    uint32_t *count = calloc(E->n + 1, sizeof *count);
+    uint32_t *count = mpk_calloc(E->n + 1, sizeof *count);
     for (uint32_t e = 1; e < L->nevents; e++)
         for (int i = 0; i < E->prod_n[e]; i++)
             count[E->prod[E->prod_off[e] + i]]++;
@@ -372,7 +363,7 @@ static void make_triggers(ev *E)
 static void group_tasks(ev *E)
 {
     mpk_low *L = E->L;
-    uint32_t *start = calloc(L->nevents + 1, sizeof *start);
+    uint32_t *start = mpk_calloc(L->nevents + 1, sizeof *start);
     for (uint32_t t = 0; t < E->n; t++)
         start[L->tasks[t].dep + 1]++;
     for (uint32_t e = 0; e < L->nevents; e++) {
@@ -380,8 +371,8 @@ static void group_tasks(ev *E)
         L->events[e].ntasks = start[e + 1];
         start[e + 1] += start[e];
     }
-    mpkb_task *sorted = malloc(sizeof *sorted * (E->n + 1));
-    uint32_t *trig = malloc(sizeof *trig * (L->ntriggers + 1));
+    mpkb_task *sorted = mpk_malloc(sizeof *sorted * (E->n + 1));
+    uint32_t *trig = mpk_malloc(sizeof *trig * (L->ntriggers + 1));
     uint32_t nt = 0;
     for (uint32_t t = 0; t < E->n; t++) {
         mpkb_task *x = &L->tasks[t];
@@ -407,7 +398,7 @@ static void count_bytes(ev *E)
 {
     mpk_low *L = E->L;
     uint64_t wr = 0, kv = 0;
-    bool *seen = calloc(L->ntensors + 1, 1);
+    bool *seen = mpk_calloc(L->ntensors + 1, 1);
     for (uint32_t t = 0; t < E->n; t++) {
         const mpkb_task *x = &L->tasks[t];
         if (x->op == MPKB_OP_MATVEC) {
@@ -443,9 +434,10 @@ bool mpk_make_events(mpk_low *L)
     int bad;
     E.sw = mpk_sweep_new(&tg, &bad);
     MPK_ASSERT(bad < 0); /* the lowering made a task whose operands do not fit */
-    E.inset = calloc(E.n + 1, sizeof *E.inset);
-    E.stamp = calloc(E.n + 1, sizeof *E.stamp);
+    E.inset = mpk_calloc(E.n + 1, sizeof *E.inset);
+    E.stamp = mpk_calloc(E.n + 1, sizeof *E.stamp);
     E.sigs = mpk_sigcache_new();
+    E.A = mpk_anc_new(E.n);
     new_event(&E, 1, NULL, 0, 0, 0); /* event 0: the step event */
     L->meta.step_event = 0;
     sweep(&E);
@@ -455,13 +447,11 @@ bool mpk_make_events(mpk_low *L)
         if (mpk_remote_read(&tg, &L->tasks[t], &lo, &hi))
             L->events[L->tasks[t].dep].flags |= MPKB_EV_ALL_RANKS;
     }
-    for (uint32_t e = 0; e < L->nevents; e++)
-        free(E.anc[e]);
+    mpk_anc_free(E.A);
     count_bytes(&E);
     make_triggers(&E);
     group_tasks(&E);
     free(E.anc);
-    free(E.anc_words);
     free(E.inset);
     free(E.stamp);
     free(E.raw.v);

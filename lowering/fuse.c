@@ -25,6 +25,7 @@
  * op adds up every rank's, taking the residual add as its epilogue.
  */
 #include "lowering.h"
+#include "mpk/util.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -45,27 +46,27 @@ static void build_users(fuser *F)
 {
     const mpk_graph *g = F->g;
     int nt = g->tensors.n, nn = g->nodes.n;
-    F->user_start = calloc((size_t)nt + 1, sizeof *F->user_start);
+    F->user_start = mpk_calloc((size_t)nt + 1, sizeof *F->user_start);
     int total = 0;
     for (int i = 0; i < nn; i++)
         for (int k = 0; k < node_at(g, i)->nin; k++)
             F->user_start[node_at(g, i)->in[k]->id + 1]++, total++;
     for (int t = 0; t < nt; t++)
         F->user_start[t + 1] += F->user_start[t];
-    F->users = malloc(sizeof *F->users * (size_t)(total + 1));
-    int *fill = calloc((size_t)nt + 1, sizeof *fill);
+    F->users = mpk_malloc(sizeof *F->users * (size_t)(total + 1));
+    int *fill = mpk_calloc((size_t)nt + 1, sizeof *fill);
     for (int i = 0; i < nn; i++)
         for (int k = 0; k < node_at(g, i)->nin; k++) {
             int t = node_at(g, i)->in[k]->id;
             F->users[F->user_start[t] + fill[t]++] = i;
         }
     free(fill);
-    F->absorbed = calloc((size_t)nn + 1, 1);
+    F->absorbed = mpk_calloc((size_t)nn + 1, 1);
     int maxid = 0;
     for (int i = 0; i < nn; i++)
         if (node_at(g, i)->id > maxid)
             maxid = node_at(g, i)->id;
-    F->node_index = calloc((size_t)maxid + 1, sizeof *F->node_index);
+    F->node_index = mpk_calloc((size_t)maxid + 1, sizeof *F->node_index);
     for (int i = 0; i < nn; i++)
         F->node_index[node_at(g, i)->id] = i;
 }
@@ -133,29 +134,15 @@ static void set_label(mpk_low *L, mpk_kop *k, const char *what)
     k->label = mpk_arena_printf(L->arena, "%s %%%d", what, n->out[0]->id);
 }
 
-/* The inverse frequencies of rope, as HF computes them in fp32 (the llama3
- * rule from transformers' _compute_llama3_parameters), as a CONST tensor. */
+/* The inverse frequencies of rope (mpk_rope_inv_freq), as a CONST tensor. */
 static int rope_table(mpk_low *L, const mpk_node *n, int64_t head_dim)
 {
     int64_t half = head_dim / 2;
     float *f = mpk_arena_alloc(L->arena, sizeof *f * (size_t)half);
     double theta = MPK_ATTR(n, "theta")->f;
     bool llama3 = strcmp(MPK_ATTR(n, "scaling")->s, "llama3") == 0;
-    double factor = MPK_ATTR(n, "factor")->f, lo = MPK_ATTR(n, "low_freq_factor")->f;
-    double hi = MPK_ATTR(n, "high_freq_factor")->f, orig = (double)MPK_ATTR(n, "original_max")->i;
-    for (int64_t i = 0; i < half; i++) {
-        float inv = (float)(1.0 / pow(theta, (double)(float)(2 * i) / (double)head_dim));
-        if (llama3) {
-            double wavelen = 2 * M_PI / inv, low_wl = orig / lo, high_wl = orig / hi;
-            double v = wavelen > low_wl ? inv / factor : inv;
-            if (!(wavelen < high_wl) && !(wavelen > low_wl)) {
-                double smooth = (orig / wavelen - lo) / (hi - lo);
-                v = (1 - smooth) * v / factor + smooth * v;
-            }
-            inv = (float)v;
-        }
-        f[i] = inv;
-    }
+    for (int64_t i = 0; i < half; i++)
+        f[i] = mpk_rope_inv_freq(n->attrs, i, head_dim); /* sema checked each is finite */
     int id = mpk_lt_new(L, MPK_DT_F32, 1, &half, MPKB_SPACE_CONST,
                         mpk_arena_printf(L->arena, "rope_inv_freq(theta=%g%s)", theta,
                                          llama3 ? ", llama3" : ""));
@@ -477,7 +464,7 @@ static bool find_io(fuser *F)
 static void promote(fuser *F)
 {
     mpk_low *L = F->L;
-    bool *p = calloc((size_t)L->nlt + 1, 1);
+    bool *p = mpk_calloc((size_t)L->nlt + 1, 1);
     for (int i = 0; i < L->nkops; i++) {
         const mpk_kop *k = &L->kops[i];
         _Static_assert(MPKB_SLOT(embed, out) == 2 && MPKB_SLOT(add, out) == 2 && MPKB_SLOT(matvec, out) == 2 &&

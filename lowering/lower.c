@@ -50,7 +50,7 @@ uint32_t mpk_str_intern(mpk_low *L, const char *s)
 {
     if (L->str_n * 2 >= L->str_cap) {
         uint32_t ncap = L->str_cap ? L->str_cap * 2 : 1024;
-        uint32_t *ns = calloc(ncap, sizeof *ns);
+        uint32_t *ns = mpk_calloc(ncap, sizeof *ns);
         if (!ns)
             mpk_out_of_memory();
         for (uint32_t i = 0; i < L->str_cap; i++) {
@@ -197,8 +197,9 @@ static bool mirror_tensors(mpk_low *L)
 }
 
 /* What the blob's metadata says beyond the passes: its name, the context
- * the KV caches hold, the model's end-of-sequence ids. */
-static void finish_meta(mpk_low *L)
+ * the KV caches hold, the model's end-of-sequence ids, each a token of
+ * the vocabulary (or generation could never stop on it). */
+static bool finish_meta(mpk_low *L)
 {
     mpkb_meta *m = &L->meta;
     m->name = mpk_str_intern(L, L->g->name ? L->g->name : "");
@@ -220,12 +221,20 @@ static void finish_meta(mpk_low *L)
         for (int k = 0; p->value.kind == MPK_V_LIST && k < p->value.n && k < MPKB_MAX_EOS; k++)
             m->eos[m->neos++] = (int32_t)p->value.items[k].i;
     }
+    for (uint32_t i = 0; i < m->neos; i++)
+        if ((uint32_t)m->eos[i] >= m->vocab) {
+            mpk_error(L->diag, (mpk_loc){0, 0, 0},
+                      "param 'eos': %d is not a token id: the vocabulary (the logits' columns) is %u, "
+                      "ids 0 to %u", m->eos[i], m->vocab, m->vocab - 1);
+            return false;
+        }
+    return true;
 }
 
 mpk_low *mpk_lower(const mpk_graph *g, const mpk_lower_opts *opt, mpk_diag *d)
 {
     MPK_ASSERT(!opt->dump || mpk_pass_index(opt->dump) >= 0); /* the driver checks the name */
-    mpk_low *L = calloc(1, sizeof *L);
+    mpk_low *L = mpk_calloc(1, sizeof *L);
     if (!L)
         mpk_out_of_memory();
     L->arena = d->arena;
@@ -236,7 +245,7 @@ mpk_low *mpk_lower(const mpk_graph *g, const mpk_lower_opts *opt, mpk_diag *d)
     L->tp = opt->tp > 1 ? (int)opt->tp : 1;
     L->meta.tp = (uint32_t)L->tp;
     L->token_lt = L->pos_lt = L->next_lt = L->logits_lt = -1;
-    L->pass_ms = calloc((size_t)mpk_npasses + 1, sizeof *L->pass_ms);
+    L->pass_ms = mpk_calloc((size_t)mpk_npasses + 1, sizeof *L->pass_ms);
     if (!L->pass_ms)
         mpk_out_of_memory();
     mpk_str_intern(L, ""); /* offset 0 is the empty string */
@@ -263,7 +272,10 @@ mpk_low *mpk_lower(const mpk_graph *g, const mpk_lower_opts *opt, mpk_diag *d)
             return NULL;
         }
     }
-    finish_meta(L);
+    if (!finish_meta(L)) {
+        mpk_low_free(L);
+        return NULL;
+    }
     return L;
 }
 

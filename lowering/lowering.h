@@ -146,7 +146,8 @@ typedef struct mpk_low {
 
 /* The pipeline: returns NULL after reporting errors in diag. */
 mpk_low *mpk_lower(const mpk_graph *g, const mpk_lower_opts *opt, mpk_diag *d);
-/* Write the blob to a file (atomically: temp file + rename) or, path "-",
+/* Write the blob to a file (by mpk_write_file: atomically for a regular
+ * file, in place for a device or FIFO, through a symbolic link) or, path "-",
  * to standard output. Reports and returns false on failure. */
 bool mpk_emit(mpk_low *L, const char *path);
 /* The blob as one malloc'd buffer (for tests). */
@@ -226,6 +227,21 @@ mpk_sigcache *mpk_sigcache_new(void);
 int64_t mpk_sigcache_get(mpk_sigcache *C, const int *items, int n, int64_t key);
 void mpk_sigcache_put(mpk_sigcache *C, const int *items, int n, int64_t key, int64_t value);
 void mpk_sigcache_free(mpk_sigcache *C);
+
+/* ancset.c: sets of tasks (the ancestors of events) as persistent radix
+ * trees that share their unchanged parts, so that a set costs what it
+ * adds to those it was made from, not a bit per task. A set is a handle,
+ * EMPTY (0) to start; add and union return the new handle and change in
+ * place only the nodes made for owner (any number but UINT32_MAX), copying
+ * others. A set must not be changed once another has been made from it. */
+typedef struct mpk_anc mpk_anc;
+typedef uint32_t mpk_aset;
+mpk_anc *mpk_anc_new(uint64_t ntasks);
+void mpk_anc_free(mpk_anc *A);
+mpk_aset mpk_anc_add(mpk_anc *A, mpk_aset s, uint64_t task, uint32_t owner);
+mpk_aset mpk_anc_union(mpk_anc *A, mpk_aset s, mpk_aset other, uint32_t owner);
+bool mpk_anc_has(const mpk_anc *A, mpk_aset s, uint64_t task);
+size_t mpk_anc_bytes(const mpk_anc *A);
 
 /* "label [tile]" of a task, for messages. */
 const char *mpk_task_desc(const mpkb_blob *tg, uint32_t task, char *buf, size_t n);

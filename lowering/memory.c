@@ -43,7 +43,7 @@ static uint64_t lt_bytes(const mpk_ltensor *t)
 static uint64_t plan_arena(mpk_low *L)
 {
     int n = 0;
-    int *order = malloc(sizeof *order * (size_t)(L->nlt + 1));
+    int *order = mpk_malloc(sizeof *order * (size_t)(L->nlt + 1));
     for (int i = 0; i < L->nlt; i++) {
         mpk_ltensor *t = &L->lt[i];
         if (t->root == i && t->used && t->space == MPKB_SPACE_ARENA) {
@@ -53,7 +53,7 @@ static uint64_t plan_arena(mpk_low *L)
         }
     }
     qsort_r(order, (size_t)n, sizeof *order, cmp_first, L->lt);
-    block *live = malloc(sizeof *live * (size_t)(n + 1));
+    block *live = mpk_malloc(sizeof *live * (size_t)(n + 1));
     int nlive = 0;
     uint64_t top = 0;
     for (int k = 0; k < n; k++) {
@@ -139,9 +139,9 @@ bool mpk_plan_memory(mpk_low *L)
             return false;
         }
         for (int d = 0; d < t->ndim; d++)
-            if (t->used && t->dims[d] > UINT32_MAX) {
-                mpk_error(L->diag, (mpk_loc){0, 0, 0}, "tensor '%s' has a dimension over 2^32",
-                          t->name);
+            if (t->used && t->dims[d] > MPKB_MAX_DIM) {
+                mpk_error(L->diag, (mpk_loc){0, 0, 0}, "tensor '%s' has a dimension of %lld, over %u",
+                          t->name, (long long)t->dims[d], MPKB_MAX_DIM);
                 return false;
             }
     }
@@ -171,6 +171,14 @@ bool mpk_plan_memory(mpk_low *L)
         if (L->lt[i].root == i && L->lt[i].used && L->lt[i].space == MPKB_SPACE_ARENA)
             L->act_bytes += 2 * lt_bytes(&L->lt[i]);
     L->meta.state_size = state;
+    if (L->meta.arena_size > MPKB_MAX_ARENA || state > MPKB_MAX_STATE) {
+        mpk_error(L->diag, (mpk_loc){0, 0, 0},
+                  "the model needs %llu bytes of activations and %llu of state (KV caches); a blob holds "
+                  "at most %llu (2^40) and %llu (2^42)", (unsigned long long)L->meta.arena_size,
+                  (unsigned long long)state, (unsigned long long)MPKB_MAX_ARENA,
+                  (unsigned long long)MPKB_MAX_STATE);
+        return false;
+    }
     /* the blob's tensors: roots first where views need them */
     for (uint32_t ti = 0; ti < L->ntasks; ti++)
         for (int k = 0; k < MPKB_NT; k++)

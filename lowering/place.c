@@ -40,9 +40,9 @@ bool mpk_place(mpk_low *L)
 {
     uint32_t W = (uint32_t)L->workers, n = L->ntasks;
     L->meta.workers = W;
-    double *finish = calloc(n + 1, sizeof *finish), *free_at = calloc(W, sizeof *free_at);
-    double *moved = calloc(W, sizeof *moved), *ready = calloc(L->nevents + 1, sizeof *ready);
-    uint32_t *owner = malloc(sizeof *owner * (n + 1)), *count = calloc(W + 1, sizeof *count);
+    double *finish = mpk_calloc(n + 1, sizeof *finish), *free_at = mpk_calloc(W, sizeof *free_at);
+    double *moved = mpk_calloc(W, sizeof *moved), *ready = mpk_calloc(L->nevents + 1, sizeof *ready);
+    uint32_t *owner = mpk_malloc(sizeof *owner * (n + 1)), *count = mpk_calloc(W + 1, sizeof *count);
     for (uint32_t t = 0; t < n; t++) {
         const mpkb_task *x = &L->tasks[t];
         double start_min = ready[x->dep];
@@ -66,8 +66,8 @@ bool mpk_place(mpk_low *L)
                 ready[e] = finish[t];
         }
     }
-    L->queues = calloc(W, sizeof *L->queues);
-    L->qtasks = malloc(sizeof *L->qtasks * (n + 1));
+    L->queues = mpk_calloc(W, sizeof *L->queues);
+    L->qtasks = mpk_malloc(sizeof *L->qtasks * (n + 1));
     uint32_t at = 0;
     for (uint32_t w = 0; w < W; w++) {
         L->queues[w].first = at;

@@ -60,8 +60,8 @@ struct mpk_sweep {
 /* LSD radix sort of 64-bit keys, 16 bits a pass. */
 static void radix_sort(uint64_t *a, int n)
 {
-    uint64_t *tmp = malloc(sizeof *tmp * (size_t)(n + 1));
-    int *count = malloc(sizeof *count * 65537);
+    uint64_t *tmp = mpk_malloc(sizeof *tmp * (size_t)(n + 1));
+    int *count = mpk_malloc(sizeof *count * 65537);
     if (!tmp || !count)
         mpk_out_of_memory();
     uint64_t any = 0;
@@ -98,11 +98,11 @@ static int seg_of(const space_map *m, uint64_t v)
 
 mpk_sweep *mpk_sweep_new(const mpkb_blob *tg, int *bad_task)
 {
-    mpk_sweep *S = calloc(1, sizeof *S);
+    mpk_sweep *S = mpk_calloc(1, sizeof *S);
     if (!S)
         mpk_out_of_memory();
     S->tg = tg;
-    S->acc_start = malloc(sizeof *S->acc_start * (tg->ntasks + 1));
+    S->acc_start = mpk_malloc(sizeof *S->acc_start * (tg->ntasks + 1));
     int total = 0, cap = 0;
     *bad_task = -1;
     mpk_access *buf = NULL;
@@ -129,7 +129,7 @@ mpk_sweep *mpk_sweep_new(const mpkb_blob *tg, int *bad_task)
     S->acc_start[tg->ntasks] = total;
     for (int s = 0; s < 2; s++) {
         space_map *m = &S->map[s];
-        m->bounds = malloc(sizeof *m->bounds * (size_t)(2 * total + 1));
+        m->bounds = mpk_malloc(sizeof *m->bounds * (size_t)(2 * total + 1));
         for (int i = 0; i < total; i++)
             if ((S->acc[i].space == MPKB_SPACE_STATE) == s) {
                 m->bounds[m->nb++] = S->acc[i].lo;
@@ -141,18 +141,18 @@ mpk_sweep *mpk_sweep_new(const mpkb_blob *tg, int *bad_task)
             if (!u || m->bounds[u - 1] != m->bounds[i])
                 m->bounds[u++] = m->bounds[i];
         m->nb = u;
-        m->writer = malloc(sizeof *m->writer * (size_t)(u + 1));
+        m->writer = mpk_malloc(sizeof *m->writer * (size_t)(u + 1));
         for (int i = 0; i <= u; i++)
             m->writer[i] = -1;
-        m->groups = calloc((size_t)u + 1, sizeof *m->groups);
+        m->groups = mpk_calloc((size_t)u + 1, sizeof *m->groups);
     }
-    S->seg = malloc(sizeof *S->seg * (size_t)(2 * total + 1));
+    S->seg = mpk_malloc(sizeof *S->seg * (size_t)(2 * total + 1));
     for (int i = 0; i < total; i++) {
         const space_map *m = &S->map[S->acc[i].space == MPKB_SPACE_STATE];
         S->seg[2 * i] = seg_of(m, S->acc[i].lo);
         S->seg[2 * i + 1] = seg_of(m, S->acc[i].hi);
     }
-    S->stamp = calloc(tg->ntasks + 1, sizeof *S->stamp);
+    S->stamp = mpk_calloc(tg->ntasks + 1, sizeof *S->stamp);
     return S;
 }
 
@@ -343,7 +343,7 @@ static bool same_set(const int *a, const int *b, int n)
 
 mpk_sigcache *mpk_sigcache_new(void)
 {
-    mpk_sigcache *C = calloc(1, sizeof *C);
+    mpk_sigcache *C = mpk_calloc(1, sizeof *C);
     if (!C)
         mpk_out_of_memory();
     return C;
@@ -374,7 +374,7 @@ void mpk_sigcache_put(mpk_sigcache *C, const int *items, int n, int64_t key, int
         uint32_t ncap = C->cap ? C->cap * 2 : 1024;
         sig *old = C->slots;
         uint32_t ocap = C->cap;
-        C->slots = malloc(sizeof *C->slots * ncap);
+        C->slots = mpk_malloc(sizeof *C->slots * ncap);
         if (!C->slots)
             mpk_out_of_memory();
         for (uint32_t i = 0; i < ncap; i++)

@@ -22,8 +22,10 @@
  * (flag ALL_RANKS) that reads all ranks' partials.
  */
 #include "lowering.h"
+#include "mpk/util.h"
 
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Per-task overhead, in bytes of streaming at one SM's share of HBM
@@ -54,6 +56,32 @@ static int64_t pick_rows(int64_t n, int64_t k, int64_t workers, int esize, int64
 
 static void set_t(mpkb_task *t, int slot, int lt) { t->t[slot] = lt < 0 ? MPKB_NONE : (uint32_t)lt; }
 
+/* Whether a range of n elements or rows fits a task's int32 bounds
+ * (reported if not). */
+static bool range_fits(mpk_low *L, const mpk_kop *k, int64_t n)
+{
+    if (n <= (int64_t)MPKB_MAX_DIM)
+        return true;
+    mpk_error(L->diag, k->node ? k->node->loc : (mpk_loc){0, 0, 0},
+              "%s works on %lld elements, more than a task's range can hold (%u, 2^31 - 1)",
+              k->label ? k->label : mpk_kop_name(k->kind), (long long)n, MPKB_MAX_DIM);
+    return false;
+}
+
+/* Whether k's n more tasks fit the blob's limit (reported if not): checked
+ * before they are made, so a vocabulary of 2^31 rows in tiles of 64 is an
+ * error, not 33 million tasks and gigabytes. */
+static bool room(mpk_low *L, const mpk_kop *k, int64_t n)
+{
+    if (n <= (int64_t)MPKB_MAX_TASKS - (int64_t)L->ntasks)
+        return true;
+    mpk_error(L->diag, k->node ? k->node->loc : (mpk_loc){0, 0, 0},
+              "the model needs more than %u tasks, the limit of a blob: %s makes %lld after %u others "
+              "(fewer layers, larger tiles or fewer workers need fewer)",
+              MPKB_MAX_TASKS, k->label ? k->label : mpk_kop_name(k->kind), (long long)n, L->ntasks);
+    return false;
+}
+
 /* The kernel op's operands, already in its tasks' slots. */
 static void copy_operands(mpkb_task *t, const mpk_kop *k)
 {
@@ -83,18 +111,28 @@ static void argmax_reduce(mpk_low *L, const mpk_kop *k, int partials, int64_t co
     }
 }
 
-static void tile_matvec(mpk_low *L, mpk_kop *k)
+/* The rows of k and its siblings (itself included), which share a tile
+ * size; same_x links the matvecs of one input, from head[x]. */
+static int64_t sibling_rows(const mpk_low *L, const mpk_kop *k, const int *head, const int *same_x)
 {
-    const mpk_ltensor *w = &L->lt[k->t[MPKB_SLOT(matvec, w)]];
-    int64_t n = w->dims[0], kk = w->dims[1], pool = 0;
+    int64_t pool = 0;
     if (k->hint_tile <= 0)
-        for (int j = 0; j < L->nkops; j++)
+        for (int j = head[k->t[MPKB_SLOT(matvec, x)]]; j >= 0; j = same_x[j])
             if (siblings(L, k, &L->kops[j]))
                 pool += L->lt[L->kops[j].t[MPKB_SLOT(matvec, w)]].dims[0];
+    return pool;
+}
+
+static void tile_matvec(mpk_low *L, mpk_kop *k, int64_t pool)
+{
+    const mpk_ltensor *w = &L->lt[k->t[MPKB_SLOT(matvec, w)]];
+    int64_t n = w->dims[0], kk = w->dims[1];
     int64_t rows = pick_rows(pool > n ? pool : n, kk, L->workers, mpk_dtype_size(w->dtype), k->hint_tile);
     if (rows > n)
         rows = n;
     int64_t tiles = cdiv(n, rows);
+    if (!room(L, k, tiles + 1))
+        return;
     L->lt[k->t[MPKB_SLOT(matvec, out)]].tile_rows = rows;
     int partials = -1;
     if (k->flags & MPKB_F_EPI_ARGMAX) {
@@ -121,6 +159,8 @@ static void tile_argmax(mpk_low *L, mpk_kop *k)
 {
     const mpk_ltensor *x = &L->lt[k->t[MPKB_SLOT(argmax_part, x)]];
     int64_t n = x->dims[1], cols = n < 8192 ? n : 8192, tiles = cdiv(n, cols);
+    if (!room(L, k, tiles + 1))
+        return;
     int64_t dims[2] = {tiles, 2};
     int partials = mpk_lt_new(L, MPK_DT_F32, 2, dims, MPKB_SPACE_ARENA,
                               mpk_arena_printf(L->arena, "argmax partials of %s", k->label));
@@ -141,6 +181,8 @@ static void tile_allreduce(mpk_low *L, mpk_kop *k)
 {
     const mpk_ltensor *p = &L->lt[k->t[MPKB_SLOT(allreduce, partial)]];
     int64_t n = mpk_lt_numel(p), rows = p->tile_rows > 0 ? p->tile_rows : n;
+    if (!range_fits(L, k, n) || !room(L, k, cdiv(n, rows)))
+        return;
     for (int64_t b = 0; b < n; b += rows) {
         mpkb_task *t = mpk_task_new(L, MPKB_OP_ALLREDUCE, k);
         t->flags = k->flags;
@@ -175,6 +217,8 @@ static void tile_attention(mpk_low *L, mpk_kop *k)
         chunk = s;
     if (!nch)
         nch = cdiv(s, chunk);
+    if (!room(L, k, g * nch + (nch > 1 ? g : 0)))
+        return;
     int partials = -1;
     if (nch > 1) {
         int64_t dims[3] = {heads, nch, d + 2};
@@ -226,6 +270,8 @@ static void tile_range(mpk_low *L, mpk_kop *k, uint16_t op, int64_t n, int64_t m
         piece = k->hint_tile;
     if (piece > n)
         piece = n;
+    if (!range_fits(L, k, n) || !room(L, k, cdiv(n, piece)))
+        return;
     for (int64_t b = 0; b < n; b += piece) {
         mpkb_task *t = mpk_task_new(L, op, k);
         copy_operands(t, k);
@@ -241,16 +287,30 @@ bool mpk_tile(mpk_low *L)
     in->label = mpk_str_intern(L, "inputs");
     set_t(in, MPKB_SLOT(inputs, token), L->token_lt);
     set_t(in, MPKB_SLOT(inputs, pos), L->pos_lt);
-    for (int i = 0; i < L->nkops; i++) {
+    /* matvecs by input, for finding siblings in linear time */
+    int *head = mpk_malloc(sizeof *head * ((size_t)L->nlt + 1)), *same_x = mpk_malloc(sizeof *same_x * ((size_t)L->nkops + 1));
+    if (!head || !same_x)
+        mpk_out_of_memory();
+    for (int i = 0; i < L->nlt; i++)
+        head[i] = -1;
+    for (int i = L->nkops - 1; i >= 0; i--)
+        if (L->kops[i].kind == K_MATVEC) {
+            int x = L->kops[i].t[MPKB_SLOT(matvec, x)];
+            same_x[i] = head[x];
+            head[x] = i;
+        }
+    for (int i = 0; i < L->nkops && !mpk_diag_failed(L->diag); i++) {
         mpk_kop *k = &L->kops[i];
         switch (k->kind) {
         case K_EMBED: {
+            if (!room(L, k, 1))
+                break;
             mpkb_task *t = mpk_task_new(L, MPKB_OP_EMBED, k);
             copy_operands(t, k);
             t->embed.hi = (int32_t)L->lt[k->t[MPKB_SLOT(embed, table)]].dims[1];
             break;
         }
-        case K_MATVEC: tile_matvec(L, k); break;
+        case K_MATVEC: tile_matvec(L, k, sibling_rows(L, k, head, same_x)); break;
         case K_ATTENTION: tile_attention(L, k); break;
         case K_ARGMAX: tile_argmax(L, k); break;
         case K_ALLREDUCE: tile_allreduce(L, k); break;
@@ -264,6 +324,8 @@ bool mpk_tile(mpk_low *L)
         case K_MUL: tile_range(L, k, MPKB_OP_MUL, mpk_lt_numel(&L->lt[k->t[MPKB_SLOT(mul, a)]]), 2048); break;
         case K_SILU: tile_range(L, k, MPKB_OP_SILU, mpk_lt_numel(&L->lt[k->t[MPKB_SLOT(silu, x)]]), 2048); break;
         case K_COPY: {
+            if (!room(L, k, 1))
+                break;
             mpkb_task *t = mpk_task_new(L, MPKB_OP_COPY, k);
             copy_operands(t, k);
             t->copy.rows = k->copy_outer;
@@ -274,5 +336,7 @@ bool mpk_tile(mpk_low *L)
         }
         }
     }
-    return true;
+    free(head);
+    free(same_x);
+    return !mpk_diag_failed(L->diag);
 }

@@ -21,7 +21,7 @@
  * bytes (mpk_remote_read) must be ordered after each writer of those bytes
  * on every other rank too: through an ALL_RANKS event, whose producers on
  * every rank signal every rank. Such "global" ancestors are a second
- * bitset per event. Across steps, the writer of the next step must come
+ * set per event. Across steps, the writer of the next step must come
  * after the reader on every rank: some path from the reader to the end of
  * its step, or from the start of the next step to the writer, crosses an
  * ALL_RANKS event. Also checked: event producer counts, contiguous
@@ -38,9 +38,9 @@ typedef struct {
     const mpkb_blob *tg;
     FILE *out;
     int bad, max_report;
-    uint64_t **anc;
-    size_t *words;
-    uint64_t **ganc;        /* per event: tasks ordered before it on every rank */
+    mpk_anc *A;             /* the sets (ancset.c) */
+    mpk_aset *anc;          /* per event: tasks ordered before it */
+    mpk_aset *ganc;         /* per event: tasks ordered before it on every rank */
 } vf;
 
 static void report(vf *V, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -59,7 +59,7 @@ static void report(vf *V, const char *fmt, ...)
 static bool structure(vf *V)
 {
     const mpkb_blob *tg = V->tg;
-    uint32_t *count = calloc(tg->nevents + 1, sizeof *count);
+    uint32_t *count = mpk_calloc(tg->nevents + 1, sizeof *count);
     uint32_t expect = 0;
     int before = V->bad;
     for (uint32_t e = 0; e < tg->nevents; e++) {
@@ -124,20 +124,19 @@ static bool structure(vf *V)
 static void ancestors(vf *V, bool global)
 {
     const mpkb_blob *tg = V->tg;
-    V->anc = calloc(tg->nevents + 1, sizeof *V->anc);
-    V->ganc = global ? calloc(tg->nevents + 1, sizeof *V->ganc) : NULL;
-    V->words = calloc(tg->nevents + 1, sizeof *V->words);
-    for (uint32_t e = 0; e < tg->nevents; e++) {
-        V->words[e] = tg->events[e].lag ? 0 : ((size_t)tg->events[e].first_task + 63) / 64;
-        V->anc[e] = calloc(V->words[e] + 1, sizeof **V->anc);
-        if (global)
-            V->ganc[e] = calloc(V->words[e] + 1, sizeof **V->ganc);
-    }
+    V->A = mpk_anc_new(tg->ntasks);
+    V->anc = mpk_calloc(tg->nevents + 1, sizeof *V->anc);
+    V->ganc = global ? mpk_calloc(tg->nevents + 1, sizeof *V->ganc) : NULL;
+    if (!V->anc || (global && !V->ganc))
+        mpk_out_of_memory();
     /* producers of e lie below e's first waiter (checked: they wait for an
-     * earlier event, and ranges are in event order) */
+     * earlier event, and ranges are in event order), so e's sets are whole
+     * before any task waiting for e is reached; owners: 2e + 1 and 2e + 2 */
     /* producers of an event mostly share the event they wait for: merge
      * its ancestors once per run of equal ones */
-    uint32_t *merged = malloc(sizeof *merged * (tg->nevents + 1));
+    uint32_t *merged = mpk_malloc(sizeof *merged * (tg->nevents + 1));
+    if (!merged)
+        mpk_out_of_memory();
     for (uint32_t e = 0; e < tg->nevents; e++)
         merged[e] = MPKB_NONE;
     for (uint32_t p = 0; p < tg->ntasks; p++) {
@@ -146,19 +145,20 @@ static void ancestors(vf *V, bool global)
             uint32_t e = tg->triggers[x->trig_first + k];
             if (tg->events[e].lag)
                 continue;
-            uint64_t *a = V->anc[e], *g = global ? V->ganc[e] : NULL;
+            uint32_t own = 2 * e + 1, gown = 2 * e + 2;
             bool all = tg->events[e].flags & MPKB_EV_ALL_RANKS;
-            a[p >> 6] |= 1ull << (p & 63);
-            if (g && all)
-                g[p >> 6] |= 1ull << (p & 63);
+            V->anc[e] = mpk_anc_add(V->A, V->anc[e], p, own);
+            if (global && all)
+                V->ganc[e] = mpk_anc_add(V->A, V->ganc[e], p, gown);
             if (merged[e] == x->dep)
                 continue;
             merged[e] = x->dep;
-            size_t n = V->words[x->dep] < V->words[e] ? V->words[x->dep] : V->words[e];
-            for (size_t w = 0; w < n; w++)
-                a[w] |= V->anc[x->dep][w];
-            for (size_t w = 0; g && w < n; w++)
-                g[w] |= V->ganc[x->dep][w] | (all ? V->anc[x->dep][w] : 0);
+            V->anc[e] = mpk_anc_union(V->A, V->anc[e], V->anc[x->dep], own);
+            if (global) {
+                V->ganc[e] = mpk_anc_union(V->A, V->ganc[e], V->ganc[x->dep], gown);
+                if (all)
+                    V->ganc[e] = mpk_anc_union(V->A, V->ganc[e], V->anc[x->dep], gown);
+            }
         }
     }
     free(merged);
@@ -166,8 +166,7 @@ static void ancestors(vf *V, bool global)
 
 static bool ordered(const vf *V, uint32_t a, uint32_t b)
 {
-    uint32_t e = V->tg->tasks[b].dep;
-    return (size_t)a < V->words[e] * 64 && ((V->anc[e][a >> 6] >> (a & 63)) & 1);
+    return mpk_anc_has(V->A, V->anc[V->tg->tasks[b].dep], a);
 }
 
 /* The tensor a byte of a space belongs to, for messages. */
@@ -223,10 +222,7 @@ static void sweep(vf *V)
     mpk_sweep_free(S);
 }
 
-static bool ganc_has(const vf *V, uint32_t e, uint32_t task)
-{
-    return (size_t)task < V->words[e] * 64 && ((V->ganc[e][task >> 6] >> (task & 63)) & 1);
-}
+static bool ganc_has(const vf *V, uint32_t e, uint32_t task) { return mpk_anc_has(V->A, V->ganc[e], task); }
 
 typedef struct {
     uint64_t lo, hi;
@@ -250,8 +246,7 @@ static void cross_rank(vf *V)
     int cap = 0;
     wr *w = NULL;
     size_t nw = 0, capw = 0;
-    size_t words = ((size_t)tg->ntasks + 63) / 64;
-    uint64_t *to_end = calloc(words + 1, sizeof *to_end); /* globally before some sink */
+    mpk_aset to_end = 0; /* globally before some sink (owner UINT32_MAX - 1) */
     for (uint32_t t = 0; t < tg->ntasks; t++) {
         int n = mpk_task_accesses(tg, &tg->tasks[t], &acc, &cap);
         for (int i = 0; i < n; i++) {
@@ -263,8 +258,7 @@ static void cross_rank(vf *V)
         const mpkb_task *x = &tg->tasks[t];
         for (uint32_t k = 0; k < x->trig_count; k++)
             if (tg->triggers[x->trig_first + k] == tg->meta->step_event)
-                for (size_t i = 0; i < V->words[x->dep]; i++)
-                    to_end[i] |= V->ganc[x->dep][i];
+                to_end = mpk_anc_union(V->A, to_end, V->ganc[x->dep], UINT32_MAX - 1);
     }
     qsort(w, nw, sizeof *w, cmp_wr);
     char b1[256], b2[256];
@@ -281,7 +275,7 @@ static void cross_rank(vf *V)
                           "two are not ordered on different ranks (no ALL_RANKS event between them)",
                        mpk_task_desc(tg, t, b1, sizeof b1), (unsigned long long)lo,
                        (unsigned long long)hi, mpk_task_desc(tg, q, b2, sizeof b2));
-            else if (!((to_end[t >> 6] >> (t & 63)) & 1) && !ganc_has(V, tg->tasks[q].dep, 0))
+            else if (!mpk_anc_has(V->A, to_end, t) && !ganc_has(V, tg->tasks[q].dep, 0))
                 report(V, "%s reads arena bytes %llu..%llu on every rank, which %s of the next step "
                           "may overwrite on another rank first (no ALL_RANKS event orders them "
                           "across the step)",
@@ -289,7 +283,6 @@ static void cross_rank(vf *V)
                        (unsigned long long)hi, mpk_task_desc(tg, q, b2, sizeof b2));
         }
     }
-    free(to_end);
     free(acc);
     free(w);
 }
@@ -311,14 +304,9 @@ int mpk_verify(const mpkb_blob *tg, FILE *out, int max_report)
     sweep(&V);
     if (global)
         cross_rank(&V);
-    for (uint32_t e = 0; e < tg->nevents; e++) {
-        free(V.anc[e]);
-        if (V.ganc)
-            free(V.ganc[e]);
-    }
+    mpk_anc_free(V.A);
     free(V.anc);
     free(V.ganc);
-    free(V.words);
     if (V.bad > max_report)
         fprintf(out, "mpk: verifier: ... and %d more problems\n", V.bad - max_report);
     return V.bad;

@@ -48,6 +48,9 @@ mpk_weights *mpk_weights_open(const char *path, mpk_weight_req *reqs, size_t nre
 void *mpk_weights_alloc(mpk_weights *w, size_t n);
 /* Total bytes mapped for the requested tensors. */
 uint64_t mpk_weights_bytes(const mpk_weights *w);
+/* The path of the i-th file w has open (the index, if any, is not one), or
+ * NULL past the last: what an output must not overwrite. */
+const char *mpk_weights_file(const mpk_weights *w, size_t i);
 void mpk_weights_close(mpk_weights *w);
 
 /* ---- cpu/exec.c ------------------------------------------------------------- */

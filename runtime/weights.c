@@ -409,6 +409,42 @@ static void check_metadata(loader *L, const st_file *f)
                     QUOTE_MAX, key);
 }
 
+typedef struct {
+    uint64_t begin, end;
+    const char *name;
+} span;
+
+static int cmp_span(const void *a, const void *b)
+{
+    const span *x = a, *y = b;
+    return x->begin != y->begin ? (x->begin > y->begin) - (x->begin < y->begin)
+                                : (x->end > y->end) - (x->end < y->end);
+}
+
+/* As the safetensors library requires: the entries' bytes tile the data
+ * area, with no overlap (two tensors sharing bytes), no gap and nothing
+ * after the last. */
+static void check_layout(loader *L, const st_file *f, span *sp, size_t n)
+{
+    qsort(sp, n, sizeof *sp, cmp_span);
+    uint64_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (sp[i].begin < at)
+            problem(L, f->path, sp[i].name, "data_offsets [%llu, %llu] overlap another tensor's bytes (up to %llu)",
+                    (unsigned long long)sp[i].begin, (unsigned long long)sp[i].end, (unsigned long long)at);
+        else if (sp[i].begin > at)
+            problem(L, f->path, sp[i].name, "data_offsets [%llu, %llu] leave bytes %llu..%llu of the data area "
+                    "to no tensor", (unsigned long long)sp[i].begin, (unsigned long long)sp[i].end,
+                    (unsigned long long)at, (unsigned long long)sp[i].begin);
+        if (sp[i].end > at)
+            at = sp[i].end;
+    }
+    if (at < f->data_size)
+        problem(L, f->path, NULL, "%llu bytes after the tensors' data (the data area has %llu, the tensors "
+                "end at %llu)", (unsigned long long)(f->data_size - at), (unsigned long long)f->data_size,
+                (unsigned long long)at);
+}
+
 /* Maps F, parses its header and checks every entry. */
 static void load_file(loader *L, st_file *f)
 {
@@ -452,9 +488,21 @@ static void load_file(loader *L, st_file *f)
     const char *name;
     json_t *v;
     st_entry e;
+    span *sp = calloc(json_object_size(f->header) + 1, sizeof *sp);
+    size_t nsp = 0;
+    bool all = true;
     json_object_foreach(f->header, name, v)
-        if (strcmp(name, "__metadata__") != 0)
-            read_entry(L, f, name, v, &e, true);
+        if (strcmp(name, "__metadata__") != 0) {
+            bool ok = read_entry(L, f, name, v, &e, true);
+            if (ok && sp)
+                sp[nsp++] = (span){e.begin, e.end, name};
+            all &= ok;
+        }
+    if (!sp)
+        problem(L, f->path, NULL, "out of memory");
+    else if (all) /* after a bad entry, where the others lie says little */
+        check_layout(L, f, sp, nsp);
+    free(sp);
 }
 
 /* ---- the index ----------------------------------------------------------- */
@@ -491,7 +539,9 @@ static json_t *load_index(loader *L, const char *index)
         return NULL;
     json_t *root = NULL;
     json_error_t je;
-    if (size > HEADER_MAX)
+    if (size == 0)
+        problem(L, index, NULL, "an empty file, not an index (a JSON object with \"weight_map\")");
+    else if (size > HEADER_MAX)
         problem(L, index, NULL, "%zu bytes, over the limit of " HEADER_MAX_TEXT " for an index",
                 size);
     else if (!(root = json_loadb((const char *)map, size, JSON_REJECT_DUPLICATES, &je)))
@@ -700,6 +750,11 @@ mpk_weights *mpk_weights_open(const char *path, mpk_weight_req *reqs, size_t nre
 uint64_t mpk_weights_bytes(const mpk_weights *w)
 {
     return w ? w->bytes : 0;
+}
+
+const char *mpk_weights_file(const mpk_weights *w, size_t i)
+{
+    return w && i < w->nfiles ? w->files[i].path : NULL;
 }
 
 void *mpk_weights_alloc(mpk_weights *w, size_t n)

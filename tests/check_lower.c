@@ -462,6 +462,58 @@ START_TEST(test_blob_damage)
 }
 END_TEST
 
+/* The shared ancestor sets against plain bitsets: random adds and unions
+ * of sets built from each other (as events' are), each set finished before
+ * others are made from it, over sizes that need 0 to 2 inner levels. */
+START_TEST(test_ancset)
+{
+    static const uint32_t sizes[] = {100, 4096, 5000, 300000};
+    for (size_t z = 0; z < sizeof sizes / sizeof *sizes; z++) {
+        uint32_t n = sizes[z], nsets = 60;
+        size_t words = (n + 63) / 64;
+        mpk_anc *A = mpk_anc_new(n);
+        mpk_aset *set = calloc(nsets, sizeof *set);
+        uint64_t *ref = calloc(nsets * words, sizeof *ref);
+        uint64_t seed = 12345 + z;
+        for (uint32_t s = 0; s < nsets; s++) {
+            uint64_t *r = ref + s * words;
+            /* unions with earlier sets, a dense run, then scattered adds */
+            for (int u = 0; u < 3 && s > 0; u++) {
+                seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+                uint32_t o = (uint32_t)(seed >> 33) % s;
+                set[s] = mpk_anc_union(A, set[s], set[o], s);
+                for (size_t w = 0; w < words; w++)
+                    r[w] |= ref[o * words + w];
+            }
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            uint32_t lo = (uint32_t)(seed >> 33) % n, len = (uint32_t)(seed >> 13) % (n / 2 + 1);
+            for (uint32_t t = lo; t < lo + len && t < n; t++) {
+                set[s] = mpk_anc_add(A, set[s], t, s);
+                r[t / 64] |= 1ull << (t % 64);
+            }
+            for (int k = 0; k < 50; k++) {
+                seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+                uint32_t t = (uint32_t)(seed >> 33) % n;
+                set[s] = mpk_anc_add(A, set[s], t, s);
+                r[t / 64] |= 1ull << (t % 64);
+            }
+        }
+        for (uint32_t s = 0; s < nsets; s++)
+            for (uint32_t t = 0; t < n; t++)
+                ck_assert_msg(mpk_anc_has(A, set[s], t) == ((ref[s * words + t / 64] >> (t % 64)) & 1),
+                              "size %u, set %u, task %u", n, s, t);
+        /* a set of every task is the shared full tree: a few nodes, not n bits */
+        mpk_aset all = 0;
+        for (uint32_t t = 0; t < n; t++)
+            all = mpk_anc_add(A, all, t, nsets);
+        ck_assert(mpk_anc_has(A, all, 0) && mpk_anc_has(A, all, n - 1));
+        free(set);
+        free(ref);
+        mpk_anc_free(A);
+    }
+}
+END_TEST
+
 Suite *make_lower_suite(void)
 {
     Suite *s = suite_create("lower");
@@ -473,6 +525,7 @@ Suite *make_lower_suite(void)
     tcase_add_test(tc, test_removed_edge);
     tcase_add_test(tc, test_tensor_parallel);
     tcase_add_test(tc, test_blob_damage);
+    tcase_add_test(tc, test_ancset);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -159,14 +159,19 @@ static void good_data(unsigned char *d)
 }
 
 /* GOOD_HEADER plus TAIL (more entries and the closing brace). */
-static void write_good(const char *name, const char *tail)
+/* The good file, with tail ending its header and extra zero bytes after
+ * the good tensors' 24 (for the entries tail adds). */
+static void write_good_n(const char *name, const char *tail, size_t extra)
 {
     char header[2048];
     snprintf(header, sizeof header, "%s%s", GOOD_HEADER, tail);
-    unsigned char d[24];
+    unsigned char d[24 + 64] = {0};
+    ck_assert(extra <= 64);
     good_data(d);
-    write_st(name, header, d, sizeof d);
+    write_st(name, header, d, 24 + extra);
 }
+
+static void write_good(const char *name, const char *tail) { write_good_n(name, tail, 0); }
 
 static void expect_good_values(const mpk_weight_req *r)
 {
@@ -191,8 +196,8 @@ START_TEST(single_file)
     /* Entries the model does not ask for may have dtypes mpk lacks, even
      * ones safetensors does not define (their size is then unchecked); the
      * header length is odd, so the data area is unaligned. */
-    write_good("m.safetensors", ",\"big\":{\"dtype\":\"I64\",\"shape\":[0],\"data_offsets\":[24,24]},"
-                                "\"odd\":{\"dtype\":\"Q3\",\"shape\":[5],\"data_offsets\":[0,1]}}  ");
+    write_good_n("m.safetensors", ",\"big\":{\"dtype\":\"I64\",\"shape\":[0],\"data_offsets\":[24,24]},"
+                                  "\"odd\":{\"dtype\":\"Q3\",\"shape\":[5],\"data_offsets\":[24,25]}}  ", 1);
     mpk_weight_req r[] = {REQ("a", MPKB_BF16, 2, 3), REQ("b", MPKB_F32, 2), REQ0("c", MPKB_I32)};
     opened o = load(at("m.safetensors"), r, 3);
     ck_assert_msg(o.w != NULL, "%s", o.msg);
@@ -270,8 +275,8 @@ END_TEST
 
 START_TEST(every_mismatch_is_reported)
 {
-    write_good("m.safetensors", ",\"q\":{\"dtype\":\"Q3\",\"shape\":[5],\"data_offsets\":[0,1]},"
-                                "\"d\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0,8]}}");
+    write_good_n("m.safetensors", ",\"q\":{\"dtype\":\"Q3\",\"shape\":[5],\"data_offsets\":[24,25]},"
+                                  "\"d\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[25,33]}}", 9);
     mpk_weight_req r[] = {
         REQ("a", MPKB_BF16, 3, 2), REQ("b", MPKB_BF16, 2), REQ("c", MPKB_F32, 1),
         REQ("zz", MPKB_BF16, 1), REQ("q", MPKB_F32, 5), REQ("d", MPKB_F32, 1),
@@ -284,6 +289,33 @@ START_TEST(every_mismatch_is_reported)
                 "%s/m.safetensors: tensor 'zz': missing\n",
                 "%s/m.safetensors: tensor 'q': has dtype 'Q3', which safetensors does not define",
                 "%s/m.safetensors: tensor 'd': has dtype F64, the model needs F32\n");
+}
+END_TEST
+
+/* As the safetensors library: the tensors' bytes tile the data area. */
+START_TEST(overlap_gap_and_trailing_bytes)
+{
+    mpk_weight_req r[] = {REQ("a", MPKB_BF16, 2, 3), REQ("b", MPKB_F32, 2), REQ0("c", MPKB_I32)};
+    write_good_n("m.safetensors", ",\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 0);
+    expect_fail(at("m.safetensors"), r, 3, 1,
+                "%s/m.safetensors: tensor 'x': data_offsets [4, 12] overlap another tensor's bytes (up to 12)\n");
+    write_good_n("m.safetensors", ",\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[28,32]}}", 8);
+    expect_fail(at("m.safetensors"), r, 3, 1,
+                "%s/m.safetensors: tensor 'x': data_offsets [28, 32] leave bytes 24..28 of the data area to no "
+                "tensor\n");
+    write_good_n("m.safetensors", "}", 5);
+    expect_fail(at("m.safetensors"), r, 3, 1,
+                "%s/m.safetensors: 5 bytes after the tensors' data (the data area has 29, the tensors end at 24)\n");
+}
+END_TEST
+
+START_TEST(empty_index)
+{
+    write_raw("model.safetensors.index.json", "", 0);
+    mpk_weight_req r[] = {REQ("a", MPKB_BF16, 2, 3)};
+    expect_fail(dir, r, 1, 1,
+                "%s/model.safetensors.index.json: an empty file, not an index (a JSON object with "
+                "\"weight_map\")\n");
 }
 END_TEST
 
@@ -594,6 +626,8 @@ Suite *make_weights_suite(void)
     tcase_add_test(bad, truncated_data);
     tcase_add_test(bad, hostile_index);
     tcase_add_test(bad, bad_index);
+    tcase_add_test(bad, overlap_gap_and_trailing_bytes);
+    tcase_add_test(bad, empty_index);
     tcase_add_test(bad, mangled_files_never_crash);
     tcase_set_timeout(bad, 60);
     suite_add_tcase(s, bad);

@@ -93,13 +93,38 @@ expect 2 "cannot read 'nope.mpk'"      "$bin" check tests/diag/many-syntax-error
 expect 0 'total'                       "$bin" check examples/qwen3-8b.mpk --time -Dlayers=2 -Istdlib
 expect 0 '^param layers = 3$'          "$bin" build --emit graph -D layers=3 examples/qwen3-8b.mpk
 expect 1 "no param 'nosuch'"           "$bin" check -D nosuch=1 examples/qwen3-8b.mpk
+# -D: numbers out of range say so, and lists are written as in the language
+expect 1 '\-D eps=1e-400: the number is out of range for a float' "$bin" check -D eps=1e-400 examples/qwen3-8b.mpk
+expect 1 '\-D hidden=99999999999999999999: the integer is out of range' "$bin" check -D hidden=99999999999999999999 examples/qwen3-8b.mpk
+expect 1 "param 'hidden' is an int, not a list" "$bin" check -D 'hidden=[1]' examples/qwen3-8b.mpk
+expect 1 'a list given with -D holds numbers' "$bin" check -D 'eos=[1,,2]' examples/qwen3-8b.mpk
+expect 0 ' eos 7 8 9$'               sh -c '"$1" build -D "eos=[7, 8,9]" examples/qwen3-0.6b.mpk -o "$2" && "$1" dump "$2" | grep " eos "' sh "$bin" "$tmp/eos.mpkb"
+# what f32 cannot hold is refused: eps 1e39 is inf there, theta 1e-300 makes
+# the rope frequencies inf (every logit would be 0 or NaN)
+expect 1 "rmsnorm: 'eps' must be a positive number that f32 can hold" "$bin" check -D eps=1e39 examples/qwen3-8b.mpk
+expect 1 "rope: 'theta' must be a positive number that f32 can hold" "$bin" check -D theta=1e-300 examples/qwen3-8b.mpk
+expect 1 "theta = 1e-40 gives rotary frequencies that f32 cannot hold" "$bin" check -D theta=1e-40 -D head_dim=256 examples/qwen3-8b.mpk
+# one set of limits (mpk-blob(5)), checked where the input is, with numbers:
+# a blob the compiler writes is one its reader takes
+expect 1 'a dimension is at most 2147483647 (2^31 - 1), but this is 2147483648' \
+                                       "$bin" build -D hidden=2147483648 tests/blob/fewer-tasks-than-workers.mpk -o "$tmp/x.mpkb"
+expect 1 'tensor is too large: \[1000, 2147483647\] is 2147483647000 elements, and a tensor has at most 2^40' \
+                                       "$bin" build -D hidden=2147483647 tests/blob/fewer-tasks-than-workers.mpk -o "$tmp/x.mpkb"
+expect 1 "param 'eos': 151936 is not a token id: the vocabulary (the logits' columns) is 151936" \
+                                       "$bin" build -D eos=151936 examples/qwen3-0.6b.mpk -o "$tmp/x.mpkb"
+expect 1 'the model needs more than 2097152 tasks, the limit of a blob: model.layers.3' \
+                                       "$bin" build -D layers=4096 examples/qwen3-8b.mpk -o "$tmp/x.mpkb"
+printf 'param vocab = 2147483647\ninput t : i32[1]\nweight e : bf16[vocab, 64] = "e"\ngraph g {\n  logits = matmul(embed(e, t), e) with tile = 64\n  output next = argmax(logits)\n}\n' >"$tmp/v.mpk"
+expect 1 'needs more than 2097152 tasks, the limit of a blob: e makes 33554433 after 2 others' \
+                                       "$bin" build "$tmp/v.mpk" -o "$tmp/x.mpkb"
+[ ! -e "$tmp/x.mpkb" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL a build over a limit left a blob"; }
 # output files
 expect 0 ''                            "$bin" build --emit=graph -o "$tmp/g.txt" examples/qwen3-8b.mpk
 if grep -q '^# graph decode: 832 ops' "$tmp/g.txt"; then pass=$((pass + 1))
 else fail=$((fail + 1)); echo "FAIL -o did not write the graph"; fi
 expect 2 'cannot write'                "$bin" build --emit=graph -o "$tmp/no/such/dir" examples/qwen3-8b.mpk
 if [ -w /dev/full ]; then
-    expect 2 'writing .* failed'       "$bin" build --emit=graph -o /dev/full examples/qwen3-8b.mpk
+    expect 2 "cannot write '/dev/full': No space left" "$bin" build --emit=graph -o /dev/full examples/qwen3-8b.mpk
 fi
 # standard input, also from a pipe
 printf 'input t : i32[1]\nweight e : f32[4, 2] = "e"\ngraph g { output o = embed(e, t) }\n' >"$tmp/m.mpk"
@@ -121,6 +146,116 @@ printf 'import "std/mine.mpk"\ninput t : i32[1]\nweight e : f32[4, 2] = "e"\ngra
 expect 1 "cannot find 'std/mine.mpk'"  "$bin" check "$tmp/i.mpk"
 expect 0 ''                            env MPK_PATH="/nonexistent:$tmp/lib" "$bin" check "$tmp/i.mpk"
 expect 0 ''                            "$bin" check -I "$tmp/lib" "$tmp/i.mpk"
+
+# Output files (mpk_out in util/): a symbolic link's target is written, a
+# file replaced keeps its mode, devices and FIFOs are written in place, no
+# temporary file is left, and an output that is an input is refused.
+mkdir "$tmp/out.d"
+o=$tmp/out.d
+"$bin" build examples/qwen3-0.6b.mpk -o "$o/ref.mpkb" >/dev/null 2>&1
+printf 'old\n' >"$o/f600" && chmod 600 "$o/f600" && ln -s f600 "$o/link"
+expect 0 ''                            "$bin" build examples/qwen3-0.6b.mpk -o "$o/link"
+check_out() { if "$@"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL output files: $*"; fi; }
+check_out test -L "$o/link"
+check_out cmp -s "$o/f600" "$o/ref.mpkb"
+check_out test "$(stat -c %a "$o/f600")" = 600
+ln -s new.mpkb "$o/dangling"
+expect 0 ''                            "$bin" build examples/qwen3-0.6b.mpk -o "$o/dangling"
+check_out test -L "$o/dangling"
+check_out cmp -s "$o/new.mpkb" "$o/ref.mpkb"
+printf 'old\n' >"$o/g.txt" && chmod 640 "$o/g.txt"
+expect 0 ''                            "$bin" build --emit=graph examples/qwen3-0.6b.mpk -o "$o/g.txt"
+check_out grep -q '^# graph decode' "$o/g.txt"
+check_out test "$(stat -c %a "$o/g.txt")" = 640
+expect 0 ''                            "$bin" dump "$o/ref.mpkb" -o "$o/g.txt"
+check_out grep -q '^blob ' "$o/g.txt"
+check_out test "$(stat -c %a "$o/g.txt")" = 640
+# a name of 254 bytes is legal; the temporary name must fit beside it
+long=$(printf '%0254d' 0)
+expect 0 ''                            "$bin" build examples/qwen3-0.6b.mpk -o "$o/$long"
+check_out cmp -s "$o/$long" "$o/ref.mpkb"
+rm -f "$o/$long"
+mkfifo "$o/fifo"
+cat "$o/fifo" >"$o/from-fifo" &
+expect 0 ''                            "$bin" build examples/qwen3-0.6b.mpk -o "$o/fifo"
+wait
+check_out test -p "$o/fifo"
+check_out cmp -s "$o/from-fifo" "$o/ref.mpkb"
+if [ "$(id -u)" -eq 0 ]; then
+    mknod -m666 "$o/mynull" c 1 3
+    expect 0 ''                        "$bin" build examples/qwen3-0.6b.mpk -o "$o/mynull"
+    check_out test -c "$o/mynull"
+    expect 0 ''                        "$bin" dump "$o/ref.mpkb" -o "$o/mynull"
+    check_out test -c "$o/mynull"
+else
+    echo "cli: not root: skipping the device-node output tests (mknod)"
+fi
+check_out test "$(ls -A "$o" | tr '\n' ' ')" = "dangling f600 fifo from-fifo g.txt link $([ "$(id -u)" -eq 0 ] && echo 'mynull ')new.mpkb ref.mpkb "
+cp examples/qwen3-0.6b.mpk "$o/m.mpk" && cp "$o/m.mpk" "$o/m.orig"
+expect 2 "cannot write '.*m.mpk': it is"  "$bin" build "$o/m.mpk" -o "$o/m.mpk"
+expect 2 "cannot write '.*m.mpk': it is"  "$bin" build --emit=graph "$o/m.mpk" -o "$o/m.mpk"
+ln -s m.mpk "$o/m-link"
+expect 2 "it is the input"             "$bin" build "$o/m.mpk" -o "$o/m-link"
+check_out cmp -s "$o/m.mpk" "$o/m.orig"
+cp "$o/ref.mpkb" "$o/d.mpkb"
+expect 2 'it is an input'              "$bin" dump "$o/d.mpkb" -o "$o/d.mpkb"
+check_out cmp -s "$o/d.mpkb" "$o/ref.mpkb"
+if [ -w /dev/full ]; then
+    expect 2 "cannot write '/dev/full': No space left" "$bin" dump "$o/ref.mpkb" -o /dev/full
+fi
+if [ -x "$run" ]; then
+    d=tests/data/qwen3-tiny
+    cp "$d/model.safetensors" "$o/ck.safetensors" && cp "$o/d.mpkb" "$o/d.orig"
+    "$bin" import "$d/config.json" -o "$o/t.mpk" >/dev/null 2>&1 && "$bin" build "$o/t.mpk" -o "$o/t.mpkb" >/dev/null 2>&1
+    cp "$o/t.mpkb" "$o/t.orig"
+    expect 2 'it is an input'          "$run" "$o/t.mpkb" --cpu --weights "$o/ck.safetensors" --prompt-ids 1,2 -n 2 --dump-logits "$o/ck.safetensors"
+    check_out cmp -s "$o/ck.safetensors" "$d/model.safetensors"
+    expect 2 'it is an input'          "$run" "$o/t.mpkb" --cpu --weights "$o/ck.safetensors" --prompt-ids 1,2 -n 2 --dump-logits "$o/t.mpkb"
+    check_out cmp -s "$o/t.mpkb" "$o/t.orig"
+    ln -s ck.safetensors "$o/ck-link"
+    expect 2 'it is the input'         "$run" "$o/t.mpkb" --cpu --weights "$o/ck.safetensors" --prompt-ids 1,2 -n 2 --dump-logits "$o/ck-link"
+    expect 0 ''                        "$run" "$o/t.mpkb" --cpu --weights "$o/ck-link" --prompt-ids 1,2 -n 2 --dump-logits "$o/l.f32"
+    expect 2 'it is the input'         "$run" "$o/t.mpkb" --cpu --weights "$o/ck-link" --prompt-ids 1,2 -n 2 --dump-logits "$o/ck.safetensors"
+    check_out test "$(stat -c %s "$o/l.f32")" = $((3 * 640 * 4))   # prompt 2 + generated 2 - 1 rows
+    # a FIFO as the blob is refused, not waited on
+    expect 1 'not a regular file'      timeout 10 "$run" "$o/fifo" --cpu --weights "$d" --prompt-ids 1
+    # A model of one 4 x 4 f32 weight, whose checkpoint is written here:
+    # embed, LM head tied, argmax. It has no KV cache, so nothing bounds -n.
+    printf 'input token : i32[1]\nweight e : f32[4, 4] = "e"\ngraph g {\n  x = embed(e, token)\n  logits = matmul(x, e)\n  output next = argmax(logits)\n}\n' >"$o/tiny.mpk"
+    "$bin" build "$o/tiny.mpk" -o "$o/tiny.mpkb" >/dev/null 2>&1
+    # tiny_st FILE ROW0 ROW1 ROW2 ROW3: each row 16 bytes as printf escapes
+    tiny_st() {
+        f=$1; shift
+        hdr='{"e":{"dtype":"F32","shape":[4,4],"data_offsets":[0,64]}}'
+        { printf '\071\000\000\000\000\000\000\000%s' "$hdr"; for r; do printf "$r"; done; } >"$f"
+    }
+    z='\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000'
+    one='\000\000\200\077\000\000\000\000\000\000\000\000\000\000\000\000'
+    nan='\000\000\300\177\000\000\000\000\000\000\000\000\000\000\000\000'
+    inf='\000\000\200\177\000\000\000\000\000\000\000\000\000\000\000\000'
+    tiny_st "$o/zero.st" "$z" "$z" "$z" "$z"
+    # a NaN or an inf in the weights: the step that meets it is an error
+    tiny_st "$o/nan.st" "$z" "$nan" "$z" "$z"
+    expect 1 '^mpk-run: error: step 0: the logits have no finite value$' \
+                                       "$run" "$o/tiny.mpkb" --cpu --weights "$o/nan.st" --prompt-ids 1 -n 3
+    expect 1 '^mpk-run: error: step 1: the logits have no finite value$' \
+                                       "$run" "$o/tiny.mpkb" --cpu --weights "$o/nan.st" --prompt-ids 0,1 -n 3
+    # rows [1 0 0 0], [inf 0 0 0]: token 0's logits are [1 inf 0 0]
+    tiny_st "$o/inf.st" "$one" "$inf" "$z" "$z"
+    expect 1 '^mpk-run: error: step 0: the logit of the chosen token 1 is not finite (inf)$' \
+                                       "$run" "$o/tiny.mpkb" --cpu --weights "$o/inf.st" --prompt-ids 0 -n 3
+    tiny_st "$o/one.st" "$one" "$z" "$z" "$z"
+    expect 0 '^0 0 0$'                 "$run" "$o/tiny.mpkb" --cpu --weights "$o/one.st" --prompt-ids 0 -n 3 --dump-logits "$o/l.f32"
+    check_out test "$(stat -c %s "$o/l.f32")" = $((3 * 4 * 4))
+    expect 0 '^0 0 0$'                 "$run" "$o/tiny.mpkb" --cpu --weights "$o/zero.st" --prompt-ids 1 -n 3
+    # -n beyond the memory there is: a message, not a crash (where a
+    # memory limit lets mpk-run start at all: not under ASan)
+    if sh -c 'ulimit -v 400000; exec "$@"' sh "$run" --help >/dev/null 2>&1; then
+        expect 1 'out of memory'       sh -c 'ulimit -v 400000; exec "$@"' sh "$run" "$o/tiny.mpkb" --cpu --weights "$o/zero.st" --prompt-ids 1 -n 1073741824
+    else
+        echo "cli: mpk-run does not start under ulimit -v (a sanitizer build?): skipping the -n memory test"
+    fi
+fi
 
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

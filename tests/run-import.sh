@@ -182,13 +182,25 @@ check "-o through a symbolic link replaces its target" \
 check "no temporary files are left behind" \
     test "$(ls -A "$tmp/o" | tr '\n' ' ')" = "keep.mpk link.mpk q.mpk "
 
+cp $q.json "$tmp/o/c.json"
+expect 2 "cannot write '.*c.json': it is an input" "$bin" import "$tmp/o/c.json" -o "$tmp/o/c.json"
+check "an -o that is the config leaves it as it was" cmp -s $q.json "$tmp/o/c.json"
+rm -f "$tmp/o/c.json"
 expect 2 'cannot write'                "$bin" import $q.json -o "$tmp/no/such/dir/x.mpk"
-expect 2 'cannot write: Is a directory' "$bin" import $q.json -o "$tmp/o"
+expect 2 "cannot write '.*': Is a directory" "$bin" import $q.json -o "$tmp/o"
 expect 2 'nope.json: cannot read'      "$bin" import "$tmp/nope.json"
 expect 2 'cannot read: Is a directory' "$bin" import tests/import
 if [ -w /dev/full ]; then
     expect 2 'cannot write'            "$bin" import $q.json -o /dev/full
 fi
+
+# rope_parameters wins over rope_scaling (as in transformers): a scaling
+# given beside it is ignored, with a warning rather than silently
+sed -e '/"rope_scaling"/d' -e '$ s/^}$/, "rope_parameters": {"rope_type": "default", "rope_theta": 1000000}, "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}}/' \
+    tests/import/qwen3-0.6b.json >"$tmp/yarn.json"
+expect 0 'warning: "rope_scaling" ("yarn") is ignored: "rope_parameters" is given, and wins' \
+    "$bin" import "$tmp/yarn.json" -o "$tmp/yarn.mpk"
+check "a warning still writes the model" grep -q '^param theta = 1000000.0$' "$tmp/yarn.mpk"
 
 # standard input: the same model, but for where it came from.
 "$bin" import - <$q.json >"$tmp/out" 2>&1

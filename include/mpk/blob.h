@@ -91,6 +91,15 @@
 #define MPKB_NI 4  /* integer immediates per task */
 #define MPKB_NF 4  /* float immediates per task */
 #define MPKB_MAX_TP 64 /* ranks of a tensor-parallel blob */
+/* The limits of a blob: the reader refuses a blob beyond them, and the
+ * compiler checks them where they come from (a tensor's type, a tiling,
+ * the memory plan) with the numbers in the message; mpk(5) lists them. */
+#define MPKB_MAX_DIM 2147483647u          /* one dimension (tiles are int32) */
+#define MPKB_MAX_NUMEL (1ull << 40)       /* elements of one tensor */
+#define MPKB_MAX_ARENA (1ull << 40)       /* bytes of activations */
+#define MPKB_MAX_STATE (1ull << 42)       /* bytes of state (KV caches) */
+#define MPKB_MAX_TASKS (1u << 21)         /* tasks of one step (2097152) */
+#define MPKB_MAX_FILE (1ull << 32)        /* bytes of the blob file */
 
 typedef struct {
     uint8_t magic[8];       /* MPKB_MAGIC */

@@ -166,6 +166,34 @@ void mpk_cpu_free(mpk_cpu *M)
     free(M);
 }
 
+/* A step whose logits have no finite value, or whose chosen token's logit
+ * is not finite (a NaN or inf in a weight, an overflow), picked its token
+ * from garbage: an error naming the step, not a silent answer. The GPU
+ * executor prints the same line. */
+static bool logits_finite(const mpk_cpu *M, int32_t next)
+{
+    const mpkb_blob *b = M->b;
+    const mpkb_tensor *lg = &b->tensors[b->meta->logits];
+    uint64_t cols = mpkb_numel(lg);
+    bool any = false;
+    for (uint32_t r = 0; r < M->nranks && !any; r++)
+        for (uint64_t i = 0; i < cols && !any; i++)
+            any = isfinite(ld(lg->dtype, M->ranks[r].arena + lg->offset, i));
+    if (next < 0 || (uint64_t)next >= cols * M->nranks) {
+        fprintf(M->err, "mpk-run: error: step %llu: the chosen token %d is outside the logits (0..%llu)\n",
+                (unsigned long long)M->step, next, (unsigned long long)(cols * M->nranks - 1));
+        return false;
+    }
+    float chosen = ld(lg->dtype, M->ranks[(uint64_t)next / cols].arena + lg->offset, (uint64_t)next % cols);
+    if (!any)
+        fprintf(M->err, "mpk-run: error: step %llu: the logits have no finite value\n",
+                (unsigned long long)M->step);
+    else if (!isfinite(chosen))
+        fprintf(M->err, "mpk-run: error: step %llu: the logit of the chosen token %d is not finite (%s)\n",
+                (unsigned long long)M->step, next, isnan(chosen) ? "nan" : chosen > 0 ? "inf" : "-inf");
+    return any && isfinite(chosen);
+}
+
 bool mpk_cpu_step(mpk_cpu *M, int32_t token, bool random_order, int32_t *next, float *logits)
 {
     const mpkb_blob *b = M->b;
@@ -180,6 +208,8 @@ bool mpk_cpu_step(mpk_cpu *M, int32_t token, bool random_order, int32_t *next, f
                     (unsigned long long)M->step, r, ld_i32(M->ranks[r].arena + at), *next);
             return false;
         }
+    if (!logits_finite(M, *next))
+        return false;
     if (logits) {
         const mpkb_tensor *lg = &b->tensors[b->meta->logits];
         uint64_t cols = mpkb_numel(lg);
