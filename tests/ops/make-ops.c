@@ -348,6 +348,10 @@ static void start(G *g, const char *name, int tp, int steps)
     g->gpu = tp == 1;
     g->out_dtype = MPKB_F32;
     g->am_stored = true;
+    /* A bound on the steps, as a blob without attention may declare one;
+     * attention sets its cache's. (MPKB_NONE, which mpk build writes when
+     * nothing bounds the context, is case embed-bf16-f32's.) */
+    g->meta.max_seq = 16;
     rng_state = mpk_fnv1a(MPK_FNV_INIT, name, strlen(name));
     str(g, "");
 }
@@ -467,8 +471,6 @@ static void *assemble(G *g, int workers, size_t *size, uint32_t **trig_out, uint
     m->name = str(g, g->name);
     m->workers = (uint32_t)workers;
     m->vocab = (uint32_t)g->vocab;
-    if (m->max_seq == 0)
-        m->max_seq = MPKB_NONE;
     m->step_event = 0;
     m->arena_size = g->arena;
     m->state_size = g->state;
@@ -638,6 +640,8 @@ static void case_embed(G *g, const char *dir, FILE *list, const char *name, int 
                        uint32_t H, uint32_t tile, double scale, int workers)
 {
     start(g, name, 1, 3);
+    if (tdt == MPKB_BF16)
+        g->meta.max_seq = MPKB_NONE; /* unbounded, as mpk build writes it */
     inputs(g, false, (int)V);
     stage(g, 0);
     weight *tab = weight(g, "embed.weight", tdt, -scale, scale, V, H);
