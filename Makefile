@@ -8,7 +8,9 @@
 #   make fuzz            libFuzzer on the front end for FUZZ_TIME seconds
 #   make fuzz-blob       libFuzzer on the blob reader for FUZZ_TIME seconds
 #   make install PREFIX=/usr/local DESTDIR=
+#   make check-ops       every task kind on its own, CPU executor vs a reference
 #   make gpu-check       the GPU executor against the CPU one and HF (GPU machine)
+#   make gpu-check-ops   only the op-by-op test, on the GPU too (GPU machine)
 #   make bench           ms/token of mpk, PyTorch and the bandwidth limit (GPU machine)
 #
 # mpk-run gets the GPU executor (runtime/gpu.cu) when nvcc is found (PATH or
@@ -105,7 +107,7 @@ TEST_SRC := tests/check_main.c tests/check_lexer.c tests/check_parser.c tests/ch
 TEST_OBJ := $(TEST_SRC:%.c=$(B)/%.o)
 
 .PHONY: gpu-check bench demo fuzz-blob all check install uninstall clean fuzz check-unit check-golden check-cli check-examples check-fuzz \
-        check-man check-import check-parity check-blob
+        check-man check-import check-parity check-blob check-ops gpu-check-ops
 .DELETE_ON_ERROR:
 
 all: bin/mpk bin/mpk-run
@@ -203,7 +205,7 @@ $(B)/tests/fuzz_smoke: tests/fuzz/fuzz_frontend.c $(B)/libmpkfront.a $(B)/libmpk
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(INC_TESTS) $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(B)/libmpkfront.a $(B)/libmpkutil.a $(LDFLAGS_ALL)
 
-check: check-unit check-golden check-cli check-examples check-fuzz check-man check-import check-blob check-parity
+check: check-unit check-golden check-cli check-examples check-fuzz check-man check-import check-blob check-parity check-ops
 
 check-unit: $(B)/tests/check_mpk bin/mpk
 	$(B)/tests/check_mpk
@@ -223,11 +225,28 @@ $(B)/tests/logits_cmp: tests/logits_cmp.c $(B)/flags
 check-parity: bin/mpk bin/mpk-run $(B)/tests/logits_cmp
 	sh tests/run-parity.sh bin/mpk bin/mpk-run $(B)/tests/logits_cmp
 
+# Every task kind on its own: small hand-built blobs (tests/ops/make-ops.c)
+# run by the CPU executor, against a reference computed from mpk-blob(5).
+$(B)/tests/ops/make-ops: tests/ops/make-ops.c $(B)/libmpkblob.a $(B)/libmpkutil.a $(B)/flags
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(INC_BLOB) $(DEPFLAGS) -o $@ $< $(B)/libmpkblob.a $(B)/libmpkutil.a $(LIBS) $(LDFLAGS_ALL)
+
+check-ops: bin/mpk-run $(B)/tests/ops/make-ops
+	sh tests/ops/run.sh bin/mpk-run $(B)/tests/ops/make-ops
+
 # On a machine with a GPU: the GPU executor against the CPU executor and
-# HF transformers, compute-sanitizer, refusals, the watchdog, the trace.
-gpu-check: bin/mpk bin/mpk-run $(B)/tests/logits_cmp
+# HF transformers, compute-sanitizer, refusals, the watchdog, the trace;
+# then the op-by-op test on both executors. Both run even if one fails.
+gpu-check: bin/mpk bin/mpk-run $(B)/tests/logits_cmp $(B)/tests/ops/make-ops
 	@test "$(GPU)" = 1 || { echo "gpu-check: mpk-run was built without CUDA (GPU=$(GPU))"; exit 1; }
-	sh tests/run-gpu.sh bin/mpk bin/mpk-run $(B)/tests/logits_cmp
+	@rc=0; \
+	sh tests/run-gpu.sh bin/mpk bin/mpk-run $(B)/tests/logits_cmp || rc=1; \
+	sh tests/ops/run.sh --gpu bin/mpk-run $(B)/tests/ops/make-ops || rc=1; \
+	exit $$rc
+
+gpu-check-ops: bin/mpk-run $(B)/tests/ops/make-ops
+	@test "$(GPU)" = 1 || { echo "gpu-check-ops: mpk-run was built without CUDA (GPU=$(GPU))"; exit 1; }
+	sh tests/ops/run.sh --gpu bin/mpk-run $(B)/tests/ops/make-ops
 
 # On a machine with a GPU: mpk, PyTorch (eager and CUDA graph) and the
 # bandwidth limit in one run; see bench/README.md.
