@@ -69,6 +69,7 @@ INC_FRONT   := -Ifrontend -I$(B)/gen -Iinclude
 INC_BLOB    := -Iinclude
 INC_LOWER   := -Ilowering -Ifrontend -Iinclude
 INC_RUNTIME := -Iruntime -Iinclude
+INC_TEXT    := -Itext -Iinclude
 INC_DRIVER  := -I. -Ifrontend -Iinclude
 INC_TESTS   := -I. -Ifrontend -I$(B)/gen -Iinclude
 BASE_CFLAGS := -std=c11 $(CFLAGS) $(SANFLAGS)
@@ -79,7 +80,7 @@ GEN_CFLAGS := $(BASE_CFLAGS) -Wall -Wno-unused-function -Wno-sign-compare -Wno-u
 # Header dependencies come from the compiler (-MMD -MP: build/**/*.d).
 DEPFLAGS := -MMD -MP
 LDFLAGS_ALL := $(SANFLAGS) $(LDFLAGS) -lm
-LIBS := -ljansson -lz
+LIBS := -ljansson -lz -lpcre2-8 -lutf8proc
 
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
@@ -98,14 +99,16 @@ LOWER_SRC := lowering/lower.c lowering/fuse.c lowering/tile.c lowering/memory.c 
 LOWER_OBJ := $(LOWER_SRC:%.c=$(B)/%.o)
 RUNTIME_SRC := runtime/weights.c runtime/cpu/exec.c
 RUNTIME_OBJ := $(RUNTIME_SRC:%.c=$(B)/%.o)
-DRIVER_OBJ := $(B)/driver/mpk.o $(B)/driver/import.o $(B)/driver/mpk-run.o
+TEXT_SRC := text/tokenizer.c text/chat.c text/genconfig.c text/stream.c text/json.c
+TEXT_OBJ := $(TEXT_SRC:%.c=$(B)/%.o)
+DRIVER_OBJ := $(B)/driver/mpk.o $(B)/driver/import.o $(B)/driver/tokenize.o $(B)/driver/mpk-run.o
 
 TEST_SRC := tests/check_main.c tests/check_lexer.c tests/check_parser.c tests/check_sema.c \
             tests/check_weights.c tests/check_lower.c
 TEST_OBJ := $(TEST_SRC:%.c=$(B)/%.o)
 
 .PHONY: gpu-check bench demo fuzz-blob all check install uninstall clean fuzz check-unit check-golden check-cli check-examples check-fuzz \
-        check-man check-import check-parity check-blob
+        check-man check-import check-parity check-blob check-text
 .DELETE_ON_ERROR:
 
 all: bin/mpk bin/mpk-run
@@ -130,6 +133,7 @@ $(FRONT_SRC:%.c=$(B)/%.o): INC := $(INC_FRONT)
 $(BLOB_OBJ): INC := $(INC_BLOB)
 $(LOWER_OBJ): INC := $(INC_LOWER)
 $(RUNTIME_OBJ) $(B)/runtime/gpu_none.o: INC := $(INC_RUNTIME)
+$(TEXT_OBJ): INC := $(INC_TEXT)
 $(DRIVER_OBJ): INC := $(INC_DRIVER)
 # What includes the generated headers needs them before its first compile.
 $(FRONT_OBJ) $(LOWER_OBJ) $(B)/driver/mpk.o $(B)/driver/import.o $(TEST_OBJ): | $(GEN_HDR)
@@ -146,15 +150,17 @@ $(B)/libmpkfront.a: $(FRONT_OBJ)
 $(B)/libmpkblob.a: $(BLOB_OBJ)
 $(B)/libmpklower.a: $(LOWER_OBJ)
 $(B)/libmpkrt.a: $(RUNTIME_OBJ)
+$(B)/libmpktext.a: $(TEXT_OBJ)
 $(B)/lib%.a:
 	rm -f $@
 	ar rcs $@ $^
 
 # The libraries in link order: each after those that use it.
-LIB_MPK    := $(B)/libmpklower.a $(B)/libmpkrt.a $(B)/libmpkblob.a $(B)/libmpkfront.a $(B)/libmpkutil.a
-LIB_MPKRUN := $(B)/libmpkrt.a $(B)/libmpkblob.a $(B)/libmpkutil.a
+LIB_MPK    := $(B)/libmpklower.a $(B)/libmpkrt.a $(B)/libmpkblob.a $(B)/libmpkfront.a $(B)/libmpktext.a \
+              $(B)/libmpkutil.a
+LIB_MPKRUN := $(B)/libmpkrt.a $(B)/libmpkblob.a $(B)/libmpktext.a $(B)/libmpkutil.a
 
-bin/mpk: $(B)/driver/mpk.o $(B)/driver/import.o $(LIB_MPK)
+bin/mpk: $(B)/driver/mpk.o $(B)/driver/import.o $(B)/driver/tokenize.o $(LIB_MPK)
 	@mkdir -p bin
 	$(CC) -o $@ $^ $(LIBS) $(LDFLAGS_ALL)
 
@@ -203,13 +209,18 @@ $(B)/tests/fuzz_smoke: tests/fuzz/fuzz_frontend.c $(B)/libmpkfront.a $(B)/libmpk
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(INC_TESTS) $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(B)/libmpkfront.a $(B)/libmpkutil.a $(LDFLAGS_ALL)
 
-check: check-unit check-golden check-cli check-examples check-fuzz check-man check-import check-blob check-parity
+check: check-unit check-golden check-cli check-examples check-fuzz check-man check-import check-blob check-parity \
+       check-text
 
 check-unit: $(B)/tests/check_mpk bin/mpk
 	$(B)/tests/check_mpk
 
 check-import: bin/mpk
 	sh tests/run-import.sh bin/mpk
+
+# The tokenizer and chat formats against HF's, on recorded fixtures.
+check-text: bin/mpk bin/mpk-run
+	sh tests/run-text.sh bin/mpk
 
 # Every example compiles to a blob that passes the verifier and the reader.
 check-blob: bin/mpk

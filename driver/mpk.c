@@ -18,6 +18,7 @@
 #include "lowering/lowering.h"
 #include "runtime/runtime.h"
 #include "driver/import.h"
+#include "driver/tokenize.h"
 #include "mpk/util.h"
 
 #include <errno.h>
@@ -263,10 +264,15 @@ int main(int argc, char **argv)
         printf("mpk %s\n", MPK_VERSION);
         return 0;
     }
+    if (strcmp(cmd, "tokenize") == 0)
+        return mpk_tokenize_cmd(argc - 1, argv + 1);
+    if (strcmp(cmd, "detokenize") == 0)
+        return mpk_detokenize_cmd(argc - 1, argv + 1);
     bool build = strcmp(cmd, "build") == 0, dump = strcmp(cmd, "dump") == 0;
     bool import = strcmp(cmd, "import") == 0, check = strcmp(cmd, "check") == 0;
     if (!build && !check && !dump && !import)
-        return usage_error("unknown command '%s' (the commands are check, build, dump and import)", cmd);
+        return usage_error("unknown command '%s' (the commands are check, build, dump, import, tokenize and "
+                           "detokenize)", cmd);
 
     incs = calloc((size_t)argc, sizeof *incs);
     defs = calloc((size_t)argc, sizeof *defs);
