@@ -220,7 +220,7 @@ check-import: bin/mpk
 
 # The tokenizer and chat formats against HF's, on recorded fixtures.
 check-text: bin/mpk bin/mpk-run
-	sh tests/run-text.sh bin/mpk
+	sh tests/run-text.sh bin/mpk bin/mpk-run
 
 # Every example compiles to a blob that passes the verifier and the reader.
 check-blob: bin/mpk

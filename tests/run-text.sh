@@ -2,9 +2,11 @@
 # run-text.sh - the tokenizer and chat formats against HF, on the fixtures
 # that tools/make_tokenizer_fixtures.py recorded with HF tokenizers and
 # transformers (tests/data/tok-*), and the text commands' refusals.
-# Run from the repository root: sh tests/run-text.sh bin/mpk
+# With mpk-run, text prompts and chats on the tiny models (--cpu).
+# Run from the repository root: sh tests/run-text.sh bin/mpk [bin/mpk-run]
 # Prints each failing case and "text: N passed, M failed"; exits 1 on failure.
-bin=${1:?usage: sh tests/run-text.sh BIN/mpk}
+bin=${1:?usage: sh tests/run-text.sh BIN/mpk [BIN/mpk-run]}
+run=$2
 tmp=$(mktemp -d) || exit 2
 trap 'rm -rf "$tmp"' EXIT
 pass=0 fail=0
@@ -81,6 +83,57 @@ for f in "$h"/*.tokenizer_config.json; do
     pat=$(sed -n 's/^# *//p' "${f%.tokenizer_config.json}.expect")
     expect 1 "$pat" "$bin" tokenize --chat "$tmp" tests/data/tok-chat/system.json
 done
+
+# mpk-run: text in, text out, on the tiny models (random weights: the text
+# is noise, but it must be the noise the ids say).
+if [ -n "$run" ]; then
+    for m in qwen3-tiny llama-tiny; do
+        d=tests/data/$m
+        "$bin" import "$d/config.json" -o "$tmp/$m.mpk" && "$bin" build "$tmp/$m.mpk" -o "$tmp/$m.mpkb" || no "build $m"
+        r="$run $tmp/$m.mpkb --weights $d --cpu -n 12"
+        printf 'The quick brown fox' >"$tmp/prompt.txt"
+        "$bin" tokenize "$d" "$tmp/prompt.txt" | tr ' ' ',' >"$tmp/prompt.ids"
+        $r --prompt-ids "$(cat "$tmp/prompt.ids")" >"$tmp/want.ids" 2>"$tmp/err" || no "$m: --prompt-ids"
+        same "$m: --prompt --ids" "$tmp/want.ids" $r --prompt 'The quick brown fox' --ids
+        same "$m: -f --ids" "$tmp/want.ids" $r -f "$tmp/prompt.txt" --ids
+        "$bin" detokenize "$d" "$tmp/want.ids" >"$tmp/want.txt"
+        same "$m: --prompt text" "$tmp/want.txt" $r --prompt 'The quick brown fox'
+        same "$m: -f - text" "$tmp/want.txt" sh -c "$r -f - < $tmp/prompt.txt"
+        # --stop: the text before the first occurrence of a piece of it.
+        stop=$(head -c 9 "$tmp/want.txt" | tail -c 3)
+        LC_ALL=C awk -v s="$stop" 'BEGIN { RS = "^$" } { printf "%s", substr($0, 1, index($0, s) - 1) }' \
+            "$tmp/want.txt" >"$tmp/stop.txt"
+        same "$m: --stop" "$tmp/stop.txt" $r --prompt 'The quick brown fox' --stop "$stop"
+        # generation_config.json's EOS ids stop it too (with config.json's).
+        mkdir -p "$tmp/$m-gc" && cp "$d"/* "$tmp/$m-gc/"
+        third=$(cut -d' ' -f3 "$tmp/want.ids")
+        printf '{"eos_token_id": [%s], "temperature": 0.7, "top_k": 20}\n' "$third" >"$tmp/$m-gc/generation_config.json"
+        cut -d' ' -f1-3 "$tmp/want.ids" >"$tmp/eos.ids"
+        same "$m: generation_config EOS" "$tmp/eos.ids" \
+            $run "$tmp/$m.mpkb" --weights "$tmp/$m-gc" --cpu -n 12 --prompt-ids "$(cat "$tmp/prompt.ids")"
+        printf '{"top_p": 7}' >"$tmp/$m-gc/generation_config.json"
+        expect 1 'generation_config.json: "top_p" must be a number from 0 to 1' \
+            $run "$tmp/$m.mpkb" --weights "$tmp/$m-gc" --cpu --prompt-ids 1
+        # One chat turn is the rendered conversation, generated.
+        printf '[{"role": "user", "content": "Hello there"}]' >"$tmp/conv.json"
+        "$bin" tokenize --chat "$d" "$tmp/conv.json" | tr ' ' ',' >"$tmp/chat.ids"
+        $r --prompt-ids "$(cat "$tmp/chat.ids")" >"$tmp/chat-out.ids"
+        { "$bin" detokenize --skip-special "$d" "$tmp/chat-out.ids"; echo; } >"$tmp/chat-want.txt"
+        same "$m: --chat" "$tmp/chat-want.txt" sh -c "echo 'Hello there' | $r --chat"
+    done
+    q="$tmp/qwen3-tiny.mpkb"
+    expect 2 'one prompt at a time'   $run "$q" --weights tests/data/qwen3-tiny --cpu --prompt a --prompt-ids 1
+    expect 2 'a prompt is required'   $run "$q" --weights tests/data/qwen3-tiny --cpu
+    expect 2 '--ids goes with a text' $run "$q" --weights tests/data/qwen3-tiny --cpu --prompt-ids 1 --ids
+    expect 2 '--chat-format goes with' $run "$q" --weights tests/data/qwen3-tiny --cpu --prompt a --chat-format chatml
+    expect 2 '--stop works on text'   $run "$q" --weights tests/data/qwen3-tiny --cpu --prompt-ids 1 --stop x
+    expect 2 'is a model source, not a blob' $run "$tmp/qwen3-tiny.mpk" --weights tests/data/qwen3-tiny --prompt-ids 1
+    expect 1 'needs the checkpoint.s tokenizer' $run "$q" --weights tests/data/qwen3-tp --cpu --prompt a
+    expect 1 'the prompt is empty'    $run "$q" --weights tests/data/qwen3-tiny --cpu --prompt ''
+    expect 1 'does not belong to this model' $run "$q" --weights tests/data/qwen3-tiny --cpu --prompt '<|im_end|>' \
+        --tokenizer tests/data/tok-qwen2
+    expect 1 "unknown chat format 'x'" sh -c "echo hi | $run $q --weights tests/data/qwen3-tiny --cpu --chat --chat-format x"
+fi
 
 echo "text: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
