@@ -84,6 +84,35 @@ for f in "$h"/*.tokenizer_config.json; do
     expect 1 "$pat" "$bin" tokenize --chat "$tmp" tests/data/tok-chat/system.json
 done
 
+# mpk import DIR: config.json, generation_config.json, weights' dtypes,
+# tokenizer files.
+"$bin" import tests/data/qwen3-tiny/config.json >"$tmp/want.mpk"
+same "import DIR" "$tmp/want.mpk" "$bin" import tests/data/qwen3-tiny
+mkdir -p "$tmp/ck" && cp tests/data/qwen3-tiny/* "$tmp/ck/"
+printf '{"eos_token_id": [7, 5, 9], "temperature": 0.6}\n' >"$tmp/ck/generation_config.json"
+"$bin" import "$tmp/ck" >"$tmp/ck.mpk" 2>"$tmp/err" && grep -q '^param eos = \[5, 7, 9\]$' "$tmp/ck.mpk" &&
+    "$bin" check -Werror "$tmp/ck.mpk" && ok || no "import DIR: EOS ids of both configs"
+printf '{"eos_token_id": 640}\n' >"$tmp/ck/generation_config.json"
+expect 1 'generation_config.json: "eos_token_id" 640 is not a token id' "$bin" import "$tmp/ck"
+printf '{"eos_token_id": "x"}\n' >"$tmp/ck/generation_config.json"
+expect 1 'generation_config.json: "eos_token_id" must be a token id' "$bin" import "$tmp/ck"
+printf '{"temperature": -1' >"$tmp/ck/generation_config.json"
+expect 1 'generation_config.json:1:.*invalid JSON' "$bin" import "$tmp/ck"
+rm "$tmp/ck/generation_config.json"
+# An f32 checkpoint: refused at import, naming the tensor.
+hdr='{"model.norm.weight":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+{ printf "\\$(printf %03o ${#hdr})\\000\\000\\000\\000\\000\\000\\000"; printf '%s' "$hdr"; printf 'abcd'; } \
+    >"$tmp/ck/model.safetensors"
+expect 1 "model.safetensors: tensor 'model.norm.weight' is F32: mpk runs bf16 checkpoints; convert" "$bin" import "$tmp/ck"
+printf 'junk' >"$tmp/ck/model.safetensors"
+expect 1 'model.safetensors: not a safetensors file' "$bin" import "$tmp/ck"
+rm "$tmp/ck/model.safetensors"
+expect 2 'neither model.safetensors nor' "$bin" import "$tmp/ck"
+cp tests/data/qwen3-tiny/model.safetensors "$tmp/ck/" && cp tests/data/tok-hostile/unigram.tokenizer.json "$tmp/ck/tokenizer.json"
+expect 0 'warning: the tokenizer above is not usable' "$bin" import "$tmp/ck"
+rm "$tmp/ck/config.json"
+expect 2 'ck/config.json: cannot read' "$bin" import "$tmp/ck"
+
 # mpk-run: text in, text out, on the tiny models (random weights: the text
 # is noise, but it must be the noise the ids say).
 if [ -n "$run" ]; then
