@@ -7,6 +7,7 @@
 #   make WERROR=1 ...    warnings are errors (CI)
 #   make fuzz            libFuzzer on the front end for FUZZ_TIME seconds
 #   make fuzz-blob       libFuzzer on the blob reader for FUZZ_TIME seconds
+#   make fuzz-text       libFuzzer on the tokenizer and config readers
 #   make install PREFIX=/usr/local DESTDIR=
 #   make gpu-check       the GPU executor against the CPU one and HF (GPU machine)
 #   make bench           ms/token of mpk, PyTorch and the bandwidth limit (GPU machine)
@@ -107,7 +108,7 @@ TEST_SRC := tests/check_main.c tests/check_lexer.c tests/check_parser.c tests/ch
             tests/check_weights.c tests/check_lower.c
 TEST_OBJ := $(TEST_SRC:%.c=$(B)/%.o)
 
-.PHONY: gpu-check bench demo fuzz-blob all check install uninstall clean fuzz check-unit check-golden check-cli check-examples check-fuzz \
+.PHONY: gpu-check bench demo fuzz-blob fuzz-text all check install uninstall clean fuzz check-unit check-golden check-cli check-examples check-fuzz \
         check-man check-import check-parity check-blob check-text
 .DELETE_ON_ERROR:
 
@@ -259,9 +260,16 @@ $(B)/tests/fuzz_blob_smoke: tests/fuzz/fuzz_blob.c $(LIB_MPKRUN) $(B)/flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(INC_RUNTIME) $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(LIB_MPKRUN) $(LIBS) $(LDFLAGS_ALL)
 
-check-fuzz: $(B)/tests/fuzz_smoke $(B)/tests/fuzz_blob_smoke
+$(B)/tests/fuzz_text_smoke: tests/fuzz/fuzz_text.c $(B)/libmpktext.a $(B)/flags
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -I. -Iinclude $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(B)/libmpktext.a $(LIBS) $(LDFLAGS_ALL)
+
+TEXT_FUZZ_DIRS := tests/fuzz/text-corpus tests/data/tok-hostile tests/data/tok-llama3 tests/data/tok-qwen2
+
+check-fuzz: $(B)/tests/fuzz_smoke $(B)/tests/fuzz_blob_smoke $(B)/tests/fuzz_text_smoke
 	$(B)/tests/fuzz_smoke tests/fuzz/corpus tests/diag examples stdlib/std
 	$(B)/tests/fuzz_blob_smoke tests/fuzz/blob-corpus
+	$(B)/tests/fuzz_text_smoke $(TEXT_FUZZ_DIRS)
 
 check-man:
 	@if command -v mandoc >/dev/null; then \
@@ -288,6 +296,17 @@ fuzz-blob: $(B)/fuzz/fuzz_blob
 	@mkdir -p $(B)/fuzz-blob-corpus $(B)/fuzz-crashes
 	$(B)/fuzz/fuzz_blob -max_total_time=$(FUZZ_TIME) -max_len=262144 -timeout=10 -rss_limit_mb=2048 \
 	    -artifact_prefix=$(B)/fuzz-crashes/ $(B)/fuzz-blob-corpus tests/fuzz/blob-corpus
+
+# The text readers: tokenizer.json, tokenizer_config.json, generation_config.json.
+$(B)/fuzz/fuzz_text: tests/fuzz/fuzz_text.c $(TEXT_SRC) text/text.h
+	@mkdir -p $(dir $@)
+	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I. -Iinclude \
+	    -o $@ tests/fuzz/fuzz_text.c $(TEXT_SRC) $(LIBS) -lm
+
+fuzz-text: $(B)/fuzz/fuzz_text
+	@mkdir -p $(B)/fuzz-text-corpus $(B)/fuzz-crashes
+	$(B)/fuzz/fuzz_text -max_total_time=$(FUZZ_TIME) -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+	    -artifact_prefix=$(B)/fuzz-crashes/ $(B)/fuzz-text-corpus tests/fuzz/text-corpus
 
 fuzz: $(B)/fuzz/fuzz_frontend
 	@mkdir -p $(B)/fuzz-corpus $(B)/fuzz-crashes
