@@ -6,6 +6,9 @@
  *   mpk build --emit=graph FILE.mpk    print the typed, expanded op graph
  *   mpk dump FILE.mpkb [--dot]         print a blob
  *   mpk import config.json [-o F.mpk]  a Hugging Face config as a model
+ *   mpk import DIR [-o F.mpk]          ... from a checkpoint directory
+ *   mpk tokenize TOK [FILE]            text to ids (driver/tokenize.c)
+ *   mpk detokenize TOK [FILE]          ids to text
  *
  * The pipeline reads top to bottom in compile(): load (parse + imports),
  * sema (names, params, expansion, shapes), then the requested output: the
@@ -35,7 +38,10 @@ static const char usage_text[] =
     "       mpk build [options] FILE.mpk [-o FILE.mpkb]\n"
     "       mpk build --emit=graph [options] FILE.mpk\n"
     "       mpk dump [--dot] [-o FILE] FILE.mpkb\n"
-    "       mpk import [-o FILE.mpk] config.json\n"
+    "       mpk import [-o FILE.mpk] config.json|DIR\n"
+    "       mpk tokenize [--raw] [--stats] TOKENIZER [FILE]\n"
+    "       mpk tokenize --chat [--render] [--chat-format F] TOKENIZER CONV.json\n"
+    "       mpk detokenize [--skip-special] TOKENIZER [FILE]\n"
     "       mpk --help | --version\n"
     "\n"
     "commands:\n"
@@ -44,7 +50,15 @@ static const char usage_text[] =
     "                   input's name with .mpkb, in the current directory)\n"
     "  dump             print a blob: header, tensors, tasks, events, queues\n"
     "  import           write a model for a Hugging Face config.json\n"
-    "                   (LlamaForCausalLM, Qwen3ForCausalLM)\n"
+    "                   (LlamaForCausalLM, Qwen3ForCausalLM), or for a checkpoint\n"
+    "                   directory (also generation_config.json, weight dtypes,\n"
+    "                   tokenizer files)\n"
+    "  tokenize         text (FILE or standard input) to token ids with a\n"
+    "                   tokenizer.json or the checkpoint directory holding it;\n"
+    "                   --raw: without the tokens the tokenizer adds (BOS);\n"
+    "                   --chat: a JSON conversation in the chat format\n"
+    "                   (--render: print the text)\n"
+    "  detokenize       token ids to the text they stand for\n"
     "\n"
     "options:\n"
     "  -D NAME=VALUE    override param NAME (repeatable)\n"
