@@ -533,6 +533,11 @@ static int run_chat(const options *o, const mpkb_blob *b, const void *const *con
             memcpy(reply + rn, p, pl), rn += pl;
         }
         reply[rn] = 0;
+        for (int i = 0; i < o->nstop; i++) { /* the reply ends where the output did */
+            char *hit = strstr(reply, o->stop[i]);
+            if (hit)
+                *hit = 0;
+        }
         msgs[nmsg++] = (mpk_chat_msg){"assistant", reply};
     }
     for (size_t i = 0; i < nmsg; i++)

@@ -1214,7 +1214,6 @@ static bool normalize(const mpk_tok *T, const char *s, size_t n, char **out, siz
         char *piece = NULL;
         size_t pn = j - i;
         if (j > i) {
-            utf8proc_uint8_t *cur = NULL;
             char *tmp = malloc(j - i + 1);
             if (!tmp) {
                 free(buf);
@@ -1235,7 +1234,6 @@ static bool normalize(const mpk_tok *T, const char *s, size_t n, char **out, siz
                 tmp = (char *)res;
                 pn = (size_t)r;
             }
-            (void)cur;
             piece = tmp;
         }
         size_t need = len + pn + 1;
