@@ -102,7 +102,7 @@ RUNTIME_SRC := runtime/weights.c runtime/cpu/exec.c
 RUNTIME_OBJ := $(RUNTIME_SRC:%.c=$(B)/%.o)
 TEXT_SRC := text/tokenizer.c text/chat.c text/genconfig.c text/stream.c text/json.c
 TEXT_OBJ := $(TEXT_SRC:%.c=$(B)/%.o)
-DRIVER_OBJ := $(B)/driver/mpk.o $(B)/driver/import.o $(B)/driver/tokenize.o $(B)/driver/mpk-run.o
+DRIVER_OBJ := $(B)/driver/mpk.o $(B)/driver/import.o $(B)/driver/tokenize.o $(B)/driver/run.o $(B)/driver/mpk-run.o
 
 TEST_SRC := tests/check_main.c tests/check_lexer.c tests/check_parser.c tests/check_sema.c \
             tests/check_weights.c tests/check_lower.c
@@ -137,7 +137,7 @@ $(RUNTIME_OBJ) $(B)/runtime/gpu_none.o: INC := $(INC_RUNTIME)
 $(TEXT_OBJ): INC := $(INC_TEXT)
 $(DRIVER_OBJ): INC := $(INC_DRIVER)
 # What includes the generated headers needs them before its first compile.
-$(FRONT_OBJ) $(LOWER_OBJ) $(B)/driver/mpk.o $(B)/driver/import.o $(TEST_OBJ): | $(GEN_HDR)
+$(FRONT_OBJ) $(LOWER_OBJ) $(B)/driver/mpk.o $(B)/driver/import.o $(B)/driver/run.o $(TEST_OBJ): | $(GEN_HDR)
 
 $(B)/gen/%.o: $(B)/gen/%.c $(B)/flags
 	$(CC) $(GEN_CFLAGS) $(DEPFLAGS) -c -o $@ $<
@@ -161,7 +161,7 @@ LIB_MPK    := $(B)/libmpklower.a $(B)/libmpkrt.a $(B)/libmpkblob.a $(B)/libmpkfr
               $(B)/libmpkutil.a
 LIB_MPKRUN := $(B)/libmpkrt.a $(B)/libmpkblob.a $(B)/libmpktext.a $(B)/libmpkutil.a
 
-bin/mpk: $(B)/driver/mpk.o $(B)/driver/import.o $(B)/driver/tokenize.o $(LIB_MPK)
+bin/mpk: $(B)/driver/mpk.o $(B)/driver/import.o $(B)/driver/tokenize.o $(B)/driver/run.o $(LIB_MPK)
 	@mkdir -p bin
 	$(CC) -o $@ $^ $(LIBS) $(LDFLAGS_ALL)
 

@@ -9,6 +9,7 @@
  *   mpk import DIR [-o F.mpk]          ... from a checkpoint directory
  *   mpk tokenize TOK [FILE]            text to ids (driver/tokenize.c)
  *   mpk detokenize TOK [FILE]          ids to text
+ *   mpk run [-D..] DIR [mpk-run opts]  import, build into a cache, run (driver/run.c)
  *
  * The pipeline reads top to bottom in compile(): load (parse + imports),
  * sema (names, params, expansion, shapes), then the requested output: the
@@ -22,6 +23,7 @@
 #include "runtime/runtime.h"
 #include "driver/import.h"
 #include "driver/tokenize.h"
+#include "driver/run.h"
 #include "mpk/util.h"
 
 #include <errno.h>
@@ -42,6 +44,7 @@ static const char usage_text[] =
     "       mpk tokenize [--raw] [--stats] TOKENIZER [FILE]\n"
     "       mpk tokenize --chat [--render] [--chat-format F] TOKENIZER CONV.json\n"
     "       mpk detokenize [--skip-special] TOKENIZER [FILE]\n"
+    "       mpk run [-D NAME=VALUE]... [--workers=N] [--tp=N] DIR [mpk-run options]\n"
     "       mpk --help | --version\n"
     "\n"
     "commands:\n"
@@ -59,6 +62,10 @@ static const char usage_text[] =
     "                   --chat: a JSON conversation in the chat format\n"
     "                   (--render: print the text)\n"
     "  detokenize       token ids to the text they stand for\n"
+    "  run              import a checkpoint directory, build it into the cache\n"
+    "                   ($XDG_CACHE_HOME/mpk or ~/.cache/mpk, keyed by a hash of\n"
+    "                   the inputs) unless built already, and run mpk-run on it\n"
+    "                   with --weights DIR and the options after DIR\n"
     "\n"
     "options:\n"
     "  -D NAME=VALUE    override param NAME (repeatable)\n"
@@ -282,11 +289,13 @@ int main(int argc, char **argv)
         return mpk_tokenize_cmd(argc - 1, argv + 1);
     if (strcmp(cmd, "detokenize") == 0)
         return mpk_detokenize_cmd(argc - 1, argv + 1);
+    if (strcmp(cmd, "run") == 0)
+        return mpk_run_cmd(argc - 1, argv + 1, exe_dir());
     bool build = strcmp(cmd, "build") == 0, dump = strcmp(cmd, "dump") == 0;
     bool import = strcmp(cmd, "import") == 0, check = strcmp(cmd, "check") == 0;
     if (!build && !check && !dump && !import)
-        return usage_error("unknown command '%s' (the commands are check, build, dump, import, tokenize and "
-                           "detokenize)", cmd);
+        return usage_error("unknown command '%s' (the commands are check, build, dump, import, run, tokenize "
+                           "and detokenize)", cmd);
 
     incs = calloc((size_t)argc, sizeof *incs);
     defs = calloc((size_t)argc, sizeof *defs);

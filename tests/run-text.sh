@@ -150,6 +150,24 @@ if [ -n "$run" ]; then
         { "$bin" detokenize --skip-special "$d" "$tmp/chat-out.ids"; echo; } >"$tmp/chat-want.txt"
         same "$m: --chat" "$tmp/chat-want.txt" sh -c "echo 'Hello there' | $r --chat"
     done
+    # mpk run DIR: import, build into the cache, run; the second time from the cache.
+    d=tests/data/qwen3-tiny
+    $run "$tmp/qwen3-tiny.mpkb" --weights $d --cpu -n 12 --prompt 'The quick brown fox' >"$tmp/want.txt"
+    export XDG_CACHE_HOME="$tmp/cache"
+    same "mpk run" "$tmp/want.txt" "$bin" run $d --cpu -n 12 --prompt 'The quick brown fox'
+    blob=$(ls "$tmp/cache/mpk/"*.mpkb)
+    [ "$(echo "$blob" | wc -l)" -eq 1 ] && ok || no "mpk run: one blob in the cache, not: $blob"
+    touch -d '2000-01-01' "$blob"
+    same "mpk run, cached" "$tmp/want.txt" "$bin" run $d --cpu -n 12 --prompt 'The quick brown fox'
+    [ "$(find "$blob" -newermt 2001-01-01 | wc -l)" -eq 0 ] && ok || no "mpk run rebuilt a cached blob"
+    "$bin" run -D max_seq=64 $d --cpu -n 2 --prompt-ids 1 >/dev/null 2>&1 &&
+        [ "$(ls "$tmp/cache/mpk/"*.mpkb | wc -l)" -eq 2 ] && ok || no "mpk run -D: a blob of its own"
+    expect 2 'is not a checkpoint directory' "$bin" run "$tmp/nope"
+    expect 2 "mpk-run's options go after DIR" "$bin" run --cpu $d
+    expect 2 'no checkpoint directory given'  "$bin" run
+    expect 2 'config.json: cannot read' "$bin" run tests/data/tok-qwen2 --prompt x
+    expect 1 "the model has no param 'nope'" "$bin" run -D nope=1 $d --cpu --prompt x
+    unset XDG_CACHE_HOME
     q="$tmp/qwen3-tiny.mpkb"
     expect 2 'one prompt at a time'   $run "$q" --weights tests/data/qwen3-tiny --cpu --prompt a --prompt-ids 1
     expect 2 'a prompt is required'   $run "$q" --weights tests/data/qwen3-tiny --cpu
