@@ -7,6 +7,7 @@
 #   make WERROR=1 ...    warnings are errors (CI)
 #   make fuzz            libFuzzer on the front end for FUZZ_TIME seconds
 #   make fuzz-blob       libFuzzer on the blob reader for FUZZ_TIME seconds
+#   make fuzz-text       libFuzzer on the tokenizer and config readers
 #   make install PREFIX=/usr/local DESTDIR=
 #   make check-ops       every task kind on its own, CPU executor vs a reference
 #   make gpu-check       the GPU executor against the CPU one and HF (GPU machine)
@@ -71,6 +72,7 @@ INC_FRONT   := -Ifrontend -I$(B)/gen -Iinclude
 INC_BLOB    := -Iinclude
 INC_LOWER   := -Ilowering -Ifrontend -Iinclude
 INC_RUNTIME := -Iruntime -Iinclude
+INC_TEXT    := -Itext -Iinclude
 INC_DRIVER  := -I. -Ifrontend -Iinclude
 INC_TESTS   := -I. -Ifrontend -I$(B)/gen -Iinclude
 BASE_CFLAGS := -std=c11 $(CFLAGS) $(SANFLAGS)
@@ -81,7 +83,7 @@ GEN_CFLAGS := $(BASE_CFLAGS) -Wall -Wno-unused-function -Wno-sign-compare -Wno-u
 # Header dependencies come from the compiler (-MMD -MP: build/**/*.d).
 DEPFLAGS := -MMD -MP
 LDFLAGS_ALL := $(SANFLAGS) $(LDFLAGS) -lm
-LIBS := -ljansson -lz
+LIBS := -ljansson -lz -lpcre2-8 -lutf8proc
 
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
@@ -100,14 +102,16 @@ LOWER_SRC := lowering/lower.c lowering/fuse.c lowering/tile.c lowering/memory.c 
 LOWER_OBJ := $(LOWER_SRC:%.c=$(B)/%.o)
 RUNTIME_SRC := runtime/weights.c runtime/cpu/exec.c runtime/cpu/ops.c
 RUNTIME_OBJ := $(RUNTIME_SRC:%.c=$(B)/%.o)
-DRIVER_OBJ := $(B)/driver/mpk.o $(B)/driver/import.o $(B)/driver/mpk-run.o
+TEXT_SRC := text/tokenizer.c text/chat.c text/genconfig.c text/stream.c text/json.c
+TEXT_OBJ := $(TEXT_SRC:%.c=$(B)/%.o)
+DRIVER_OBJ := $(B)/driver/mpk.o $(B)/driver/import.o $(B)/driver/tokenize.o $(B)/driver/run.o $(B)/driver/mpk-run.o
 
 TEST_SRC := tests/check_main.c tests/check_lexer.c tests/check_parser.c tests/check_sema.c \
             tests/check_weights.c tests/check_lower.c
 TEST_OBJ := $(TEST_SRC:%.c=$(B)/%.o)
 
-.PHONY: gpu-check bench demo fuzz-blob all check install uninstall clean fuzz check-unit check-golden check-cli check-examples check-fuzz \
-        check-man check-import check-parity check-blob check-ops gpu-check-ops
+.PHONY: gpu-check bench demo fuzz-blob fuzz-text all check install uninstall clean fuzz check-unit check-golden check-cli check-examples check-fuzz \
+        check-man check-import check-parity check-blob check-ops gpu-check-ops check-text
 .DELETE_ON_ERROR:
 
 all: bin/mpk bin/mpk-run
@@ -132,9 +136,10 @@ $(FRONT_SRC:%.c=$(B)/%.o): INC := $(INC_FRONT)
 $(BLOB_OBJ): INC := $(INC_BLOB)
 $(LOWER_OBJ): INC := $(INC_LOWER)
 $(RUNTIME_OBJ) $(B)/runtime/gpu_none.o: INC := $(INC_RUNTIME)
+$(TEXT_OBJ): INC := $(INC_TEXT)
 $(DRIVER_OBJ): INC := $(INC_DRIVER)
 # What includes the generated headers needs them before its first compile.
-$(FRONT_OBJ) $(LOWER_OBJ) $(B)/driver/mpk.o $(B)/driver/import.o $(TEST_OBJ): | $(GEN_HDR)
+$(FRONT_OBJ) $(LOWER_OBJ) $(B)/driver/mpk.o $(B)/driver/import.o $(B)/driver/run.o $(TEST_OBJ): | $(GEN_HDR)
 
 $(B)/gen/%.o: $(B)/gen/%.c $(B)/flags
 	$(CC) $(GEN_CFLAGS) $(DEPFLAGS) -c -o $@ $<
@@ -148,15 +153,17 @@ $(B)/libmpkfront.a: $(FRONT_OBJ)
 $(B)/libmpkblob.a: $(BLOB_OBJ)
 $(B)/libmpklower.a: $(LOWER_OBJ)
 $(B)/libmpkrt.a: $(RUNTIME_OBJ)
+$(B)/libmpktext.a: $(TEXT_OBJ)
 $(B)/lib%.a:
 	rm -f $@
 	ar rcs $@ $^
 
 # The libraries in link order: each after those that use it.
-LIB_MPK    := $(B)/libmpklower.a $(B)/libmpkrt.a $(B)/libmpkblob.a $(B)/libmpkfront.a $(B)/libmpkutil.a
-LIB_MPKRUN := $(B)/libmpkrt.a $(B)/libmpkblob.a $(B)/libmpkutil.a
+LIB_MPK    := $(B)/libmpklower.a $(B)/libmpkrt.a $(B)/libmpkblob.a $(B)/libmpkfront.a $(B)/libmpktext.a \
+              $(B)/libmpkutil.a
+LIB_MPKRUN := $(B)/libmpkrt.a $(B)/libmpkblob.a $(B)/libmpktext.a $(B)/libmpkutil.a
 
-bin/mpk: $(B)/driver/mpk.o $(B)/driver/import.o $(LIB_MPK)
+bin/mpk: $(B)/driver/mpk.o $(B)/driver/import.o $(B)/driver/tokenize.o $(B)/driver/run.o $(LIB_MPK)
 	@mkdir -p bin
 	$(CC) -o $@ $^ $(LIBS) $(LDFLAGS_ALL)
 
@@ -205,13 +212,18 @@ $(B)/tests/fuzz_smoke: tests/fuzz/fuzz_frontend.c $(B)/libmpkfront.a $(B)/libmpk
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(INC_TESTS) $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(B)/libmpkfront.a $(B)/libmpkutil.a $(LDFLAGS_ALL)
 
-check: check-unit check-golden check-cli check-examples check-fuzz check-man check-import check-blob check-parity check-ops
+check: check-unit check-golden check-cli check-examples check-fuzz check-man check-import check-blob check-parity \
+       check-ops check-text
 
 check-unit: $(B)/tests/check_mpk bin/mpk
 	$(B)/tests/check_mpk
 
 check-import: bin/mpk
 	sh tests/run-import.sh bin/mpk
+
+# The tokenizer and chat formats against HF's, on recorded fixtures.
+check-text: bin/mpk bin/mpk-run
+	sh tests/run-text.sh bin/mpk bin/mpk-run
 
 # Every example compiles to a blob that passes the verifier and the reader.
 check-blob: bin/mpk
@@ -267,9 +279,16 @@ $(B)/tests/fuzz_blob_smoke: tests/fuzz/fuzz_blob.c $(LIB_MPKRUN) $(B)/flags
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(INC_RUNTIME) $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(LIB_MPKRUN) $(LIBS) $(LDFLAGS_ALL)
 
-check-fuzz: $(B)/tests/fuzz_smoke $(B)/tests/fuzz_blob_smoke
+$(B)/tests/fuzz_text_smoke: tests/fuzz/fuzz_text.c $(B)/libmpktext.a $(B)/flags
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -I. -Iinclude $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(B)/libmpktext.a $(LIBS) $(LDFLAGS_ALL)
+
+TEXT_FUZZ_DIRS := tests/fuzz/text-corpus tests/data/tok-hostile tests/data/tok-llama3 tests/data/tok-qwen2
+
+check-fuzz: $(B)/tests/fuzz_smoke $(B)/tests/fuzz_blob_smoke $(B)/tests/fuzz_text_smoke
 	$(B)/tests/fuzz_smoke tests/fuzz/corpus tests/diag examples stdlib/std
 	$(B)/tests/fuzz_blob_smoke tests/fuzz/blob-corpus
+	$(B)/tests/fuzz_text_smoke $(TEXT_FUZZ_DIRS)
 
 check-man:
 	@if command -v mandoc >/dev/null; then \
@@ -296,6 +315,17 @@ fuzz-blob: $(B)/fuzz/fuzz_blob
 	@mkdir -p $(B)/fuzz-blob-corpus $(B)/fuzz-crashes
 	$(B)/fuzz/fuzz_blob -max_total_time=$(FUZZ_TIME) -max_len=262144 -timeout=10 -rss_limit_mb=2048 \
 	    -artifact_prefix=$(B)/fuzz-crashes/ $(B)/fuzz-blob-corpus tests/fuzz/blob-corpus
+
+# The text readers: tokenizer.json, tokenizer_config.json, generation_config.json.
+$(B)/fuzz/fuzz_text: tests/fuzz/fuzz_text.c $(TEXT_SRC) text/text.h
+	@mkdir -p $(dir $@)
+	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I. -Iinclude \
+	    -o $@ tests/fuzz/fuzz_text.c $(TEXT_SRC) $(LIBS) -lm
+
+fuzz-text: $(B)/fuzz/fuzz_text
+	@mkdir -p $(B)/fuzz-text-corpus $(B)/fuzz-crashes
+	$(B)/fuzz/fuzz_text -max_total_time=$(FUZZ_TIME) -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+	    -artifact_prefix=$(B)/fuzz-crashes/ $(B)/fuzz-text-corpus tests/fuzz/text-corpus
 
 fuzz: $(B)/fuzz/fuzz_frontend
 	@mkdir -p $(B)/fuzz-corpus $(B)/fuzz-crashes

@@ -10,6 +10,13 @@
  *   write    to standard output, or to OUT by mpk_write_file (mpk/util.h:
  *            atomic for a regular file, in place for a device or FIFO)
  *
+ * Given a checkpoint directory instead of a config.json, import also reads
+ * what is beside the config: generation_config.json (its EOS ids join
+ * config.json's), the safetensors headers (every weight must be bf16:
+ * an f16 or f32 checkpoint is refused here, naming a tensor, rather than
+ * at run time), and the tokenizer files (a tokenizer or chat template that
+ * mpk-run cannot use is a warning: ids still work).
+ *
  * Nothing is written before the whole config has been read, so a bad config
  * never leaves a half-written model behind. Only the first problem is
  * reported: a config.json is machine-written, so one mistake is the norm,
@@ -23,6 +30,7 @@
 #include "frontend/frontend.h" /* MPK_MAX_EOS: what the compiler accepts */
 #include "mpk/blob.h" /* a blob's limits */
 #include "mpk/util.h"
+#include "text/text.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -72,6 +80,7 @@ typedef struct {
     bool eos_list; /* eos_token_id was a list (kept a list) */
     int neos;
     int64_t eos[MPK_MAX_EOS];
+    int neos_config; /* of which config.json's; the rest generation_config.json's */
 } model;
 
 typedef struct {
@@ -529,8 +538,12 @@ static void emit_params(FILE *o, const model *m)
         fprintf(o, "# KV cache length: all the positions the model allows; override with -D max_seq=N.\n"
                    "param max_seq = %lld\n", (long long)m->max_pos);
     if (m->neos) {
-        fprintf(o, "# End-of-sequence token ids (eos_token_id): generation stops at them.\nparam eos = %s",
-                m->eos_list ? "[" : "");
+        if (m->neos > m->neos_config)
+            fprintf(o, "# End-of-sequence token ids: config.json's eos_token_id and generation_config.json's.\n"
+                       "param eos = %s", m->eos_list ? "[" : "");
+        else
+            fprintf(o, "# End-of-sequence token ids (eos_token_id): generation stops at them.\nparam eos = %s",
+                    m->eos_list ? "[" : "");
         for (int i = 0; i < m->neos; i++)
             fprintf(o, "%s%lld", i ? ", " : "", (long long)m->eos[i]);
         fprintf(o, "%s\n", m->eos_list ? "]" : "");
@@ -599,7 +612,177 @@ static int read_config(const reader *r, const char *path, char **out, size_t *le
     return MPK_IMPORT_OK;
 }
 
+/* ---- a checkpoint directory ------------------------------------------ */
+
+static int mpk_import_config(const char *config_path, const char *dir, const char *out_path, FILE *err);
+
+enum { MAX_ST_HEADER = 100 << 20 };
+
+/* The dtypes of one safetensors file's tensors: all must be BF16. */
+static int check_safetensors(const char *path, FILE *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(err, "%s: cannot read: %s\n", path, strerror(errno));
+        return MPK_IMPORT_IO;
+    }
+    unsigned char h8[8];
+    uint64_t n = 0;
+    bool ok = fread(h8, 1, 8, f) == 8;
+    for (int i = 7; ok && i >= 0; i--)
+        n = n << 8 | h8[i];
+    char *hdr = ok && n > 0 && n <= MAX_ST_HEADER ? malloc(n + 1) : NULL;
+    ok = hdr && fread(hdr, 1, n, f) == n;
+    fclose(f);
+    json_t *root = ok ? json_loadb(hdr, n, 0, NULL) : NULL;
+    free(hdr);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        fprintf(err, "%s: not a safetensors file (no JSON header of a sane length)\n", path);
+        return MPK_IMPORT_BAD_CONFIG;
+    }
+    const char *name;
+    json_t *t;
+    int rc = MPK_IMPORT_OK;
+    json_object_foreach(root, name, t) {
+        json_t *d = json_object_get(t, "dtype");
+        if (strcmp(name, "__metadata__") == 0 || !json_is_string(d) || strcmp(json_string_value(d), "BF16") == 0)
+            continue;
+        const char *dt = json_string_value(d);
+        bool float16 = strcmp(dt, "F16") == 0 || strcmp(dt, "F32") == 0;
+        fprintf(err, "%s: tensor '%s' is %s: mpk runs bf16 checkpoints%s\n", path, name, dt,
+                float16 ? "; convert this one to bf16 first (in transformers: "
+                          "model.to(torch.bfloat16).save_pretrained(DIR))" : "");
+        rc = MPK_IMPORT_BAD_CONFIG;
+        break;
+    }
+    json_decref(root);
+    return rc;
+}
+
+/* Every weight file of the checkpoint: model.safetensors, or the shards
+ * that model.safetensors.index.json names. */
+static int check_weights(const char *dir, FILE *err)
+{
+    char *single = mpk_text_sibling(dir, "model.safetensors");
+    char *index = mpk_text_sibling(dir, "model.safetensors.index.json");
+    int rc = MPK_IMPORT_OK;
+    if (!single || !index) {
+        rc = MPK_IMPORT_IO;
+    } else if (mpk_text_exists(single)) {
+        rc = check_safetensors(single, err);
+    } else if (mpk_text_exists(index)) {
+        size_t n;
+        char *text = mpk_text_slurp(index, MAX_CONFIG, &n, err);
+        json_t *root = text ? json_loadb(text, n, 0, NULL) : NULL, *map = json_object_get(root, "weight_map"), *v;
+        free(text);
+        if (!text) {
+            rc = MPK_IMPORT_IO;
+        } else if (!json_is_object(map)) {
+            fprintf(err, "%s: no \"weight_map\" object\n", index);
+            rc = MPK_IMPORT_BAD_CONFIG;
+        }
+        const char *key;
+        json_t *seen = json_object();
+        json_object_foreach(map, key, v) {
+            if (rc || !seen)
+                break;
+            const char *shard = json_string_value(v);
+            if (!shard || strchr(shard, '/')) {
+                fprintf(err, "%s: \"weight_map\" names no file in this directory for '%s'\n", index, key);
+                rc = MPK_IMPORT_BAD_CONFIG;
+            } else if (!json_object_get(seen, shard)) {
+                json_object_set_new(seen, shard, json_true());
+                char *p = mpk_text_sibling(dir, shard);
+                rc = p ? check_safetensors(p, err) : MPK_IMPORT_IO;
+                free(p);
+            }
+        }
+        json_decref(seen);
+        json_decref(root);
+    } else {
+        fprintf(err, "%s: neither model.safetensors nor model.safetensors.index.json is in this directory\n", dir);
+        rc = MPK_IMPORT_IO;
+    }
+    free(single), free(index);
+    return rc;
+}
+
+/* generation_config.json's EOS ids, after config.json's. */
+static int read_generation(const reader *r, const char *dir, model *m)
+{
+    char *path = mpk_text_sibling(dir, "generation_config.json");
+    mpk_genconfig g;
+    int rc = MPK_IMPORT_OK;
+    m->neos_config = m->neos;
+    if (!path)
+        return MPK_IMPORT_IO;
+    if (mpk_text_exists(path) && !mpk_genconfig_read(path, &g, r->err))
+        rc = MPK_IMPORT_BAD_CONFIG;
+    for (int i = 0; rc == MPK_IMPORT_OK && mpk_text_exists(path) && i < g.neos; i++) {
+        bool dup = false;
+        for (int k = 0; k < m->neos; k++)
+            dup |= m->eos[k] == g.eos[i];
+        if (dup)
+            continue;
+        if (g.eos[i] >= m->vocab) {
+            fprintf(r->err, "%s: \"eos_token_id\" %d is not a token id: \"vocab_size\" is %lld\n", path, g.eos[i],
+                    (long long)m->vocab);
+            rc = MPK_IMPORT_BAD_CONFIG;
+        } else if (m->neos == MPK_MAX_EOS) {
+            fprintf(r->err, "%s: with config.json's, more than %d end-of-sequence ids\n", path, MPK_MAX_EOS);
+            rc = MPK_IMPORT_BAD_CONFIG;
+        } else {
+            m->eos[m->neos++] = g.eos[i];
+            m->eos_list |= m->neos > 1;
+        }
+    }
+    free(path);
+    return rc;
+}
+
+/* The tokenizer files: what mpk-run will need for text. A problem is a
+ * warning, since a model runs on ids without them. */
+static void check_tokenizer(const char *dir, FILE *err)
+{
+    char *tj = mpk_text_sibling(dir, "tokenizer.json"), *tc = mpk_text_sibling(dir, "tokenizer_config.json");
+    if (tj && !mpk_text_exists(tj)) {
+        fprintf(err, "mpk import: warning: %s: no tokenizer.json: mpk-run will take --prompt-ids only\n", dir);
+    } else if (tj) {
+        mpk_tok *T = mpk_tok_load(tj, err);
+        if (!T)
+            fprintf(err, "mpk import: warning: the tokenizer above is not usable: mpk-run will take "
+                         "--prompt-ids only\n");
+        mpk_tok_free(T);
+    }
+    mpk_chat_format f;
+    if (tc && mpk_text_exists(tc)) {
+        if (mpk_chat_format_read(tc, NULL, &f, err))
+            mpk_chat_format_free(&f);
+        else
+            fprintf(err, "mpk import: warning: mpk-run --chat will need --chat-format\n");
+    }
+    free(tj), free(tc);
+}
+
 int mpk_import(const char *config_path, const char *out_path, FILE *err)
+{
+    const char *dir = NULL;
+    char *dir_config = NULL;
+    if (strcmp(config_path, "-") != 0 && mpk_text_is_dir(config_path)) {
+        dir = config_path;
+        if (!(dir_config = mpk_text_sibling(dir, "config.json"))) {
+            fprintf(err, "%s: out of memory\n", dir);
+            return MPK_IMPORT_IO;
+        }
+        config_path = dir_config;
+    }
+    int rc = mpk_import_config(config_path, dir, out_path, err);
+    free(dir_config);
+    return rc;
+}
+
+static int mpk_import_config(const char *config_path, const char *dir, const char *out_path, FILE *err)
 {
     reader r = {.path = strcmp(config_path, "-") == 0 ? "<stdin>" : config_path, .err = err};
     char *buf;
@@ -619,6 +802,11 @@ int mpk_import(const char *config_path, const char *out_path, FILE *err)
     json_decref(root);
     if (!ok)
         return MPK_IMPORT_BAD_CONFIG;
+    m.neos_config = m.neos;
+    if (dir && ((rc = read_generation(&r, dir, &m)) || (rc = check_weights(dir, err))))
+        return rc;
+    if (dir)
+        check_tokenizer(dir, err);
 
     char *text = NULL;
     size_t n = 0;

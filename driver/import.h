@@ -17,7 +17,9 @@ enum {
     MPK_IMPORT_IO = 2,          /* the config cannot be read, or OUT written */
 };
 
-/* Converts config_path ("-" is standard input) to a model written to
+/* Converts config_path ("-" is standard input; a directory: the
+ * checkpoint's config.json, generation_config.json, weights and tokenizer
+ * files, see import.c) to a model written to
  * out_path, or to standard output when out_path is NULL or "-". A file is
  * replaced atomically (a temporary file in its directory, then rename), and
  * only once the whole config has been read and checked: on any error the

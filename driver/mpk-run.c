@@ -2,6 +2,7 @@
  * mpk-run.c - load a blob and a checkpoint, and decode.
  *
  *   mpk-run MODEL.mpkb --weights PATH --prompt-ids 1,2,3 -n N [--cpu]
+ *   mpk-run MODEL.mpkb --weights DIR --prompt TEXT | -f FILE | --chat
  *
  * Everything that can be checked is checked before the first step: the
  * blob (runtime/blob.c), every weight by name, dtype and shape
@@ -11,19 +12,25 @@
  * is generated, ending early at an end-of-sequence id of the model. The
  * GPU executor (gpu.cu) runs the whole generation in one kernel launch and
  * streams the tokens back; --cpu runs the reference executor (cpu.c)
- * step by step instead. A blob built with mpk build --tp N runs as N
+ * step by step instead. A text prompt (--prompt, -f) is encoded with the
+ * checkpoint's tokenizer.json (text/) and the continuation written as
+ * UTF-8 text as it arrives; --chat holds a conversation on the terminal in
+ * the checkpoint's chat format. generation_config.json's EOS ids end a
+ * generation too. A blob built with mpk build --tp N runs as N
  * ranks, each with its part of every split weight (--cpu only, so far).
  * Exit status: 0 success, 1 a problem with the blob, the weights or the
  * run, 2 usage errors.
  */
 #include "runtime/runtime.h"
 #include "mpk/util.h"
+#include "text/text.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,19 +38,31 @@
 #define MPK_VERSION "0.1.0"
 #endif
 
-enum { EXIT_RUN = 1, EXIT_USAGE = 2 };
+enum { EXIT_RUN = 1, EXIT_USAGE = 2, MAX_STOP = 8, MAX_PROMPT_FILE = 64 << 20 };
 
 static const char usage_text[] =
     "usage: mpk-run MODEL.mpkb --weights PATH --prompt-ids ID,ID,... [-n N] [options]\n"
+    "       mpk-run MODEL.mpkb --weights DIR (--prompt TEXT | -f FILE) [-n N] [options]\n"
+    "       mpk-run MODEL.mpkb --weights DIR --chat [options]\n"
     "\n"
     "Decode greedily: feed the prompt, then print the N generated token ids on\n"
-    "one line of standard output (fewer if the model emits an end-of-sequence id).\n"
-    "Runs on the GPU, the whole generation in one kernel launch, unless --cpu.\n"
+    "one line of standard output (fewer if the model emits an end-of-sequence id),\n"
+    "or for a text prompt the generated text as it arrives. Runs on the GPU, the\n"
+    "whole generation in one kernel launch, unless --cpu.\n"
     "\n"
     "options:\n"
     "  --weights PATH     a .safetensors file, or a directory holding\n"
     "                     model.safetensors or model.safetensors.index.json\n"
     "  --prompt-ids LIST  comma-separated token ids (at least one)\n"
+    "  --prompt TEXT      a text prompt, encoded with the checkpoint's tokenizer\n"
+    "  -f FILE            the text prompt in FILE ('-': standard input)\n"
+    "  --ids              with a text prompt: print the generated ids, not text\n"
+    "  --stop STRING      end the generation before STRING (repeatable, 8 at most)\n"
+    "  --chat             a conversation on the terminal, one line per user turn,\n"
+    "                     in the checkpoint's chat format (tokenizer_config.json)\n"
+    "  --chat-format F    chatml or llama3, whatever the chat template says\n"
+    "  --tokenizer PATH   tokenizer.json, or its directory (default: beside the\n"
+    "                     weights)\n"
     "  -n N               tokens to generate (default 16)\n"
     "  --cpu              run on the CPU reference executor instead of the GPU\n"
     "  --schedule KIND    GPU: dynamic (tasks handed out in order as workers\n"
@@ -128,30 +147,114 @@ static int cmp_double(const void *a, const void *b)
 
 typedef struct {
     const char *blob, *weights, *prompt, *logits, *trace;
+    const char *text, *text_file, *tokenizer, *chat_format;
+    const char *stop[MAX_STOP];
+    int nstop;
     uint64_t n, seed, watchdog;
     int64_t stall;
     int schedule;
-    bool cpu, stats, gpu_opt;
+    bool cpu, stats, gpu_opt, ids, chat;
 } options;
+
+/* Where the generated tokens go: ids on one line, or (with a tokenizer)
+ * text as it arrives. made counts every token the model made. */
+typedef struct {
+    mpk_tok *T;
+    mpk_textout to;
+    int32_t eos[MPKB_MAX_EOS + MPK_GEN_MAX_EOS + 1];
+    int neos;
+    int made;
+    bool done;   /* an EOS id or a stop string: the rest is not shown */
+    bool failed; /* writing standard output failed */
+    mpk_ids got; /* text mode: the ids shown (a chat turn's reply) */
+} sink;
+
+static void add_eos(sink *k, int32_t id)
+{
+    for (int i = 0; i < k->neos; i++)
+        if (k->eos[i] == id)
+            return;
+    if (id >= 0 && k->neos < (int)(sizeof k->eos / sizeof k->eos[0]))
+        k->eos[k->neos++] = id;
+}
+
+static bool is_eos(const sink *k, int32_t id)
+{
+    for (int i = 0; i < k->neos; i++)
+        if (k->eos[i] == id)
+            return true;
+    return false;
+}
+
+/* One generated token; false once the generation is over for the user. */
+static bool sink_token(sink *k, int32_t tok)
+{
+    if (k->done)
+        return false;
+    k->made++;
+    if (!k->T) {
+        printf("%s%d", k->made > 1 ? " " : "", tok);
+        fflush(stdout);
+        k->done = is_eos(k, tok);
+        return !k->done;
+    }
+    size_t len;
+    const char *p = mpk_tok_piece(k->T, tok, &len, NULL);
+    if (is_eos(k, tok) || !p) { /* an id the tokenizer lacks ends the text */
+        k->done = true;
+        return false;
+    }
+    if (!mpk_ids_push(&k->got, tok) || !mpk_textout_put(&k->to, p, len, stdout))
+        k->failed = k->done = true;
+    k->done |= k->to.stopped;
+    return !k->done;
+}
+
+/* The end of one generation's output: the ids' newline, or what text is
+ * held; a terminal gets a newline after text that lacks one. Flushed, so
+ * that --stats on standard error starts on a line of its own. */
+static bool sink_end(sink *k, bool newline)
+{
+    if (!k->T) {
+        if (newline)
+            printf("\n");
+    } else if (!mpk_textout_flush(&k->to, stdout)) {
+        k->failed = true;
+    } else if (isatty(1) && k->to.last != '\n' && k->to.last >= 0) {
+        printf("\n");
+    }
+    if (fflush(stdout) != 0 || k->failed) {
+        fprintf(stderr, "mpk-run: error: writing the output failed\n");
+        return false;
+    }
+    return true;
+}
 
 static void print_token(void *ctx, int32_t tok)
 {
-    int *made = ctx;
-    printf("%s%d", *made ? " " : "", tok);
-    fflush(stdout);
-    ++*made;
+    sink_token(ctx, tok);
+}
+
+/* --stats after text that did not end a line, where both streams go to
+ * the same place: start on a line of its own. */
+static void stats_line(const sink *k)
+{
+    struct stat a, b;
+    if (k->T && k->to.last != '\n' && k->to.last >= 0 && fstat(1, &a) == 0 && fstat(2, &b) == 0 &&
+        a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        fputc('\n', stderr);
 }
 
 /* The whole generation in one launch on the GPU. */
 static int run_gpu(const options *o, const mpkb_blob *b, const void *const *table, const int32_t *prompt, int np,
-                   double t0, FILE *lf)
+                   double t0, FILE *lf, sink *k, bool *lf_failed)
 {
     const mpkb_meta *m = b->meta;
     mpk_gpu_opts go = {.schedule = o->schedule, .watchdog_ms = (uint32_t)o->watchdog, .trace = o->trace,
                        .test_stall = (int32_t)o->stall, .progress = isatty(2) != 0};
     uint64_t steps = (uint64_t)np + o->n - 1;
     float *logits = NULL;
-    int status = EXIT_RUN, made = 0;
+    int status = EXIT_RUN;
     mpk_gpu_stats st;
     if (o->stall >= (int64_t)b->ntasks) {
         fprintf(stderr, "mpk-run: error: --test-stall %lld: the blob has tasks 0..%u\n", (long long)o->stall,
@@ -171,17 +274,16 @@ static int run_gpu(const options *o, const mpkb_blob *b, const void *const *tabl
         fprintf(stderr, "mpk-run: loaded %s (%u tasks) and %.1f MiB of weights in %.1f ms (%.2f GB/s), %.1f ms in all\n",
                 o->blob, b->ntasks, (double)wbytes / 1048576.0, load, load > 0 ? (double)wbytes / 1e6 / load : 0.0,
                 now_ms() - t0);
-    bool ok = mpk_gpu_generate(G, prompt, (uint32_t)np, (uint32_t)o->n, logits, print_token, &made, &st);
-    if (ok || made)
-        printf("\n");
-    fflush(stdout);
-    if (!ok)
+    bool ok = mpk_gpu_generate(G, prompt, (uint32_t)np, (uint32_t)o->n, logits, print_token, k, &st);
+    if (!sink_end(k, ok || k->made) || !ok)
         goto out;
     if (lf && fwrite(logits, sizeof *logits * m->vocab, st.steps, lf) != st.steps) {
-        fprintf(stderr, "mpk-run: error: writing '%s' failed\n", o->logits);
+        fprintf(stderr, "mpk-run: error: writing '%s' failed: %s\n", o->logits, strerror(errno));
+        *lf_failed = true;
         goto out;
     }
     if (o->stats) {
+        stats_line(k);
         fprintf(stderr, "mpk-run: gpu: %u steps (%s schedule, %d workers), time to first token %.2f ms, ",
                 st.steps, o->schedule == MPK_SCHED_STATIC ? "static" : "dynamic", st.sms, st.ttft_ms);
         if (st.made > 1)
@@ -198,6 +300,258 @@ out:
     return status;
 }
 
+/* The CPU executor and what it has been fed: a chat's next turn feeds
+ * only what its rendering adds to the conversation so far. */
+typedef struct {
+    const options *o;
+    const mpkb_blob *b;
+    const void *const *const *table;
+    mpk_cpu *M;
+    mpk_ids fed;
+    double *times; /* per step, for --stats */
+    size_t ntimes, captimes;
+    double t1, ttft;
+    FILE *lf;
+    bool *lf_failed;        /* set when a write to lf fails */
+    float *logits;
+} cpu_run;
+
+static bool cpu_step(cpu_run *c, int32_t tok, int32_t *next)
+{
+    const mpkb_meta *m = c->b->meta;
+    if (c->fed.n >= m->max_seq) {
+        fprintf(stderr, "mpk-run: error: the conversation fills the model's KV cache (%u positions; rebuild "
+                        "with -D max_seq=N)\n", m->max_seq);
+        return false;
+    }
+    double ts = now_ms();
+    if (!mpk_cpu_step(c->M, tok, c->o->seed != 0, next, c->logits))
+        return false;
+    if (c->lf && fwrite(c->logits, sizeof *c->logits, m->vocab, c->lf) != m->vocab) {
+        fprintf(stderr, "mpk-run: error: writing '%s' failed: %s\n", c->o->logits, strerror(errno));
+        *c->lf_failed = true;
+        return false;
+    }
+    c->times = mpk_grow(c->times, &c->captimes, c->ntimes + 1, sizeof *c->times);
+    c->times[c->ntimes++] = now_ms() - ts;
+    if (!mpk_ids_push(&c->fed, tok))
+        mpk_out_of_memory();
+    return true;
+}
+
+/* Feeds toks[0..nt) after what was fed before (or from a fresh executor
+ * when they do not continue it), then generates up to -n tokens into k. */
+static bool cpu_generate(cpu_run *c, const int32_t *toks, size_t nt, sink *k)
+{
+    size_t same = 0;
+    while (same < c->fed.n && same < nt && c->fed.v[same] == toks[same])
+        same++;
+    if (!c->M || same < c->fed.n || same == nt) {
+        mpk_cpu_free(c->M);
+        c->fed.n = 0, same = 0;
+        if (!(c->M = mpk_cpu_new(c->b, c->table, c->o->seed, stderr)))
+            return false;
+    }
+    int32_t next = 0;
+    for (size_t i = same; i < nt; i++)
+        if (!cpu_step(c, toks[i], &next))
+            return false;
+    for (uint64_t made = 0; made < c->o->n; made++) {
+        if (made == 0 && c->ttft == 0)
+            c->ttft = now_ms() - c->t1;
+        if (!sink_token(k, next) || made + 1 == c->o->n)
+            break;
+        if (!cpu_step(c, next, &next))
+            return false;
+    }
+    return true;
+}
+
+/* The tokenizer for text: --tokenizer, else tokenizer.json beside the
+ * weights. */
+static mpk_tok *open_tokenizer(const options *o)
+{
+    if (o->tokenizer)
+        return mpk_tok_open(o->tokenizer, stderr);
+    char *path = mpk_text_sibling(o->weights, "tokenizer.json");
+    mpk_tok *T = path ? mpk_tok_open(path, stderr) : NULL;
+    if (T == NULL && path && !mpk_text_exists(path))
+        fprintf(stderr, "mpk-run: error: a text prompt needs the checkpoint's tokenizer: give --tokenizer PATH\n");
+    free(path);
+    return T;
+}
+
+/* generation_config.json beside the weights, when there is one: its EOS
+ * ids end a generation too. */
+static bool read_genconfig(const options *o, sink *k)
+{
+    char *path = mpk_text_sibling(o->weights, "generation_config.json");
+    mpk_genconfig g;
+    bool ok = path != NULL;
+    if (ok && mpk_text_exists(path) && (ok = mpk_genconfig_read(path, &g, stderr)))
+        for (int i = 0; i < g.neos; i++)
+            add_eos(k, g.eos[i]);
+    free(path);
+    return ok;
+}
+
+/* The prompt's ids: --prompt-ids, or the text of --prompt or -f encoded as
+ * HF's encode does (with the tokenizer's BOS). */
+static bool prompt_ids(const options *o, const sink *k, mpk_ids *ids)
+{
+    if (o->prompt) {
+        int np = 0;
+        int32_t *p = parse_ids(o->prompt, &np);
+        if (!p) {
+            usage_error("--prompt-ids needs comma-separated token ids, not '%s'", o->prompt);
+            return false;
+        }
+        ids->v = p, ids->n = ids->cap = (size_t)np;
+        return true;
+    }
+    size_t n = o->text ? strlen(o->text) : 0;
+    char *text = o->text_file ? mpk_text_slurp(strcmp(o->text_file, "-") ? o->text_file : "/dev/stdin",
+                                               MAX_PROMPT_FILE, &n, stderr)
+                              : NULL;
+    if (o->text_file && !text)
+        return false;
+    bool ok = mpk_tok_encode(k->T, text ? text : o->text, n, true, ids);
+    free(text);
+    if (!ok)
+        fprintf(stderr, "mpk-run: error: out of memory encoding the prompt\n");
+    else if (ids->n == 0)
+        fprintf(stderr, "mpk-run: error: the prompt is empty: it encodes to no tokens\n");
+    return ok && ids->n > 0;
+}
+
+static bool check_ids(const mpkb_meta *m, const int32_t *v, size_t n, const char *what)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((uint32_t)v[i] >= m->vocab) {
+            fprintf(stderr, "mpk-run: error: %s id %d is outside the model's vocabulary (0..%u)%s\n", what, v[i],
+                    m->vocab - 1, strcmp(what, "prompt") ? ": the tokenizer does not belong to this model" : "");
+            return false;
+        }
+    return true;
+}
+
+/* --chat: read a user turn per line, render the conversation, generate
+ * the reply. On the GPU each turn runs the whole conversation again in one
+ * launch; on the CPU only what the turn adds is fed. */
+static int run_chat(const options *o, const mpkb_blob *b, const void *const *const *table, sink *k)
+{
+    char *cfg = o->tokenizer ? mpk_text_sibling(o->tokenizer, "tokenizer_config.json")
+                             : mpk_text_sibling(o->weights, "tokenizer_config.json");
+    mpk_chat_format f;
+    if (!cfg || !mpk_chat_format_read(cfg, o->chat_format, &f, stderr)) {
+        free(cfg);
+        return EXIT_RUN;
+    }
+    free(cfg);
+    int32_t eot = mpk_tok_find(k->T, mpk_chat_end_of_turn(&f));
+    add_eos(k, eot);
+    cpu_run c = {.o = o, .b = b, .table = table, .t1 = now_ms()};
+    mpk_gpu *G = NULL;
+    if (!o->cpu) {
+        mpk_gpu_opts go = {.schedule = o->schedule, .watchdog_ms = (uint32_t)o->watchdog, .progress = isatty(2) != 0,
+                           .test_stall = -1};
+        if (!(G = mpk_gpu_new(b, table[0], &go, stderr))) {
+            mpk_chat_format_free(&f);
+            return EXIT_RUN;
+        }
+    }
+    mpk_chat_msg *msgs = NULL;
+    size_t nmsg = 0;
+    int status = EXIT_RUN;
+    char *line = NULL;
+    size_t cap = 0;
+    bool tty = isatty(0);
+    for (;;) {
+        if (tty)
+            fprintf(stderr, "> ");
+        ssize_t len = getline(&line, &cap, stdin);
+        if (len < 0) {
+            status = 0;
+            break;
+        }
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = 0;
+        if (len == 0)
+            continue;
+        mpk_chat_msg *nm = realloc(msgs, (nmsg + 2) * sizeof *msgs);
+        char *user = strdup(line);
+        if (!nm || !user) {
+            free(user);
+            msgs = nm ? nm : msgs;
+            fprintf(stderr, "mpk-run: error: out of memory\n");
+            break;
+        }
+        msgs = nm;
+        msgs[nmsg++] = (mpk_chat_msg){"user", user};
+        size_t tn;
+        char *text = mpk_chat_render(&f, msgs, nmsg, true, &tn);
+        mpk_ids ids = {0};
+        bool ok = text && mpk_tok_encode(k->T, text, tn, false, &ids);
+        free(text);
+        if (!ok) {
+            fprintf(stderr, "mpk-run: error: out of memory\n");
+            mpk_ids_free(&ids);
+            break;
+        }
+        ok = check_ids(b->meta, ids.v, ids.n, "the tokenizer's");
+        if (ok && ids.n + o->n - 1 > b->meta->max_seq) {
+            fprintf(stderr, "mpk-run: error: the conversation (%zu tokens) and %llu more do not fit the model's "
+                            "KV cache of %u positions (rebuild with -D max_seq=N)\n", ids.n,
+                    (unsigned long long)o->n, b->meta->max_seq);
+            ok = false;
+        }
+        k->done = false, k->made = 0, k->got.n = 0, k->to.stopped = false, k->to.n = 0;
+        mpk_gpu_stats st;
+        if (ok && G)
+            ok = mpk_gpu_generate(G, ids.v, (uint32_t)ids.n, (uint32_t)o->n, NULL, print_token, k, &st);
+        else if (ok)
+            ok = cpu_generate(&c, ids.v, ids.n, k);
+        mpk_ids_free(&ids);
+        if (!ok || !mpk_textout_flush(&k->to, stdout) || printf("\n") < 0 || fflush(stdout) != 0)
+            break;
+        /* The reply as the model wrote it, for the next turn's rendering. */
+        size_t rn = 0;
+        for (size_t i = 0; i < k->got.n; i++) {
+            size_t pl;
+            mpk_tok_piece(k->T, k->got.v[i], &pl, NULL);
+            rn += pl;
+        }
+        char *reply = malloc(rn + 1);
+        if (!reply) {
+            fprintf(stderr, "mpk-run: error: out of memory\n");
+            break;
+        }
+        rn = 0;
+        for (size_t i = 0; i < k->got.n; i++) {
+            size_t pl;
+            const char *p = mpk_tok_piece(k->T, k->got.v[i], &pl, NULL);
+            memcpy(reply + rn, p, pl), rn += pl;
+        }
+        reply[rn] = 0;
+        for (int i = 0; i < o->nstop; i++) { /* the reply ends where the output did */
+            char *hit = strstr(reply, o->stop[i]);
+            if (hit)
+                *hit = 0;
+        }
+        msgs[nmsg++] = (mpk_chat_msg){"assistant", reply};
+    }
+    for (size_t i = 0; i < nmsg; i++)
+        free((char *)msgs[i].content);
+    free(msgs);
+    free(line);
+    mpk_gpu_free(G);
+    mpk_cpu_free(c.M);
+    mpk_ids_free(&c.fed);
+    free(c.times);
+    mpk_chat_format_free(&f);
+    return status;
+}
+
 static int run(const options *o)
 {
     double t0 = now_ms();
@@ -205,28 +559,39 @@ static int run(const options *o)
     mpkb_blob b;
     mpk_weights *w[MPKB_MAX_TP] = {NULL};
     const void **table[MPKB_MAX_TP] = {NULL};
-    mpk_cpu *M = NULL;
     mpk_out lo = {0};
     FILE *lf = NULL;
+    bool lf_failed = false;
     const char **inputs = NULL;
-    float *logits = NULL;
-    int np = 0;
-    int32_t *prompt = parse_ids(o->prompt, &np);
-    double *times = NULL;
-    if (!prompt)
-        return usage_error("--prompt-ids needs comma-separated token ids, not '%s'", o->prompt);
+    sink k = {.to = {.stop = o->stop, .nstop = (size_t)o->nstop, .last = -1}};
+    mpk_ids prompt = {0};
+    cpu_run c = {.o = o, .lf_failed = &lf_failed};
+    size_t bl = strlen(o->blob);
+    if (bl > 4 && strcmp(o->blob + bl - 4, ".mpk") == 0) {
+        fprintf(stderr, "mpk-run: error: %s is a model source, not a blob: build it first with 'mpk build %s' "
+                        "and run the .mpkb\n", o->blob, o->blob);
+        return EXIT_USAGE;
+    }
+    if ((o->text || o->text_file || o->chat) && !(k.T = open_tokenizer(o)))
+        return EXIT_RUN;
+    bool gc = read_genconfig(o, &k);
+    if (!gc || (!o->chat && !prompt_ids(o, &k, &prompt))) {
+        mpk_tok_free(k.T);
+        mpk_ids_free(&prompt);
+        return gc && o->prompt ? EXIT_USAGE : EXIT_RUN;
+    }
     if (!mpkb_open(&b, o->blob, stderr)) {
-        free(prompt);
+        mpk_tok_free(k.T);
+        mpk_ids_free(&prompt);
         return EXIT_RUN;
     }
     const mpkb_meta *m = b.meta;
-    for (int i = 0; i < np; i++)
-        if ((uint32_t)prompt[i] >= m->vocab) {
-            fprintf(stderr, "mpk-run: error: prompt id %d is outside the model's vocabulary (0..%u)\n",
-                    prompt[i], m->vocab - 1);
-            goto out;
-        }
-    if ((uint64_t)np + o->n - 1 > m->max_seq) {
+    for (uint32_t i = 0; i < m->neos; i++)
+        add_eos(&k, m->eos[i]);
+    int np = (int)prompt.n;
+    if (!check_ids(m, prompt.v, prompt.n, o->prompt ? "prompt" : "the tokenizer's"))
+        goto out;
+    if (!o->chat && (uint64_t)np + o->n - 1 > m->max_seq) {
         fprintf(stderr, "mpk-run: error: %d prompt tokens and %llu generated need %llu positions; "
                         "the model's KV cache holds %u (rebuild with -D max_seq=N)\n",
                 np, (unsigned long long)o->n, (unsigned long long)(np + o->n - 1), m->max_seq);
@@ -238,12 +603,18 @@ static int run(const options *o)
                 o->blob, m->tp, m->tp);
         goto out;
     }
+    if (o->ids)
+        mpk_tok_free(k.T), k.T = NULL;
     uint64_t wbytes = 0;
     for (uint32_t r = 0; r < m->tp; r++) {
         table[r] = mpk_bind_weights(&b, o->weights, r, &w[r], stderr);
         if (!table[r])
             goto out;
         wbytes += mpk_weights_bytes(w[r]);
+    }
+    if (o->chat) {
+        status = run_chat(o, &b, (const void *const *const *)table, &k);
+        goto out;
     }
     if (o->logits) {
         /* never over the blob or a checkpoint file (mapped: truncating one
@@ -264,82 +635,50 @@ static int run(const options *o)
         lf = lo.f;
     }
     if (!o->cpu) {
-        status = run_gpu(o, &b, table[0], prompt, np, t0, lf);
+        status = run_gpu(o, &b, table[0], prompt.v, np, t0, lf, &k, &lf_failed);
         goto out;
     }
-    M = mpk_cpu_new(&b, (const void *const *const *)table, o->seed, stderr);
-    if (!M)
+    c.b = &b, c.table = (const void *const *const *)table, c.lf = lf;
+    c.M = mpk_cpu_new(&b, c.table, o->seed, stderr);
+    if (!c.M)
         goto out;
-    if (o->logits) {
-        logits = malloc(sizeof *logits * m->vocab);
-        if (!logits) {
-            fprintf(stderr, "mpk-run: error: out of memory for the logits\n");
-            goto out;
-        }
-    }
-    times = calloc(o->n + (uint64_t)np + 1, sizeof *times);
-    if (!times) {
-        fprintf(stderr, "mpk-run: error: out of memory for the times of %llu steps\n",
-                (unsigned long long)(o->n + (uint64_t)np));
+    if (o->logits && !(c.logits = malloc(sizeof *c.logits * m->vocab))) {
+        fprintf(stderr, "mpk-run: error: out of memory for the logits\n");
         goto out;
     }
-    double t1 = now_ms();
+    c.t1 = now_ms();
     if (o->stats)
         fprintf(stderr, "mpk-run: loaded %s (%u tasks%s) and %.1f MiB of weights in %.1f ms\n", o->blob,
-                b.ntasks, m->tp > 1 ? " per rank, tensor parallel" : "", (double)wbytes / 1048576.0, t1 - t0);
-    int32_t token = prompt[0], next = 0;
-    uint64_t made = 0;
-    double ttft = 0;
-    for (uint64_t s = 0; made < o->n; s++) {
-        double ts = now_ms();
-        if (!mpk_cpu_step(M, token, o->seed != 0, &next, logits))
-            goto out;
-        if (lf && fwrite(logits, sizeof *logits, m->vocab, lf) != m->vocab) {
-            fprintf(stderr, "mpk-run: error: writing '%s' failed: %s\n", o->logits, strerror(errno));
-            lf = NULL;
-            mpk_out_close(&lo, false, stderr);
-            goto out;
-        }
-        times[s] = now_ms() - ts;
-        if (s + 1 < (uint64_t)np) {
-            token = prompt[s + 1];
-            continue;
-        }
-        if (made == 0)
-            ttft = now_ms() - t1;
-        printf("%s%d", made ? " " : "", next);
-        fflush(stdout);
-        made++;
-        token = next;
-        bool eos = false;
-        for (uint32_t k = 0; k < m->neos; k++)
-            eos |= next == m->eos[k];
-        if (eos)
-            break;
-    }
-    printf("\n");
-    if (o->stats) {
-        uint64_t steps = (uint64_t)np + made - 1;
-        qsort(times, steps, sizeof *times, cmp_double);
-        fprintf(stderr, "mpk-run: cpu: %llu steps, time to first token %.1f ms, median step %.2f ms\n",
-                (unsigned long long)steps, ttft, times[steps / 2]);
+                b.ntasks, m->tp > 1 ? " per rank, tensor parallel" : "", (double)wbytes / 1048576.0, c.t1 - t0);
+    bool ok = cpu_generate(&c, prompt.v, prompt.n, &k);
+    if (!sink_end(&k, true) || !ok)
+        goto out;
+    if (o->stats && c.ntimes > 0) {
+        qsort(c.times, c.ntimes, sizeof *c.times, cmp_double);
+        stats_line(&k);
+        fprintf(stderr, "mpk-run: cpu: %zu steps, time to first token %.1f ms, median step %.2f ms\n", c.ntimes,
+                c.ttft, c.times[c.ntimes / 2]);
     }
     status = 0;
 out:
     /* The rows of the steps run are kept, a failed run's too (they show
      * where it went wrong); a failed write keeps the old file. */
-    if (lf && !mpk_out_close(&lo, true, stderr) && status == 0)
+    if (lf && !mpk_out_close(&lo, !lf_failed, stderr) && status == 0)
         status = EXIT_RUN;
     free(inputs);
-    free(logits);
-    free(times);
-    mpk_cpu_free(M);
+    free(c.logits);
+    free(c.times);
+    mpk_ids_free(&c.fed);
+    mpk_cpu_free(c.M);
     for (int r = 0; r < MPKB_MAX_TP; r++) {
         free(table[r]);
         mpk_weights_close(w[r]);
     }
     mpkb_close(&b);
-    free(prompt);
+    mpk_ids_free(&prompt);
+    mpk_ids_free(&k.got);
+    mpk_textout_free(&k.to);
+    mpk_tok_free(k.T);
     return status;
 }
 
@@ -347,7 +686,7 @@ int main(int argc, char **argv)
 {
     enum {
         OPT_WEIGHTS = 256, OPT_CPU, OPT_PROMPT, OPT_SEED, OPT_LOGITS, OPT_STATS, OPT_VERSION, OPT_SCHEDULE,
-        OPT_WATCHDOG, OPT_TRACE, OPT_STALL
+        OPT_WATCHDOG, OPT_TRACE, OPT_STALL, OPT_TEXT, OPT_IDS, OPT_STOP, OPT_CHAT, OPT_CHAT_FORMAT, OPT_TOKENIZER
     };
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
@@ -362,19 +701,38 @@ int main(int argc, char **argv)
         {"watchdog", required_argument, NULL, OPT_WATCHDOG},
         {"trace", required_argument, NULL, OPT_TRACE},
         {"test-stall", required_argument, NULL, OPT_STALL},
+        {"prompt", required_argument, NULL, OPT_TEXT},
+        {"ids", no_argument, NULL, OPT_IDS},
+        {"stop", required_argument, NULL, OPT_STOP},
+        {"chat", no_argument, NULL, OPT_CHAT},
+        {"chat-format", required_argument, NULL, OPT_CHAT_FORMAT},
+        {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
         {NULL, 0, NULL, 0},
     };
     options o = {.n = 16, .seed = 1, .watchdog = 10000, .stall = -1, .schedule = MPK_SCHED_DYNAMIC};
     const char *gpu_only = NULL;
     uint64_t v;
     opterr = 0;
-    for (int c; (c = getopt_long(argc, argv, ":hn:", longopts, NULL)) != -1;) {
+    for (int c; (c = getopt_long(argc, argv, ":hn:f:", longopts, NULL)) != -1;) {
         switch (c) {
         case 'h': fputs(usage_text, stdout); return 0;
         case OPT_VERSION: printf("mpk-run %s\n", MPK_VERSION); return 0;
         case OPT_WEIGHTS: o.weights = optarg; break;
         case OPT_CPU: o.cpu = true; break;
         case OPT_PROMPT: o.prompt = optarg; break;
+        case OPT_TEXT: o.text = optarg; break;
+        case 'f': o.text_file = optarg; break;
+        case OPT_IDS: o.ids = true; break;
+        case OPT_CHAT: o.chat = true; break;
+        case OPT_CHAT_FORMAT: o.chat_format = optarg; break;
+        case OPT_TOKENIZER: o.tokenizer = optarg; break;
+        case OPT_STOP:
+            if (o.nstop == MAX_STOP)
+                return usage_error("at most 8 --stop strings, not more ('%s')", optarg);
+            if (!*optarg)
+                return usage_error("%s--stop needs a non-empty string", "");
+            o.stop[o.nstop++] = optarg;
+            break;
         case OPT_LOGITS: o.logits = optarg; break;
         case OPT_STATS: o.stats = true; break;
         case OPT_SCHEDULE:
@@ -417,8 +775,21 @@ int main(int argc, char **argv)
     o.blob = argv[optind];
     if (!o.weights)
         return usage_error("%s", "--weights PATH is required");
-    if (!o.prompt)
-        return usage_error("%s", "--prompt-ids is required");
+    int prompts = (o.prompt != NULL) + (o.text != NULL) + (o.text_file != NULL) + o.chat;
+    if (prompts == 0)
+        return usage_error("%s", "a prompt is required: --prompt-ids, --prompt, -f or --chat");
+    if (prompts > 1)
+        return usage_error("%s", "one prompt at a time: --prompt-ids, --prompt, -f or --chat");
+    if (o.ids && !o.text && !o.text_file)
+        return usage_error("%s", "--ids goes with a text prompt (--prompt or -f)");
+    if (o.nstop && (o.prompt || o.ids))
+        return usage_error("%s", "--stop works on text: it goes with --prompt, -f or --chat, without --ids");
+    if (o.chat_format && !o.chat)
+        return usage_error("%s", "--chat-format goes with --chat");
+    if (o.tokenizer && o.prompt)
+        return usage_error("%s", "--tokenizer goes with a text prompt (--prompt, -f or --chat)");
+    if (o.chat && (o.logits || o.stats || o.trace || o.stall >= 0))
+        return usage_error("%s", "--chat takes no --dump-logits, --stats, --trace or --test-stall");
     if (o.cpu && gpu_only)
         return usage_error("%s is for the GPU executor; it means nothing with --cpu", gpu_only);
     return run(&o);

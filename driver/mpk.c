@@ -6,6 +6,10 @@
  *   mpk build --emit=graph FILE.mpk    print the typed, expanded op graph
  *   mpk dump FILE.mpkb [--dot]         print a blob
  *   mpk import config.json [-o F.mpk]  a Hugging Face config as a model
+ *   mpk import DIR [-o F.mpk]          ... from a checkpoint directory
+ *   mpk tokenize TOK [FILE]            text to ids (driver/tokenize.c)
+ *   mpk detokenize TOK [FILE]          ids to text
+ *   mpk run [-D..] DIR [mpk-run opts]  import, build into a cache, run (driver/run.c)
  *
  * The pipeline reads top to bottom in compile(): load (parse + imports),
  * sema (names, params, expansion, shapes), then the requested output: the
@@ -18,6 +22,8 @@
 #include "lowering/lowering.h"
 #include "runtime/runtime.h"
 #include "driver/import.h"
+#include "driver/tokenize.h"
+#include "driver/run.h"
 #include "mpk/util.h"
 
 #include <errno.h>
@@ -34,7 +40,11 @@ static const char usage_text[] =
     "       mpk build [options] FILE.mpk [-o FILE.mpkb]\n"
     "       mpk build --emit=graph [options] FILE.mpk\n"
     "       mpk dump [--dot] [-o FILE] FILE.mpkb\n"
-    "       mpk import [-o FILE.mpk] config.json\n"
+    "       mpk import [-o FILE.mpk] config.json|DIR\n"
+    "       mpk tokenize [--raw] [--stats] TOKENIZER [FILE]\n"
+    "       mpk tokenize --chat [--render] [--chat-format F] TOKENIZER CONV.json\n"
+    "       mpk detokenize [--skip-special] TOKENIZER [FILE]\n"
+    "       mpk run [-D NAME=VALUE]... [--workers=N] [--tp=N] DIR [mpk-run options]\n"
     "       mpk --help | --version\n"
     "\n"
     "commands:\n"
@@ -43,7 +53,19 @@ static const char usage_text[] =
     "                   input's name with .mpkb, in the current directory)\n"
     "  dump             print a blob: header, tensors, tasks, events, queues\n"
     "  import           write a model for a Hugging Face config.json\n"
-    "                   (LlamaForCausalLM, Qwen3ForCausalLM)\n"
+    "                   (LlamaForCausalLM, Qwen3ForCausalLM), or for a checkpoint\n"
+    "                   directory (also generation_config.json, weight dtypes,\n"
+    "                   tokenizer files)\n"
+    "  tokenize         text (FILE or standard input) to token ids with a\n"
+    "                   tokenizer.json or the checkpoint directory holding it;\n"
+    "                   --raw: without the tokens the tokenizer adds (BOS);\n"
+    "                   --chat: a JSON conversation in the chat format\n"
+    "                   (--render: print the text)\n"
+    "  detokenize       token ids to the text they stand for\n"
+    "  run              import a checkpoint directory, build it into the cache\n"
+    "                   ($XDG_CACHE_HOME/mpk or ~/.cache/mpk, keyed by a hash of\n"
+    "                   the inputs) unless built already, and run mpk-run on it\n"
+    "                   with --weights DIR and the options after DIR\n"
     "\n"
     "options:\n"
     "  -D NAME=VALUE    override param NAME (repeatable)\n"
@@ -275,10 +297,17 @@ int main(int argc, char **argv)
         printf("mpk %s\n", MPK_VERSION);
         return 0;
     }
+    if (strcmp(cmd, "tokenize") == 0)
+        return mpk_tokenize_cmd(argc - 1, argv + 1);
+    if (strcmp(cmd, "detokenize") == 0)
+        return mpk_detokenize_cmd(argc - 1, argv + 1);
+    if (strcmp(cmd, "run") == 0)
+        return mpk_run_cmd(argc - 1, argv + 1, exe_dir());
     bool build = strcmp(cmd, "build") == 0, dump = strcmp(cmd, "dump") == 0;
     bool import = strcmp(cmd, "import") == 0, check = strcmp(cmd, "check") == 0;
     if (!build && !check && !dump && !import)
-        return usage_error("unknown command '%s' (the commands are check, build, dump and import)", cmd);
+        return usage_error("unknown command '%s' (the commands are check, build, dump, import, run, tokenize "
+                           "and detokenize)", cmd);
 
     incs = calloc((size_t)argc, sizeof *incs);
     defs = calloc((size_t)argc, sizeof *defs);

@@ -189,7 +189,7 @@ rm -f "$tmp/o/c.json"
 expect 2 'cannot write'                "$bin" import $q.json -o "$tmp/no/such/dir/x.mpk"
 expect 2 "cannot write '.*': Is a directory" "$bin" import $q.json -o "$tmp/o"
 expect 2 'nope.json: cannot read'      "$bin" import "$tmp/nope.json"
-expect 2 'cannot read: Is a directory' "$bin" import tests/import
+expect 2 'tests/import/config.json: cannot read: No such file' "$bin" import tests/import
 if [ -w /dev/full ]; then
     expect 2 'cannot write'            "$bin" import $q.json -o /dev/full
 fi
