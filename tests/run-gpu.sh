@@ -469,6 +469,35 @@ if len(x) < int(sys.argv[2]):
         fi
     fi
 fi
+
+# Non-finite logits stop the run with the CPU executor's message, in both
+# schedules; the model has no KV cache, so nothing but -n bounds its steps
+# (the event counters are checked for the steps run, not for max_seq).
+printf 'input token : i32[1]\nweight e : f32[4, 4] = "e"\ngraph g {\n  x = embed(e, token)\n  logits = matmul(x, e)\n  output next = argmax(logits)\n}\n' >"$tmp/nf.mpk"
+"$mpk" build "$tmp/nf.mpk" -o "$tmp/nf.mpkb" >/dev/null 2>&1 || bad "non-finite: mpk build of the 4 x 4 model"
+# nf_st FILE V0 .. V15: the one f32 weight e
+nf_st() {
+    f=$1; shift
+    python3 -c 'import json, struct, sys
+h = json.dumps({"e": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]}}).encode()
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + struct.pack("<16f", *map(float, sys.argv[2:])))' "$f" "$@"
+}
+nf_st "$tmp/zero.st" 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0
+nf_st "$tmp/nan.st" nan nan nan nan nan nan nan nan nan nan nan nan nan nan nan nan
+nf_st "$tmp/inf.st" 0 inf 0 0 0 0 0 0 0 0 0 0 0 0 0 0
+for sched in static dynamic; do
+    for c in "zero:0:^0 0 0$" "nan:1:^mpk-run: error: step 0: the logits have no finite value$" \
+             "inf:1:^mpk-run: error: step 0: the logit of the chosen token 0 is not finite (inf)$"; do
+        w=${c%%:*}; rest=${c#*:}; want=${rest%%:*}; pat=${rest#*:}
+        out=$("$run" "$tmp/nf.mpkb" --weights "$tmp/$w.st" --prompt-ids 0 -n 3 --schedule $sched 2>&1)
+        got=$?
+        if [ "$got" = "$want" ] && printf '%s\n' "$out" | grep -q "$pat"; then
+            good "non-finite: $w weights, schedule=$sched: exit $got: $out"
+        else
+            bad "non-finite: $w weights, schedule=$sched: exit $got (wanted $want), output: $out"
+        fi
+    done
+done
 say "gpu-check: watchdog and trace done ($(elapsed) s so far)"
 
 # ---------------------------------------------------------------------------

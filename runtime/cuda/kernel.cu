@@ -59,7 +59,7 @@ extern "C" {
 
 /* ---- what the kernel shares with the host ---------------------------------- */
 
-enum { ERR_NONE = 0, ERR_STALL, ERR_TOKEN, ERR_POS };
+enum { ERR_NONE = 0, ERR_STALL, ERR_TOKEN, ERR_POS, ERR_LOGITS };
 
 /* Mapped pinned host memory: the device writes, the host polls. */
 typedef struct {
@@ -737,9 +737,10 @@ __device__ void attn_merge(const kparams &P, const mpkb_task *t, float *sm)
 
 /* The greedy token of a step: argmax over the partials, then the step's
  * end: stream the token, decide whether another step runs. */
-__device__ void argmax_reduce(const kparams &P, const mpkb_task *t, uint32_t step)
+__device__ bool argmax_reduce(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task)
 {
     __shared__ int32_t s_tok;
+    __shared__ bool s_bad;
     if (threadIdx.x == 0) {
         const float *pp = (const float *)P.tp[t->t[0]];
         uint64_t tiles = P.tensors[t->t[0]].nbytes / 8;
@@ -752,10 +753,17 @@ __device__ void argmax_reduce(const kparams &P, const mpkb_task *t, uint32_t ste
                 best = v, at = c;
         }
         at = at < 0 ? 0 : at;
-        __stcg((int32_t *)P.tp[t->t[1]], at);
+        /* NaNs never win, so best is -inf when no logit is finite, +inf
+         * when the chosen one is infinite: both are errors (count 1: +inf) */
+        s_bad = !(best > -INFINITY && best < INFINITY);
+        if (s_bad)
+            raise_error(P, ERR_LOGITS, (int32_t)step, (int32_t)task, -1, at, best == INFINITY, 0, 0);
+        __stcg((int32_t *)P.tp[t->argmax_reduce.out], at);
         s_tok = at;
     }
     __syncthreads();
+    if (s_bad)
+        return false;
     if (P.dump)
         for (uint32_t i = threadIdx.x; i < P.vocab; i += NT)
             P.dump[(uint64_t)step * P.vocab + i] = ldx(P.logits_dtype, P.logits, i);
@@ -778,6 +786,7 @@ __device__ void argmax_reduce(const kparams &P, const mpkb_task *t, uint32_t ste
         P.hs->steps = (int32_t)(step + 1);
         __threadfence_system();
     }
+    return true;
 }
 
 __device__ bool run_task(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
@@ -823,7 +832,7 @@ __device__ bool run_task(const kparams &P, const mpkb_task *t, uint32_t step, ui
         }
         return true;
     }
-    case MPKB_OP_ARGMAX_REDUCE: argmax_reduce(P, t, step); return true;
+    case MPKB_OP_ARGMAX_REDUCE: return argmax_reduce(P, t, step, task);
     case MPKB_OP_RMSNORM: {
         uint64_t d = P.tensors[t->t[1]].dims[0];
         for (uint64_t r = lo; r < hi; r++) {
@@ -1161,6 +1170,13 @@ extern "C" mpk_gpu *mpk_gpu_new(const mpkb_blob *b, const void *const *weights, 
     }
     G->b = b, G->err = err, G->o = *o;
     cudaError_t e = cudaGetDeviceCount(&n);
+    int driver = 0;
+    if (e != cudaSuccess && (cudaDriverGetVersion(&driver) != cudaSuccess || driver == 0)) {
+        /* no driver at all: CUDA calls that "driver version is insufficient" */
+        fprintf(err, "mpk-run: error: no CUDA GPU here (no NVIDIA driver is loaded); run with --cpu for the CPU "
+                     "reference executor\n");
+        goto fail;
+    }
     if (e != cudaSuccess || n == 0) {
         fprintf(err, "mpk-run: error: no CUDA GPU here (%s); run with --cpu for the CPU reference executor\n",
                 e != cudaSuccess ? cudaGetErrorString(e) : "no devices");
@@ -1178,13 +1194,6 @@ extern "C" mpk_gpu *mpk_gpu_new(const mpkb_blob *b, const void *const *weights, 
     G->sms = p.multiProcessorCount;
     if (!check_limits(G, &p))
         goto fail;
-    /* every counter must hold its last step's target in 32 bits */
-    for (uint32_t i = 0; i < b->nevents; i++)
-        if ((uint64_t)b->events[i].triggers * ((uint64_t)b->meta->max_seq + 1) > 0xffffffffull) {
-            fprintf(err, "mpk-run: error: event %u: %u triggers over %u steps overflow its counter\n", i,
-                    b->events[i].triggers, b->meta->max_seq);
-            goto fail;
-        }
     /* weights: one buffer, each loaded tensor 256-byte aligned */
     for (uint32_t i = 0; i < b->ntensors; i++) {
         const mpkb_tensor *t = &b->tensors[i];
@@ -1385,6 +1394,13 @@ static void report_error(mpk_gpu *G, const host_status *h, const unsigned *count
         fprintf(err, "mpk-run: error: in step %d, %s: token id %d is outside the vocabulary (0..%u)\n", h->err_step,
                 what, h->err_value, h->err_count - 1);
         break;
+    case ERR_LOGITS:
+        if (h->err_count)
+            fprintf(err, "mpk-run: error: step %d: the logit of the chosen token %d is not finite (inf)\n",
+                    h->err_step, h->err_value);
+        else
+            fprintf(err, "mpk-run: error: step %d: the logits have no finite value\n", h->err_step);
+        break;
     case ERR_POS:
         fprintf(err, "mpk-run: error: in step %d, %s: position %d is outside the KV cache (%u positions)\n",
                 h->err_step, what, h->err_value, h->err_count);
@@ -1412,6 +1428,15 @@ extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np,
     memset(&P, 0, sizeof P);
     memset(&c0, 0, sizeof c0);
     memset(st, 0, sizeof *st);
+    /* every counter must hold its last step's target in 32 bits (checked
+     * for the steps this launch runs: a blob with no KV cache has no bound
+     * of its own) */
+    for (uint32_t i = 0; i < b->nevents; i++)
+        if ((uint64_t)b->events[i].triggers * ((uint64_t)max_steps + 1) > 0xffffffffull) {
+            fprintf(G->err, "mpk-run: error: event %u: %u triggers over %u steps overflow its counter\n", i,
+                    b->events[i].triggers, max_steps);
+            return false;
+        }
     if (!CK(cudaHostAlloc((void **)&hs, sizeof *hs, cudaHostAllocMapped)) ||
         !CK(cudaHostAlloc((void **)&htok, sizeof *htok * ntok, cudaHostAllocMapped)) ||
         !CK(cudaHostAlloc((void **)&htime, sizeof *htime * ntok, cudaHostAllocMapped)) ||
