@@ -29,17 +29,6 @@
 
 enum { MAX_TOKENIZER_CONFIG = 64 << 20, MAX_CONV = 64 << 20 };
 
-__attribute__((format(printf, 3, 4)))
-static bool bad(const char *name, FILE *err, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(err, "%s: ", name);
-    va_start(ap, fmt);
-    vfprintf(err, fmt, ap);
-    va_end(ap);
-    fputc('\n', err);
-    return false;
-}
 
 const char *mpk_chat_kind_name(mpk_chat_kind k)
 {
@@ -69,8 +58,8 @@ static bool token_text(const char *name, FILE *err, json_t *root, const char *ke
     if (!v || json_is_null(v))
         return true;
     if (!json_is_string(v))
-        return bad(name, err, "\"%s\" must be a string or an object with a \"content\" string", key);
-    return (*out = strdup(json_string_value(v))) || bad(name, err, "out of memory");
+        return mpk_text_bad(name, err, "\"%s\" must be a string or an object with a \"content\" string", key);
+    return (*out = strdup(json_string_value(v))) || mpk_text_bad(name, err, "out of memory");
 }
 
 /* The default system prompt of a ChatML template: a literal
@@ -116,7 +105,7 @@ bool mpk_chat_format_parse(const char *name, const char *json, size_t len, const
     else if (force && strcmp(force, "llama3") == 0)
         k = MPK_CHAT_LLAMA3;
     else if (force)
-        return bad("--chat-format", err, "unknown chat format '%s' (the formats are chatml and llama3)", force);
+        return mpk_text_bad("--chat-format", err, "unknown chat format '%s' (the formats are chatml and llama3)", force);
     json_t *root = NULL;
     if (json) {
         json_error_t je;
@@ -127,7 +116,7 @@ bool mpk_chat_format_parse(const char *name, const char *json, size_t len, const
         }
         if (!json_is_object(root)) {
             json_decref(root);
-            return bad(name, err, "the top level must be an object");
+            return mpk_text_bad(name, err, "the top level must be an object");
         }
     }
     bool ok = !root || token_text(name, err, root, "bos_token", &f->bos);
@@ -141,25 +130,25 @@ bool mpk_chat_format_parse(const char *name, const char *json, size_t len, const
                 pick = json_object_get(x, "template");
         }
         if (!pick && ok && !k)
-            ok = bad(name, err, "\"chat_template\" is a list with no template named \"default\"");
+            ok = mpk_text_bad(name, err, "\"chat_template\" is a list with no template named \"default\"");
         t = pick;
     }
     if (ok && t && !json_is_string(t))
-        ok = bad(name, err, "\"chat_template\" must be a string or a list of {\"name\", \"template\"}");
+        ok = mpk_text_bad(name, err, "\"chat_template\" must be a string or a list of {\"name\", \"template\"}");
     const char *tt = json_is_string(t) ? json_string_value(t) : NULL;
     if (ok && !k) {
         if (!tt)
-            ok = bad(name, err, "no \"chat_template\": name the format with --chat-format chatml or llama3");
+            ok = mpk_text_bad(name, err, "no \"chat_template\": name the format with --chat-format chatml or llama3");
         else if (strstr(tt, "<|im_start|>") && strstr(tt, "<|im_end|>"))
             k = MPK_CHAT_CHATML;
         else if (strstr(tt, "<|start_header_id|>") && strstr(tt, "<|end_header_id|>") && strstr(tt, "<|eot_id|>")) {
             if (strstr(tt, "Cutting Knowledge Date"))
-                ok = bad(name, err, "\"chat_template\" is a Llama 3.1-style template (a dated system preamble), "
+                ok = mpk_text_bad(name, err, "\"chat_template\" is a Llama 3.1-style template (a dated system preamble), "
                                     "which mpk does not render; --chat-format llama3 renders plain Llama-3 headers");
             else
                 k = MPK_CHAT_LLAMA3;
         } else
-            ok = bad(name, err, "\"chat_template\" is neither ChatML (<|im_start|>) nor Llama-3 headers "
+            ok = mpk_text_bad(name, err, "\"chat_template\" is neither ChatML (<|im_start|>) nor Llama-3 headers "
                                 "(<|start_header_id|>): not rendered; force one with --chat-format chatml or llama3");
     }
     if (ok && k == MPK_CHAT_CHATML && tt) {
@@ -167,7 +156,7 @@ bool mpk_chat_format_parse(const char *name, const char *json, size_t len, const
         f->strip_thinking = strstr(tt, "</think>") != NULL;
     }
     if (ok && k == MPK_CHAT_LLAMA3 && !f->bos && !(f->bos = strdup("<|begin_of_text|>")))
-        ok = bad(name, err, "out of memory");
+        ok = mpk_text_bad(name, err, "out of memory");
     json_decref(root);
     f->kind = k;
     if (!ok)
@@ -317,14 +306,14 @@ bool mpk_chat_conv_read(const char *path, mpk_chat_conv *c, FILE *err)
         return false;
     }
     size_t i;
-    bool ok = json_is_array(root) || bad(path, err, "a conversation is a list of {\"role\": ..., \"content\": ...}");
+    bool ok = json_is_array(root) || mpk_text_bad(path, err, "a conversation is a list of {\"role\": ..., \"content\": ...}");
     if (ok && !(c->m = calloc(json_array_size(root) + 1, sizeof *c->m)))
-        ok = bad(path, err, "out of memory");
+        ok = mpk_text_bad(path, err, "out of memory");
     if (ok)
         json_array_foreach(root, i, x) {
             json_t *r = json_object_get(x, "role"), *t = json_object_get(x, "content");
             if (!json_is_string(r) || !json_is_string(t) || strlen(json_string_value(t)) != json_string_length(t)) {
-                ok = bad(path, err, "message %zu: needs \"role\" and \"content\" strings (without NUL)", i);
+                ok = mpk_text_bad(path, err, "message %zu: needs \"role\" and \"content\" strings (without NUL)", i);
                 break;
             }
             c->m[c->n++] = (mpk_chat_msg){json_string_value(r), json_string_value(t)};

@@ -14,17 +14,6 @@
 
 enum { MAX_GENCONFIG = 1 << 20 };
 
-__attribute__((format(printf, 3, 4)))
-static bool bad(const char *name, FILE *err, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(err, "%s: ", name);
-    va_start(ap, fmt);
-    vfprintf(err, fmt, ap);
-    va_end(ap);
-    fputc('\n', err);
-    return false;
-}
 
 void mpk_genconfig_init(mpk_genconfig *g)
 {
@@ -41,7 +30,7 @@ static json_t *get(json_t *o, const char *key)
 static bool read_id(const char *name, FILE *err, const char *key, json_t *v, int32_t *out)
 {
     if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX)
-        return bad(name, err, "\"%s\" must be a token id or a list of at most %d token ids", key, MPK_GEN_MAX_EOS);
+        return mpk_text_bad(name, err, "\"%s\" must be a token id or a list of at most %d token ids", key, MPK_GEN_MAX_EOS);
     *out = (int32_t)json_integer_value(v);
     return true;
 }
@@ -55,7 +44,7 @@ static bool read_num(const char *name, FILE *err, json_t *root, const char *key,
         return true;
     double x = json_number_value(v);
     if (!json_is_number(v) || !isfinite(x) || x < lo || x > hi)
-        return bad(name, err, "\"%s\" must be a number from %g to %g", key, lo, hi);
+        return mpk_text_bad(name, err, "\"%s\" must be a number from %g to %g", key, lo, hi);
     *out = x;
     return true;
 }
@@ -66,7 +55,7 @@ static bool read_count(const char *name, FILE *err, json_t *root, const char *ke
     if (!v)
         return true;
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > INT32_MAX)
-        return bad(name, err, "\"%s\" must be an integer from %lld to %d", key, (long long)lo, INT32_MAX);
+        return mpk_text_bad(name, err, "\"%s\" must be an integer from %lld to %d", key, (long long)lo, INT32_MAX);
     *out = json_integer_value(v);
     return true;
 }
@@ -80,7 +69,7 @@ bool mpk_genconfig_parse(const char *name, const char *json, size_t len, mpk_gen
         fprintf(err, "%s:%d:%d: invalid JSON: %s\n", name, je.line, je.column, je.text);
         return false;
     }
-    bool ok = json_is_object(root) || bad(name, err, "the top level must be an object");
+    bool ok = json_is_object(root) || mpk_text_bad(name, err, "the top level must be an object");
     json_t *v, *x;
     size_t i;
     if (ok && (v = get(root, "eos_token_id"))) {
@@ -101,7 +90,7 @@ bool mpk_genconfig_parse(const char *name, const char *json, size_t len, mpk_gen
     if (ok && (v = get(root, "bos_token_id")))
         ok = read_id(name, err, "bos_token_id", v, &g->bos);
     if (ok && (v = get(root, "do_sample"))) {
-        ok = json_is_boolean(v) || bad(name, err, "\"do_sample\" must be true or false");
+        ok = json_is_boolean(v) || mpk_text_bad(name, err, "\"do_sample\" must be true or false");
         g->do_sample = json_is_true(v);
     }
     ok = ok && read_num(name, err, root, "temperature", 0, 1e6, &g->temperature) &&

@@ -5,6 +5,7 @@
 #include "text.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -103,4 +104,15 @@ char *mpk_text_slurp(const char *path, size_t max, size_t *len, FILE *err)
     buf[n] = 0;
     *len = n;
     return buf;
+}
+
+bool mpk_text_bad(const char *name, FILE *err, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(err, "%s: ", name);
+    va_start(ap, fmt);
+    vfprintf(err, fmt, ap);
+    va_end(ap);
+    fputc('\n', err);
+    return false;
 }

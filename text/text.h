@@ -157,5 +157,8 @@ char *mpk_text_sibling(const char *path, const char *name);
 /* The file, whole and NUL-terminated, at most max bytes; NULL on a problem
  * (reported as "path: problem"). */
 char *mpk_text_slurp(const char *path, size_t max, size_t *len, FILE *err);
+/* Report "name: message" on err; returns false, for `return mpk_text_bad(...)`. */
+__attribute__((format(printf, 3, 4)))
+bool mpk_text_bad(const char *name, FILE *err, const char *fmt, ...);
 
 #endif

@@ -118,17 +118,6 @@ struct mpk_tok {
 
 /* ---- messages ----------------------------------------------------------- */
 
-__attribute__((format(printf, 3, 4)))
-static bool bad(const char *name, FILE *err, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(err, "%s: ", name);
-    va_start(ap, fmt);
-    vfprintf(err, fmt, ap);
-    va_end(ap);
-    fputc('\n', err);
-    return false;
-}
 
 /* A value for a message, shortened. */
 static const char *show(const json_t *v, char *buf, size_t n)
@@ -275,7 +264,7 @@ typedef struct {
     mpk_tok *T;
 } rd;
 
-#define BAD(r, ...) bad((r)->name, (r)->err, __VA_ARGS__)
+#define BAD(r, ...) mpk_text_bad((r)->name, (r)->err, __VA_ARGS__)
 
 static json_t *get(json_t *o, const char *key)
 {
@@ -778,10 +767,10 @@ mpk_tok *mpk_tok_parse(const char *name, const char *json, size_t len, FILE *err
         if (ok)
             pcre2_jit_stack_assign(T->mctx, NULL, T->jit);
         else
-            bad(name, err, "out of memory");
+            mpk_text_bad(name, err, "out of memory");
     }
     if (!ok && T && !T->name)
-        bad(name, err, "out of memory");
+        mpk_text_bad(name, err, "out of memory");
     if (!ok) {
         mpk_tok_free(T);
         return NULL;
