@@ -14,7 +14,7 @@
 #   make gpu-check-ops   only the op-by-op test, on the GPU too (GPU machine)
 #   make bench           ms/token of mpk, PyTorch and the bandwidth limit (GPU machine)
 #
-# mpk-run gets the GPU executor (runtime/gpu.cu) when nvcc is found (PATH or
+# mpk-run gets the GPU executor (runtime/cuda/) when nvcc is found (PATH or
 # /usr/local/cuda) and GPU is not 0; otherwise it is built CPU-only and says
 # so. SAN=1 builds are CPU-only: the sanitizers do not cover device code.
 #
@@ -57,7 +57,7 @@ CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 NVCC_ARCH ?= -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=[sm_80,compute_80]
 NVCCFLAGS ?= -O3 -lineinfo
 ifeq ($(GPU),1)
-GPU_OBJ := $(patsubst %.cu,$(B)/%.o,$(wildcard runtime/cuda/*.cu))
+GPU_OBJ := $(patsubst %.cu,$(B)/%.o,$(wildcard runtime/cuda/*.cu)) $(B)/runtime/cuda/trace.o
 GPU_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -lrt -lpthread -ldl -lstdc++
 else
 GPU_OBJ := $(B)/runtime/gpu_none.o
@@ -135,7 +135,7 @@ $(UTIL_OBJ): INC := $(INC_UTIL)
 $(FRONT_SRC:%.c=$(B)/%.o): INC := $(INC_FRONT)
 $(BLOB_OBJ): INC := $(INC_BLOB)
 $(LOWER_OBJ): INC := $(INC_LOWER)
-$(RUNTIME_OBJ) $(B)/runtime/gpu_none.o: INC := $(INC_RUNTIME)
+$(RUNTIME_OBJ) $(B)/runtime/gpu_none.o $(B)/runtime/cuda/trace.o: INC := $(INC_RUNTIME)
 $(TEXT_OBJ): INC := $(INC_TEXT)
 $(DRIVER_OBJ): INC := $(INC_DRIVER)
 # What includes the generated headers needs them before its first compile.

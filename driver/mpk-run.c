@@ -10,7 +10,7 @@
  * length against the KV cache. Then the prompt is fed one token per step
  * and the greedy continuation printed on one line of standard output as it
  * is generated, ending early at an end-of-sequence id of the model. The
- * GPU executor (gpu.cu) runs the whole generation in one kernel launch and
+ * GPU executor (runtime/cuda) runs the whole generation in one kernel launch and
  * streams the tokens back; --cpu runs the reference executor (cpu.c)
  * step by step instead. A text prompt (--prompt, -f) is encoded with the
  * checkpoint's tokenizer.json (text/) and the continuation written as

@@ -76,7 +76,7 @@ void mpk_cpu_free(mpk_cpu *M);
 const void **mpk_bind_weights(const mpkb_blob *b, const char *path, uint32_t rank, mpk_weights **w,
                               FILE *err);
 
-/* ---- gpu.cu ------------------------------------------------------------------ */
+/* ---- cuda/host.cu ------------------------------------------------------------- */
 
 typedef enum { MPK_SCHED_DYNAMIC = 0, MPK_SCHED_STATIC = 1 } mpk_schedule;
 

@@ -1,0 +1,267 @@
+/*
+ * attention.cuh - ATTENTION: decode attention of one kv head over one chunk
+ * of the KV cache (man 5 mpk-blob): the q heads of the group and the new
+ * k (each rmsnormed and roped where the task says), the new k and v
+ * appended at the step's position by the chunk that holds it, an online
+ * softmax over groups of ABLK positions whose bf16 K and V rows are copied
+ * in with cp.async; one chunk writes the output itself (MPKB_F_DIRECT),
+ * several write partials for ATTN_MERGE.
+ */
+#ifndef MPK_CUDA_ATTENTION_CUH
+#define MPK_CUDA_ATTENTION_CUH
+
+#include "common.cuh"
+
+#define ABLK 64   /* positions per block of the online softmax */
+#define AOUT 4    /* outputs per thread, so group heads x D <= NT * AOUT */
+#define AMAXD 256 /* the head dim the kernel supports */
+
+/* Shared memory: q of the group's heads (per x D floats), the new k (D),
+ * scores (per x ABLK), running max, sum and rescale (per each); then,
+ * 16-byte aligned, the K and V rows of one block (ABLK x D bf16 each). */
+__host__ __device__ __forceinline__ uint32_t at_floats(uint32_t per, uint32_t D)
+{
+    return per * D + D + per * ABLK + 3 * per;
+}
+
+__host__ __device__ inline uint32_t smem_attention(const mpkb_tensor *T, const mpkb_task *t, char *why, size_t n)
+{
+    const mpkb_tensor *q = &T[t->attention.q];
+    uint32_t D = q->dims[2], per = q->dims[1] / T[t->attention.cache].dims[1];
+    if (D > AMAXD || per * D > NT * AOUT) {
+#ifndef __CUDA_ARCH__
+        snprintf(why, n, "attention with head dim %u and %u query heads per kv head is beyond the GPU kernel "
+                 "(head dim <= %d, heads x dim <= %d)", D, per, AMAXD, NT * AOUT);
+#else
+        (void)why, (void)n;
+#endif
+        return UINT32_MAX;
+    }
+    return 4 * at_floats(per, D) + 16 + 2 * 2 * ABLK * D;
+}
+
+/* rmsnorm (optional) and rope (optional) of one D-vector in shared memory,
+ * by one warp. */
+__device__ void warp_norm_rope(const kparams &P, float *v, uint32_t D, uint32_t gamma, float eps, uint32_t table,
+                               int32_t pos)
+{
+    uint32_t lane = threadIdx.x & 31;
+    if (gamma != MPKB_NONE) {
+        float ss = 0;
+        for (uint32_t i = lane; i < D; i += 32)
+            ss += v[i] * v[i];
+        float r = 1.0f / sqrtf(warp_sum(ss) / (float)D + eps);
+        tview g = view(P, gamma);
+        for (uint32_t i = lane; i < D; i += 32)
+            v[i] = ldv(g, i) * (v[i] * r);
+        __syncwarp();
+    }
+    if (table != MPKB_NONE) {
+        uint32_t h = D / 2;
+        tview f = view(P, table);
+        for (uint32_t i = lane; i < h; i += 32) {
+            float ang = (float)pos * ldv(f, i);
+            float c = cosf(ang), s = sinf(ang), a = v[i], b = v[i + h];
+            v[i] = a * c - b * s;
+            v[i + h] = b * c + a * s;
+        }
+        __syncwarp();
+    }
+}
+
+/* Decode attention for kv head g over one chunk's positions (blocks c,
+ * c + n, ... of B positions, stored together in the cache; see man 5
+ * mpk-blob), with an online softmax over groups of ABLK positions. */
+__device__ bool op_attention(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
+{
+    const mpkb_tensor *Q = &P.tensors[t->attention.q], *CA = &P.tensors[t->attention.cache];
+    uint32_t H = Q->dims[1], D = Q->dims[2], G = CA->dims[1], S = CA->dims[2];
+    uint32_t g = (uint32_t)t->attention.kv_head, c = (uint32_t)t->attention.chunk;
+    uint32_t B = (uint32_t)t->attention.block, nch = (uint32_t)t->attention.chunks;
+    uint32_t per = H / G, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    uint32_t PB = (uint32_t)(((uint64_t)S + (uint64_t)B * nch - 1) / ((uint64_t)B * nch)); /* blocks per chunk */
+    int32_t pos = __ldcg((const int32_t *)P.tp[t->attention.pos]);
+    if (pos < 0 || (uint32_t)pos >= S) {
+        if (threadIdx.x == 0)
+            raise_error(P, ERR_POS, (int32_t)step, (int32_t)task, -1, pos, S, 0, 0);
+        return false;
+    }
+    uint8_t *cp = P.tp[t->attention.cache];
+    uint32_t cd = CA->dtype;
+    float *qs = sm, *kv = qs + per * D, *sc = kv + D, *mrun = sc + per * ABLK, *lrun = mrun + per,
+          *alpha = lrun + per;
+    /* bf16 K and V rows of a group of positions, copied in with one round of
+     * cp.async instead of one dependent load per position */
+    unsigned short *kbuf = (unsigned short *)(((uintptr_t)(sm + at_floats(per, D)) + 15) & ~(uintptr_t)15);
+    unsigned short *vbuf = kbuf + ABLK * D;
+    bool stage = cd == MPKB_BF16 && D % 8 == 0;
+    uint64_t kbase = ((uint64_t)0 * G + g) * S * D, vbase = ((uint64_t)1 * G + g) * S * D;
+    uint32_t pb = (uint32_t)pos / B;
+    if (pb % nch == c && warp == 0) { /* append k (normed, roped) and v at pos's row */
+        uint64_t row = ((uint64_t)(pb % nch) * PB + pb / nch) * B + (uint32_t)pos % B;
+        for (uint32_t i = lane; i < D; i += 32)
+            kv[i] = ldx(P.tensors[t->attention.k].dtype, P.tp[t->attention.k], (uint64_t)g * D + i);
+        __syncwarp();
+        warp_norm_rope(P, kv, D, t->attention.k_norm, t->attention.k_eps, t->attention.k_rope, pos);
+        for (uint32_t i = lane; i < D; i += 32) {
+            stx(cd, cp, kbase + row * D + i, kv[i]);
+            stx(cd, cp, vbase + row * D + i, ldx(P.tensors[t->attention.v].dtype, P.tp[t->attention.v], (uint64_t)g * D + i));
+        }
+    }
+    for (uint32_t h = warp; h < per; h += NW) {
+        float *q = qs + h * D;
+        for (uint32_t i = lane; i < D; i += 32)
+            q[i] = ldx(Q->dtype, P.tp[t->attention.q], (uint64_t)(g * per + h) * D + i);
+        __syncwarp();
+        warp_norm_rope(P, q, D, t->attention.q_norm, t->attention.q_eps, t->attention.q_rope, pos);
+        if (lane == 0)
+            mrun[h] = -INFINITY, lrun[h] = 0;
+    }
+    __syncthreads(); /* q ready, the appended row visible to the CTA */
+    float acc[AOUT];
+#pragma unroll
+    for (int u = 0; u < AOUT; u++)
+        acc[u] = 0;
+    uint32_t nout = per * D, E = D / 32;
+    /* bf16 rows of 32 x 2, 4 or 8 elements: each lane loads its run at once */
+    bool vec = cd == MPKB_BF16 && D % 32 == 0 && (E == 2 || E == 4 || E == 8);
+    bool any = false;
+    for (uint32_t kk = 0; kk < PB; kk++) {
+        uint64_t jlo = (uint64_t)(c + (uint64_t)kk * nch) * B;
+        if (jlo > (uint64_t)pos)
+            break;
+        uint64_t jhi = jlo + B < (uint64_t)pos + 1 ? jlo + B : (uint64_t)pos + 1;
+        uint64_t rbase = ((uint64_t)c * PB + kk) * B; /* the cache row of jlo */
+        any = true;
+        for (uint64_t j0 = jlo; j0 < jhi; j0 += ABLK) {
+            uint32_t nb = jhi - j0 < ABLK ? (uint32_t)(jhi - j0) : ABLK;
+            uint64_t r0 = rbase + (j0 - jlo);
+            if (stage) {
+                uint32_t pieces = D / 8; /* 16 bytes each */
+                for (uint32_t i = threadIdx.x; i < nb * pieces; i += NT) {
+                    uint32_t r = i / pieces, q16 = i % pieces;
+                    cp_async16(kbuf + r * D + q16 * 8, cp + 2 * (kbase + (r0 + r) * D) + 16 * q16);
+                    cp_async16(vbuf + r * D + q16 * 8, cp + 2 * (vbase + (r0 + r) * D) + 16 * q16);
+                }
+                cp_async_wait_all();
+                __syncthreads();
+            }
+            /* scores: warp w takes positions j0 + w, j0 + w + NW, ... */
+            for (uint32_t jj = warp; jj < ABLK; jj += NW) {
+                uint64_t j = j0 + jj;
+                if (j >= jhi) {
+                    for (uint32_t h = lane; h < per; h += 32)
+                        sc[h * ABLK + jj] = -INFINITY;
+                    continue;
+                }
+                const uint8_t *krow = cp + 2 * (kbase + (rbase + (j - jlo)) * D);
+                float k[AMAXD / 32];
+                if (stage) {
+#pragma unroll
+                    for (int e = 0; e < AMAXD / 32; e++) {
+                        uint32_t i = vec ? lane * E + e : lane + 32 * e;
+                        k[e] = (vec ? (uint32_t)e < E : i < D) ? __uint_as_float((uint32_t)kbuf[jj * D + i] << 16) : 0.0f;
+                    }
+                } else if (vec) {
+                    const unsigned short *kr = (const unsigned short *)krow + lane * E;
+                    uint32_t u[4] = {0, 0, 0, 0};
+                    if (E == 2) {
+                        u[0] = __ldcg((const unsigned *)kr);
+                    } else if (E == 4) {
+                        uint2 x = __ldcg((const uint2 *)kr);
+                        u[0] = x.x, u[1] = x.y;
+                    } else {
+                        uint4 x = __ldcg((const uint4 *)kr);
+                        u[0] = x.x, u[1] = x.y, u[2] = x.z, u[3] = x.w;
+                    }
+#pragma unroll
+                    for (int e = 0; e < AMAXD / 32; e += 2) {
+                        k[e] = bf16lo(u[e / 2]);
+                        k[e + 1] = bf16hi(u[e / 2]);
+                    }
+                } else {
+#pragma unroll
+                    for (int e = 0; e < AMAXD / 32; e++)
+                        k[e] = lane + 32 * e < D ? ldx(cd, cp, kbase + (rbase + (j - jlo)) * D + lane + 32 * e) : 0.0f;
+                }
+                for (uint32_t h = 0; h < per; h++) {
+                    const float *q = qs + h * D;
+                    float d = 0;
+#pragma unroll
+                    for (int e = 0; e < AMAXD / 32; e++) {
+                        uint32_t i = vec ? lane * E + e : lane + 32 * e;
+                        if ((vec && (uint32_t)e < E) || (!vec && i < D))
+                            d += q[i] * k[e];
+                    }
+                    d = warp_sum(d);
+                    if (lane == 0)
+                        sc[h * ABLK + jj] = d * t->attention.scale;
+                }
+            }
+            __syncthreads();
+            /* the running max and sum of each head; scores become weights */
+            for (uint32_t h = warp; h < per; h += NW) {
+                float *s = sc + h * ABLK;
+                float mx = warp_max(fmaxf(s[lane], s[lane + 32]));
+                float mnew = fmaxf(mrun[h], mx);
+                float p0 = s[lane] == -INFINITY ? 0.0f : expf(s[lane] - mnew);
+                float p1 = s[lane + 32] == -INFINITY ? 0.0f : expf(s[lane + 32] - mnew);
+                float sum = warp_sum(p0 + p1);
+                __syncwarp();
+                s[lane] = p0, s[lane + 32] = p1;
+                if (lane == 0) {
+                    float a = mrun[h] == -INFINITY ? 0.0f : expf(mrun[h] - mnew);
+                    alpha[h] = a;
+                    lrun[h] = lrun[h] * a + sum;
+                    mrun[h] = mnew;
+                }
+            }
+            __syncthreads();
+#pragma unroll
+            for (int u = 0; u < AOUT; u++) {
+                uint32_t o = threadIdx.x + NT * u;
+                if (o < nout) {
+                    uint32_t h = o / D, d = o % D;
+                    const float *p = sc + h * ABLK;
+                    const uint8_t *vp = cp;
+                    float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                    uint32_t jj = 0;
+                    if (stage)
+                        for (; jj < nb; jj++)
+                            a0 += p[jj] * __uint_as_float((uint32_t)vbuf[jj * D + d] << 16);
+                    for (; jj + 4 <= nb; jj += 4) {
+                        float v0 = ldx(cd, vp, vbase + (r0 + jj) * D + d), v1 = ldx(cd, vp, vbase + (r0 + jj + 1) * D + d);
+                        float v2 = ldx(cd, vp, vbase + (r0 + jj + 2) * D + d), v3 = ldx(cd, vp, vbase + (r0 + jj + 3) * D + d);
+                        a0 += p[jj] * v0, a1 += p[jj + 1] * v1, a2 += p[jj + 2] * v2, a3 += p[jj + 3] * v3;
+                    }
+                    for (; jj < nb; jj++)
+                        a0 += p[jj] * ldx(cd, vp, vbase + (r0 + jj) * D + d);
+                    acc[u] = acc[u] * alpha[h] + ((a0 + a1) + (a2 + a3));
+                }
+            }
+            __syncthreads();
+        }
+    }
+    uint8_t *op = P.tp[t->attention.out];
+    uint32_t od = P.tensors[t->attention.out].dtype;
+#pragma unroll
+    for (int u = 0; u < AOUT; u++) {
+        uint32_t o = threadIdx.x + NT * u;
+        if (o < nout) {
+            uint32_t h = o / D, d = o % D, head = g * per + h;
+            if (t->flags & MPKB_F_DIRECT) {
+                stx(od, op, (uint64_t)head * D + d, acc[u] / lrun[h]);
+            } else {
+                float *pp = (float *)op + ((uint64_t)head * nch + c) * (D + 2);
+                __stcg(pp + d, acc[u]);
+                if (d == 0) {
+                    __stcg(pp + D, any ? mrun[h] : -INFINITY);
+                    __stcg(pp + D + 1, lrun[h]);
+                }
+            }
+        }
+    }
+    return true;
+}
+
+#endif

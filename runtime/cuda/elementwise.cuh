@@ -1,0 +1,172 @@
+/*
+ * elementwise.cuh - the small task kinds (man 5 mpk-blob): INPUTS, EMBED,
+ * RMSNORM, ROPE, ADD, MUL, SILU and COPY, each over its [lo, hi) range with
+ * the CTA's threads striding it; and ALLREDUCE, which the one-GPU executor
+ * refuses before the launch. Imported models fuse most of these into
+ * matvec and attention; the op-by-op test (tests/ops) runs each alone.
+ */
+#ifndef MPK_CUDA_ELEMENTWISE_CUH
+#define MPK_CUDA_ELEMENTWISE_CUH
+
+#include "common.cuh"
+
+SMEM_NONE(inputs)
+SMEM_NONE(embed)
+SMEM_NONE(rmsnorm)
+SMEM_NONE(rope)
+SMEM_NONE(add)
+SMEM_NONE(mul)
+SMEM_NONE(silu)
+SMEM_NONE(copy)
+
+/* The step's token (the prompt's, else the one the last step made) and its
+ * position. */
+__device__ bool op_inputs(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
+{
+    (void)task, (void)sm;
+    if (threadIdx.x == 0) {
+        int32_t tok = step < P.np ? P.prompt[step] : __ldcg((const int32_t *)P.next_out);
+        __stcg((int32_t *)P.tp[t->inputs.token], tok);
+        if (t->inputs.pos != MPKB_NONE)
+            __stcg((int32_t *)P.tp[t->inputs.pos], (int32_t)step);
+    }
+    return true;
+}
+
+__device__ bool op_embed(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
+{
+    (void)sm;
+    const mpkb_tensor *tab = &P.tensors[t->embed.table];
+    int32_t id = __ldcg((const int32_t *)P.tp[t->embed.ids]);
+    if (id < 0 || (uint32_t)id >= tab->dims[0]) {
+        if (threadIdx.x == 0)
+            raise_error(P, ERR_TOKEN, (int32_t)step, (int32_t)task, -1, id, tab->dims[0], 0, 0);
+        return false;
+    }
+    tview src = view(P, t->embed.table);
+    uint32_t od = P.tensors[t->embed.out].dtype;
+    for (uint64_t c = (uint64_t)t->embed.lo + threadIdx.x; c < (uint64_t)t->embed.hi; c += NT)
+        stx(od, P.tp[t->embed.out], c, ldv(src, (uint64_t)id * tab->dims[1] + c));
+    return true;
+}
+
+__device__ bool op_rmsnorm(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
+{
+    (void)step, (void)task, (void)sm;
+    uint64_t d = P.tensors[t->rmsnorm.gamma].dims[0];
+    tview x = view(P, t->rmsnorm.x), g = view(P, t->rmsnorm.gamma);
+    uint32_t od = P.tensors[t->rmsnorm.out].dtype;
+    for (uint64_t r = (uint64_t)t->rmsnorm.lo; r < (uint64_t)t->rmsnorm.hi; r++) {
+        float ss = 0;
+        for (uint64_t i = threadIdx.x; i < d; i += NT) {
+            float v = ldv(x, r * d + i);
+            ss += v * v;
+        }
+        float s = 1.0f / sqrtf(block_sum(ss) / (float)d + t->rmsnorm.eps);
+        for (uint64_t i = threadIdx.x; i < d; i += NT)
+            stx(od, P.tp[t->rmsnorm.out], r * d + i, ldv(g, i) * (ldv(x, r * d + i) * s));
+        __syncthreads(); /* out may overlap x of the next row */
+    }
+    return true;
+}
+
+/* Heads [lo, hi) of x [1, H, D]: the rotate-half rope at the step's
+ * position. */
+__device__ bool op_rope(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
+{
+    (void)step, (void)task, (void)sm;
+    uint64_t lo = (uint64_t)t->rope.lo, hi = (uint64_t)t->rope.hi;
+    uint64_t d = P.tensors[t->rope.x].dims[2], half = d / 2;
+    int32_t pos = __ldcg((const int32_t *)P.tp[t->rope.pos]);
+    tview x = view(P, t->rope.x), f = view(P, t->rope.inv_freq);
+    uint32_t od = P.tensors[t->rope.out].dtype;
+    for (uint64_t k = threadIdx.x; k < (hi - lo) * half; k += NT) {
+        uint64_t h = lo + k / half, i = k % half;
+        float ang = (float)pos * ldv(f, i);
+        float c = cosf(ang), s = sinf(ang);
+        float a = ldv(x, h * d + i), b = ldv(x, h * d + i + half);
+        stx(od, P.tp[t->rope.out], h * d + i, a * c - b * s);
+        stx(od, P.tp[t->rope.out], h * d + i + half, b * c + a * s);
+    }
+    return true;
+}
+
+/* out[i] = f(a[i], b[i]) over [lo, hi): ADD and MUL have the same view. */
+template <bool ADD>
+__device__ void binary(const kparams &P, const mpkb_task *t)
+{
+    tview a = view(P, t->add.a), b = view(P, t->add.b);
+    uint32_t od = P.tensors[t->add.out].dtype;
+    for (uint64_t i = (uint64_t)t->add.lo + threadIdx.x; i < (uint64_t)t->add.hi; i += NT) {
+        float x = ldv(a, i), y = ldv(b, i);
+        stx(od, P.tp[t->add.out], i, ADD ? x + y : x * y);
+    }
+}
+
+__device__ bool op_add(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
+{
+    (void)step, (void)task, (void)sm;
+    binary<true>(P, t);
+    return true;
+}
+
+__device__ bool op_mul(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
+{
+    (void)step, (void)task, (void)sm;
+    binary<false>(P, t);
+    return true;
+}
+
+__device__ bool op_silu(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
+{
+    (void)step, (void)task, (void)sm;
+    tview x = view(P, t->silu.x);
+    uint32_t od = P.tensors[t->silu.out].dtype;
+    for (uint64_t i = (uint64_t)t->silu.lo + threadIdx.x; i < (uint64_t)t->silu.hi; i += NT) {
+        float v = ldv(x, i);
+        stx(od, P.tp[t->silu.out], i, v / (1.0f + expf(-v)));
+    }
+    return true;
+}
+
+/* rows x len elements from src (from src_off, src_stride apart) to dst,
+ * packed; bytes moved as they are. */
+__device__ bool op_copy(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
+{
+    (void)step, (void)task, (void)sm;
+    uint32_t es = dsize(P.tensors[t->copy.src].dtype);
+    uint64_t rows = (uint64_t)t->copy.rows, w = (uint64_t)t->copy.len;
+    const uint8_t *src = P.tp[t->copy.src];
+    uint8_t *dst = P.tp[t->copy.dst];
+    for (uint64_t k = threadIdx.x; k < rows * w; k += NT) {
+        uint64_t r = k / w, e = k % w, from = (uint64_t)t->copy.src_off + r * (uint64_t)t->copy.src_stride + e;
+        if (es == 2)
+            __stcg((unsigned short *)dst + r * w + e, __ldcg((const unsigned short *)src + from));
+        else
+            __stcg((unsigned *)dst + r * w + e, __ldcg((const unsigned *)src + from));
+    }
+    return true;
+}
+
+__host__ __device__ inline uint32_t smem_allreduce(const mpkb_tensor *T, const mpkb_task *t, char *why, size_t n)
+{
+    (void)T, (void)t;
+#ifndef __CUDA_ARCH__
+    snprintf(why, n, "allreduce across ranks is beyond the one-GPU executor");
+#else
+    (void)why, (void)n;
+#endif
+    return UINT32_MAX;
+}
+
+/* Never launched (smem_allreduce refuses it); a blob that got here anyway
+ * stops with an error instead of running a wrong step. */
+__device__ bool op_allreduce(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
+{
+    (void)t, (void)sm;
+    if (threadIdx.x == 0)
+        raise_error(P, ERR_UNSUPPORTED, (int32_t)step, (int32_t)task, -1, 0, 0, 0, 0);
+    return false;
+}
+
+#endif

@@ -1,0 +1,58 @@
+/*
+ * trace.c - mpk-run --trace: the GPU's task records as a Chrome / Perfetto
+ * trace (the JSON trace event format): one complete event per task run,
+ * named by the task's label, its kind as the category, on its SM's track.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cuda/shared.h"
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+/* One track per SM, times in microseconds from the first task's start. */
+bool mpk_write_trace(const mpkb_blob *b, const trace_rec *r, unsigned n, int sms, const char *path, FILE *err)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(err, "mpk-run: error: cannot write '%s': %s\n", path, strerror(errno));
+        return false;
+    }
+    uint64_t t0 = UINT64_MAX;
+    for (unsigned i = 0; i < n; i++)
+        t0 = r[i].start < t0 ? r[i].start : t0;
+    fprintf(f, "{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n");
+    for (unsigned i = 0; i < n; i++) {
+        const mpkb_task *t = &b->tasks[r[i].task];
+        fprintf(f, "{\"name\":");
+        json_str(f, mpkb_str(b, t->label));
+        fprintf(f, ",\"cat\":\"%s\",\"ph\":\"X\",\"pid\":0,\"tid\":%u,\"ts\":%.3f,\"dur\":%.3f,"
+                   "\"args\":{\"task\":%u,\"step\":%u,\"layer\":%d,\"i\":[%d,%d,%d,%d]}},\n",
+                mpkb_op_name(t->op), r[i].sm, (double)(r[i].start - t0) / 1e3, (double)(r[i].end - r[i].start) / 1e3,
+                r[i].task, r[i].step, t->layer, t->i[0], t->i[1], t->i[2], t->i[3]);
+    }
+    for (int s = 0; s < sms; s++)
+        fprintf(f, "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":0,\"tid\":%d,\"args\":{\"name\":\"SM %d\"}}%s\n", s,
+                s, s + 1 < sms ? "," : "");
+    fprintf(f, "]}\n");
+    if (fclose(f) != 0) {
+        fprintf(err, "mpk-run: error: writing '%s' failed\n", path);
+        return false;
+    }
+    return true;
+}
