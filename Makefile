@@ -208,9 +208,11 @@ $(B)/tests/%.o: tests/%.c $(B)/flags
 $(B)/tests/check_mpk: $(TEST_OBJ) $(LIB_MPK)
 	$(CC) -o $@ $^ $(CHECK_LIBS) $(LIBS) $(LDFLAGS_ALL)
 
-$(B)/tests/fuzz_smoke: tests/fuzz/fuzz_frontend.c $(B)/libmpkfront.a $(B)/libmpkutil.a $(B)/flags | $(GEN_HDR)
+# The fuzz targets' replayers: each target with tests/fuzz/replay.c's main.
+FUZZ_REPLAY := tests/fuzz/replay.c
+$(B)/tests/fuzz_smoke: tests/fuzz/fuzz_frontend.c $(FUZZ_REPLAY) $(B)/libmpkfront.a $(B)/libmpkutil.a $(B)/flags | $(GEN_HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(INC_TESTS) $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(B)/libmpkfront.a $(B)/libmpkutil.a $(LDFLAGS_ALL)
+	$(CC) $(ALL_CFLAGS) $(INC_TESTS) $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(FUZZ_REPLAY) $(B)/libmpkfront.a $(B)/libmpkutil.a $(LDFLAGS_ALL)
 
 check: check-unit check-golden check-cli check-examples check-fuzz check-man check-import check-blob check-parity \
        check-ops check-text
@@ -275,13 +277,13 @@ check-cli: bin/mpk bin/mpk-run
 check-examples: bin/mpk
 	@set -e; for f in examples/*.mpk; do echo "mpk check -Werror $$f"; bin/mpk check -Werror $$f; done
 
-$(B)/tests/fuzz_blob_smoke: tests/fuzz/fuzz_blob.c $(LIB_MPKRUN) $(B)/flags
+$(B)/tests/fuzz_blob_smoke: tests/fuzz/fuzz_blob.c $(FUZZ_REPLAY) $(LIB_MPKRUN) $(B)/flags
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(INC_RUNTIME) $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(LIB_MPKRUN) $(LIBS) $(LDFLAGS_ALL)
+	$(CC) $(ALL_CFLAGS) $(INC_RUNTIME) $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(FUZZ_REPLAY) $(LIB_MPKRUN) $(LIBS) $(LDFLAGS_ALL)
 
-$(B)/tests/fuzz_text_smoke: tests/fuzz/fuzz_text.c $(B)/libmpktext.a $(B)/flags
+$(B)/tests/fuzz_text_smoke: tests/fuzz/fuzz_text.c $(FUZZ_REPLAY) $(B)/libmpktext.a $(B)/libmpkutil.a $(B)/flags
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -I. -Iinclude $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(B)/libmpktext.a $(LIBS) $(LDFLAGS_ALL)
+	$(CC) $(ALL_CFLAGS) -I. -Iinclude $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(FUZZ_REPLAY) $(B)/libmpktext.a $(B)/libmpkutil.a $(LIBS) $(LDFLAGS_ALL)
 
 TEXT_FUZZ_DIRS := tests/fuzz/text-corpus tests/data/tok-hostile tests/data/tok-llama3 tests/data/tok-qwen2
 
