@@ -1,10 +1,11 @@
 /*
- * json.c - what the text readers share: whole files with a size limit, and
- * growable id arrays. The JSON itself is parsed with jansson by each reader.
+ * json.c - what the text readers share: whole files with a size limit,
+ * growable id arrays, and values and messages for their errors. The JSON itself is parsed with jansson by each reader.
  */
 #include "text.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,19 @@ char *mpk_text_slurp(const char *path, size_t max, size_t *len, FILE *err)
     }
     buf[n] = 0;
     *len = n;
+    return buf;
+}
+
+const char *mpk_text_show(const json_t *v, char *buf, size_t n)
+{
+    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_ENSURE_ASCII);
+    if (!s)
+        snprintf(buf, n, "(a value)");
+    else if (strlen(s) < n)
+        snprintf(buf, n, "%s", s);
+    else
+        snprintf(buf, n, "%.*s...", (int)n - 4, s);
+    free(s);
     return buf;
 }
 

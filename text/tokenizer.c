@@ -118,21 +118,8 @@ struct mpk_tok {
 
 /* ---- messages ----------------------------------------------------------- */
 
-
 /* A value for a message, shortened. */
-static const char *show(const json_t *v, char *buf, size_t n)
-{
-    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_ENSURE_ASCII);
-    if (!s)
-        snprintf(buf, n, "(a value)");
-    else if (strlen(s) < n)
-        snprintf(buf, n, "%s", s);
-    else
-        snprintf(buf, n, "%.*s...", (int)n - 4, s);
-    free(s);
-    return buf;
-}
-#define SHOW(v) show((v), (char[64]){0}, 64)
+#define SHOW(v) mpk_text_show((v), (char[64]){0}, 64)
 
 /* ---- hashing ------------------------------------------------------------ */
 
