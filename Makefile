@@ -111,7 +111,7 @@ TEST_SRC := tests/check_main.c tests/check_lexer.c tests/check_parser.c tests/ch
 TEST_OBJ := $(TEST_SRC:%.c=$(B)/%.o)
 
 .PHONY: gpu-check bench demo fuzz-blob fuzz-text all check install uninstall clean fuzz check-unit check-golden check-cli check-examples check-fuzz \
-        check-man check-import check-parity check-blob check-ops gpu-check-ops check-text
+        check-man check-import check-parity check-blob check-ops gpu-check-ops check-text check-trace
 .DELETE_ON_ERROR:
 
 all: bin/mpk bin/mpk-run
@@ -215,7 +215,7 @@ $(B)/tests/fuzz_smoke: tests/fuzz/fuzz_frontend.c $(FUZZ_REPLAY) $(B)/libmpkfron
 	$(CC) $(ALL_CFLAGS) $(INC_TESTS) $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(FUZZ_REPLAY) $(B)/libmpkfront.a $(B)/libmpkutil.a $(LDFLAGS_ALL)
 
 check: check-unit check-golden check-cli check-examples check-fuzz check-man check-import check-blob check-parity \
-       check-ops check-text
+       check-ops check-text check-trace
 
 check-unit: $(B)/tests/check_mpk bin/mpk
 	$(B)/tests/check_mpk
@@ -267,6 +267,10 @@ gpu-check-ops: bin/mpk-run $(B)/tests/ops/make-ops
 bench: bin/mpk bin/mpk-run
 	@test "$(GPU)" = 1 || { echo "bench: mpk-run was built without CUDA (GPU=$(GPU))"; exit 1; }
 	bash bench/bench.sh bin/mpk bin/mpk-run
+
+# tools/trace-report.py on hand-written mpk-run --trace files.
+check-trace:
+	sh tests/run-trace.sh
 
 check-golden: bin/mpk
 	sh tests/run-golden.sh bin/mpk
