@@ -323,10 +323,10 @@ fuzz-blob: $(B)/fuzz/fuzz_blob
 	    -artifact_prefix=$(B)/fuzz-crashes/ $(B)/fuzz-blob-corpus tests/fuzz/blob-corpus
 
 # The text readers: tokenizer.json, tokenizer_config.json, generation_config.json.
-$(B)/fuzz/fuzz_text: tests/fuzz/fuzz_text.c $(TEXT_SRC) text/text.h
+$(B)/fuzz/fuzz_text: tests/fuzz/fuzz_text.c $(TEXT_SRC) $(UTIL_SRC) text/text.h
 	@mkdir -p $(dir $@)
 	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I. -Iinclude \
-	    -o $@ tests/fuzz/fuzz_text.c $(TEXT_SRC) $(LIBS) -lm
+	    -o $@ tests/fuzz/fuzz_text.c $(TEXT_SRC) $(UTIL_SRC) $(LIBS) -lm
 
 fuzz-text: $(B)/fuzz/fuzz_text
 	@mkdir -p $(B)/fuzz-text-corpus $(B)/fuzz-crashes

@@ -4,6 +4,8 @@
  */
 #include "text.h"
 
+#include "mpk/util.h"
+
 #include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -13,13 +15,10 @@
 
 bool mpk_ids_push(mpk_ids *a, int32_t id)
 {
-    if (a->n == a->cap) {
-        size_t cap = a->cap ? 2 * a->cap : 64;
-        int32_t *v = realloc(a->v, cap * sizeof *v);
-        if (!v)
-            return false;
-        a->v = v, a->cap = cap;
-    }
+    int32_t *v = mpk_try_grow(a->v, &a->cap, a->n + 1, sizeof *v);
+    if (!v)
+        return false;
+    a->v = v;
     a->v[a->n++] = id;
     return true;
 }

@@ -29,6 +29,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "text.h"
 
+#include "mpk/util.h"
+
 #include <jansson.h>
 #include <pcre2.h>
 #include <stdarg.h>
@@ -414,14 +416,10 @@ static bool add_bytes(mpk_tok *T, const char *s, size_t n, entry *e)
 {
     if (n > UINT32_MAX / 2 || T->nbytes + n > UINT32_MAX)
         return false;
-    if (T->nbytes + n + 1 > T->bytescap) {
-        size_t cap = 2 * (T->nbytes + n + 1);
-        char *b = realloc(T->bytes, cap);
-        if (!b)
-            return false;
-        T->bytes = b, T->bytescap = cap;
-    }
-    char *b = T->bytes;
+    char *b = mpk_try_grow(T->bytes, &T->bytescap, T->nbytes + n + 1, 1);
+    if (!b)
+        return false;
+    T->bytes = b;
     e->off = (uint32_t)T->nbytes;
     e->len = (uint32_t)unbyte(s, n, b + T->nbytes, &e->bytelevel);
     T->nbytes += e->len;
@@ -557,15 +555,12 @@ static bool read_merges(const rd *r, json_t *merges)
         bool bl1, bl2;
         if (!merge_parts(r, m, i, &a, &na, &b, &nb))
             goto fail;
-        if (na + nb > cap) {
-            cap = 2 * (na + nb);
-            char *nbuf = realloc(buf, cap);
-            if (!nbuf) {
-                BAD(r, "out of memory");
-                goto fail;
-            }
-            buf = nbuf;
+        char *nbuf = mpk_try_grow(buf, &cap, na + nb, 1);
+        if (!nbuf) {
+            BAD(r, "out of memory");
+            goto fail;
         }
+        buf = nbuf;
         size_t la = unbyte(a, na, buf, &bl1), lb = unbyte(b, nb, buf + la, &bl2);
         int32_t ia = bl1 ? vocab_get(T, buf, la) : -1, ib = bl2 ? vocab_get(T, buf + la, lb) : -1;
         int32_t ic = bl1 && bl2 ? vocab_get(T, buf, la + lb) : -1;
@@ -845,14 +840,10 @@ int32_t mpk_tok_find(const mpk_tok *T, const char *content)
 
 static bool heap_push(mpk_tok *T, size_t *n, uint32_t rank, int pos)
 {
-    if (*n == T->heapcap) {
-        size_t cap = T->heapcap ? 2 * T->heapcap : 64;
-        struct merge *h = realloc(T->heap, cap * sizeof *h);
-        if (!h)
-            return false;
-        T->heap = h, T->heapcap = cap;
-    }
-    struct merge *h = T->heap, x = {rank, pos};
+    struct merge *h = mpk_try_grow(T->heap, &T->heapcap, *n + 1, sizeof *h), x = {rank, pos};
+    if (!h)
+        return false;
+    T->heap = h;
     size_t i = (*n)++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
@@ -885,13 +876,10 @@ static struct merge heap_pop(mpk_tok *T, size_t *n)
 /* HF's Word::merge_all on the bytes of one pre-token. */
 static bool bpe_word(mpk_tok *T, const char *s, size_t n, mpk_ids *out)
 {
-    if (n > T->symcap) {
-        struct sym *y = realloc(T->sym, n * sizeof *y);
-        if (!y)
-            return false;
-        T->sym = y, T->symcap = n;
-    }
-    struct sym *y = T->sym;
+    struct sym *y = mpk_try_grow(T->sym, &T->symcap, n, sizeof *y);
+    if (!y)
+        return false;
+    T->sym = y;
     int ns = 0;
     for (size_t i = 0; i < n; i++) {
         int32_t id = T->byte_id[(unsigned char)s[i]];
@@ -989,13 +977,10 @@ static bool bpe(mpk_tok *T, const char *s, size_t n, mpk_ids *out)
         cache_clear(T);
         c = cache_find(T, s, n, h);
     }
-    if (T->cklen + n > T->ckcap) {
-        size_t cap = 2 * (T->cklen + n) + 4096;
-        char *k = realloc(T->ckeys, cap);
-        if (!k)
-            return true; /* not cached: still right */
-        T->ckeys = k, T->ckcap = cap;
-    }
+    char *k = mpk_try_grow(T->ckeys, &T->ckcap, T->cklen + n, 1);
+    if (!k)
+        return true; /* not cached: still right */
+    T->ckeys = k;
     uint32_t voff = (uint32_t)T->cvals.n;
     for (size_t i = at; i < out->n; i++)
         if (!mpk_ids_push(&T->cvals, out->v[i]))
@@ -1022,13 +1007,10 @@ static bool spans_push(spans *a, const char *s, size_t n)
 {
     if (n == 0)
         return true;
-    if (a->n == a->cap) {
-        size_t cap = a->cap ? 2 * a->cap : 64;
-        span *v = realloc(a->v, cap * sizeof *v);
-        if (!v)
-            return false;
-        a->v = v, a->cap = cap;
-    }
+    span *v = mpk_try_grow(a->v, &a->cap, a->n + 1, sizeof *v);
+    if (!v)
+        return false;
+    a->v = v;
     a->v[a->n++] = (span){s, n};
     return true;
 }
@@ -1041,13 +1023,10 @@ typedef struct {
 
 static char *own(owned *o, size_t n)
 {
-    if (o->n == o->cap) {
-        size_t cap = o->cap ? 2 * o->cap : 16;
-        char **v = realloc(o->v, cap * sizeof *v);
-        if (!v)
-            return NULL;
-        o->v = v, o->cap = cap;
-    }
+    char **v = mpk_try_grow(o->v, &o->cap, o->n + 1, sizeof *v);
+    if (!v)
+        return NULL;
+    o->v = v;
     char *s = malloc(n ? n : 1);
     if (s)
         o->v[o->n++] = s;
@@ -1065,12 +1044,9 @@ static bool split_piece(mpk_tok *T, const pretok *p, span in, spans *out)
     size_t dcap = 0;
 #define PART(s_, n_, d_)                                                                    \
     do {                                                                                    \
-        if (parts.n == dcap) {                                                              \
-            dcap = dcap ? 2 * dcap : 64;                                                    \
-            bool *nd = realloc(delim, dcap);                                                \
-            if (!nd) { ok = false; goto done; }                                             \
-            delim = nd;                                                                     \
-        }                                                                                   \
+        bool *nd = mpk_try_grow(delim, &dcap, parts.n + 1, sizeof *delim);                 \
+        if (!nd) { ok = false; goto done; }                                                 \
+        delim = nd;                                                                         \
         delim[parts.n] = (d_);                                                              \
         if (!spans_push(&parts, (s_), (n_))) { ok = false; goto done; }                     \
     } while (0)
@@ -1212,16 +1188,12 @@ static bool normalize(const mpk_tok *T, const char *s, size_t n, char **out, siz
             }
             piece = tmp;
         }
-        size_t need = len + pn + 1;
-        if (need > cap) {
-            cap = 2 * need;
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(piece), free(buf);
-                return false;
-            }
-            buf = nb;
+        char *nb = mpk_try_grow(buf, &cap, len + pn + 1, 1);
+        if (!nb) {
+            free(piece), free(buf);
+            return false;
         }
+        buf = nb;
         if (pn)
             memcpy(buf + len, piece, pn);
         len += pn;
