@@ -125,13 +125,7 @@ struct mpk_tok {
 
 /* ---- hashing ------------------------------------------------------------ */
 
-static uint32_t hash_bytes(const char *s, size_t n)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h;
-}
+static uint32_t hash_bytes(const char *s, size_t n) { return (uint32_t)mpk_fnv1a(MPK_FNV_INIT, s, n); }
 
 static uint64_t mix64(uint64_t x)
 {
