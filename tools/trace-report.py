@@ -19,7 +19,9 @@ Prints, per step: the tasks run; the wall time, from the first start to the
 last end of the step's tasks; the SM busy fraction, task time / (SMs x
 wall); the median and 90th percentile of the gaps between one SM's
 consecutive tasks (from one task's end to the next one's start on the same
-SM, counted in the step of the later task); and with bytes, the step's bytes
+SM, counted in the step of the later task; mpk-run starts a record once
+the task's event has fired, so a gap holds the staging of the task's
+weights and its wait for that event); and with bytes, the step's bytes
 over its wall time. Then the median of each over the steps, and per op kind
 (cat): tasks, total and median duration, and with bytes, the bytes moved and
 GB/s per SM (bytes over the kind's task time). A step with fewer tasks than
@@ -30,6 +32,7 @@ library only.
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -158,7 +161,12 @@ def main():
                     "(and GB/s, when the trace records bytes) from an mpk-run --trace file.")
     ap.add_argument("trace", help="the JSON file mpk-run --trace wrote")
     a = ap.parse_args()
-    report(a.trace, sys.stdout)
+    try:
+        report(a.trace, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:  # | head
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 if __name__ == "__main__":
