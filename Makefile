@@ -111,7 +111,7 @@ TEST_SRC := tests/check_main.c tests/check_lexer.c tests/check_parser.c tests/ch
 TEST_OBJ := $(TEST_SRC:%.c=$(B)/%.o)
 
 .PHONY: gpu-check bench demo fuzz-blob fuzz-text all check install uninstall clean fuzz check-unit check-golden check-cli check-examples check-fuzz \
-        check-man check-import check-parity check-blob check-ops gpu-check-ops check-text
+        check-man check-import check-parity check-blob check-ops gpu-check-ops check-text check-trace
 .DELETE_ON_ERROR:
 
 all: bin/mpk bin/mpk-run
@@ -208,12 +208,14 @@ $(B)/tests/%.o: tests/%.c $(B)/flags
 $(B)/tests/check_mpk: $(TEST_OBJ) $(LIB_MPK)
 	$(CC) -o $@ $^ $(CHECK_LIBS) $(LIBS) $(LDFLAGS_ALL)
 
-$(B)/tests/fuzz_smoke: tests/fuzz/fuzz_frontend.c $(B)/libmpkfront.a $(B)/libmpkutil.a $(B)/flags | $(GEN_HDR)
+# The fuzz targets' replayers: each target with tests/fuzz/replay.c's main.
+FUZZ_REPLAY := tests/fuzz/replay.c
+$(B)/tests/fuzz_smoke: tests/fuzz/fuzz_frontend.c $(FUZZ_REPLAY) $(B)/libmpkfront.a $(B)/libmpkutil.a $(B)/flags | $(GEN_HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(INC_TESTS) $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(B)/libmpkfront.a $(B)/libmpkutil.a $(LDFLAGS_ALL)
+	$(CC) $(ALL_CFLAGS) $(INC_TESTS) $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(FUZZ_REPLAY) $(B)/libmpkfront.a $(B)/libmpkutil.a $(LDFLAGS_ALL)
 
 check: check-unit check-golden check-cli check-examples check-fuzz check-man check-import check-blob check-parity \
-       check-ops check-text
+       check-ops check-text check-trace
 
 check-unit: $(B)/tests/check_mpk bin/mpk
 	$(B)/tests/check_mpk
@@ -266,6 +268,10 @@ bench: bin/mpk bin/mpk-run
 	@test "$(GPU)" = 1 || { echo "bench: mpk-run was built without CUDA (GPU=$(GPU))"; exit 1; }
 	bash bench/bench.sh bin/mpk bin/mpk-run
 
+# tools/trace-report.py on hand-written mpk-run --trace files.
+check-trace:
+	sh tests/run-trace.sh
+
 check-golden: bin/mpk
 	sh tests/run-golden.sh bin/mpk
 
@@ -275,13 +281,13 @@ check-cli: bin/mpk bin/mpk-run
 check-examples: bin/mpk
 	@set -e; for f in examples/*.mpk; do echo "mpk check -Werror $$f"; bin/mpk check -Werror $$f; done
 
-$(B)/tests/fuzz_blob_smoke: tests/fuzz/fuzz_blob.c $(LIB_MPKRUN) $(B)/flags
+$(B)/tests/fuzz_blob_smoke: tests/fuzz/fuzz_blob.c $(FUZZ_REPLAY) $(LIB_MPKRUN) $(B)/flags
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(INC_RUNTIME) $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(LIB_MPKRUN) $(LIBS) $(LDFLAGS_ALL)
+	$(CC) $(ALL_CFLAGS) $(INC_RUNTIME) $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(FUZZ_REPLAY) $(LIB_MPKRUN) $(LIBS) $(LDFLAGS_ALL)
 
-$(B)/tests/fuzz_text_smoke: tests/fuzz/fuzz_text.c $(B)/libmpktext.a $(B)/flags
+$(B)/tests/fuzz_text_smoke: tests/fuzz/fuzz_text.c $(FUZZ_REPLAY) $(B)/libmpktext.a $(B)/libmpkutil.a $(B)/flags
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -I. -Iinclude $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(B)/libmpktext.a $(LIBS) $(LDFLAGS_ALL)
+	$(CC) $(ALL_CFLAGS) -I. -Iinclude $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(FUZZ_REPLAY) $(B)/libmpktext.a $(B)/libmpkutil.a $(LIBS) $(LDFLAGS_ALL)
 
 TEXT_FUZZ_DIRS := tests/fuzz/text-corpus tests/data/tok-hostile tests/data/tok-llama3 tests/data/tok-qwen2
 
@@ -317,10 +323,10 @@ fuzz-blob: $(B)/fuzz/fuzz_blob
 	    -artifact_prefix=$(B)/fuzz-crashes/ $(B)/fuzz-blob-corpus tests/fuzz/blob-corpus
 
 # The text readers: tokenizer.json, tokenizer_config.json, generation_config.json.
-$(B)/fuzz/fuzz_text: tests/fuzz/fuzz_text.c $(TEXT_SRC) text/text.h
+$(B)/fuzz/fuzz_text: tests/fuzz/fuzz_text.c $(TEXT_SRC) $(UTIL_SRC) text/text.h
 	@mkdir -p $(dir $@)
 	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I. -Iinclude \
-	    -o $@ tests/fuzz/fuzz_text.c $(TEXT_SRC) $(LIBS) -lm
+	    -o $@ tests/fuzz/fuzz_text.c $(TEXT_SRC) $(UTIL_SRC) $(LIBS) -lm
 
 fuzz-text: $(B)/fuzz/fuzz_text
 	@mkdir -p $(B)/fuzz-text-corpus $(B)/fuzz-crashes

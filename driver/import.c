@@ -136,15 +136,7 @@ static const char *show(const json_t *v, char *buf, size_t n)
         fmt_float(buf, n, json_real_value(v));
         return buf;
     }
-    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_ENSURE_ASCII);
-    if (!s)
-        snprintf(buf, n, "(a value)");
-    else if (strlen(s) < n)
-        snprintf(buf, n, "%s", s);
-    else
-        snprintf(buf, n, "%.*s...", (int)n - 4, s);
-    free(s);
-    return buf;
+    return mpk_text_show(v, buf, n);
 }
 
 #define SHOW(v) show((v), (char[48]){0}, 48)

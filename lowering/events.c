@@ -49,7 +49,8 @@ typedef struct {
     mpk_ivec deps;
     /* events */
     int *prod;             /* producer lists, concatenated (unordered) */
-    int nprod, capprod;
+    int nprod;
+    size_t capprod;
     int *prod_off, *prod_n;
     uint64_t *prod_hash;
     mpk_anc *A;            /* the ancestor sets (ancset.c) */
@@ -92,10 +93,7 @@ static uint32_t new_event(ev *E, uint32_t lag, const int *prod, int n, int first
         E->anc = mpk_realloc(E->anc, sizeof *E->anc * L->capevents);
     }
     L->events[id] = (mpkb_event){.triggers = (uint32_t)n, .lag = lag};
-    if (E->nprod + n > E->capprod) {
-        E->capprod = (E->nprod + n) * 2 + 16;
-        E->prod = mpk_realloc(E->prod, sizeof *E->prod * (size_t)E->capprod);
-    }
+    E->prod = mpk_grow(E->prod, &E->capprod, (size_t)(E->nprod + n), sizeof *E->prod);
     if (n)
         memcpy(E->prod + E->nprod, prod, sizeof *prod * (size_t)n);
     E->prod_off[id] = E->nprod;

@@ -103,7 +103,8 @@ mpk_sweep *mpk_sweep_new(const mpkb_blob *tg, int *bad_task)
         mpk_out_of_memory();
     S->tg = tg;
     S->acc_start = mpk_malloc(sizeof *S->acc_start * (tg->ntasks + 1));
-    int total = 0, cap = 0;
+    int total = 0;
+    size_t cap = 0;
     *bad_task = -1;
     mpk_access *buf = NULL;
     int bufcap = 0;
@@ -115,10 +116,7 @@ mpk_sweep *mpk_sweep_new(const mpkb_blob *tg, int *bad_task)
                 *bad_task = (int)t;
             k = 0;
         }
-        if (total + k > cap) {
-            cap = (total + k) * 2 + 64;
-            S->acc = mpk_realloc(S->acc, sizeof *S->acc * (size_t)cap);
-        }
+        S->acc = mpk_grow(S->acc, &cap, (size_t)(total + k), sizeof *S->acc);
         if (k)
             memcpy(S->acc + total, buf, sizeof *buf * (size_t)k);
         total += k;

@@ -3,7 +3,8 @@
 # in mpk build) that mpk dump reads back and validates, for several worker
 # counts; and the real models stay within the sizes the design promises:
 # Qwen3-8B builds in well under a second (bench/ measures the 100 ms
-# target; a test is no place for timing) into a blob under 8 MB.
+# target; a test is no place for timing) into a blob under 8 MB. The fuzz
+# corpus's named blobs give the messages tests/fuzz/blob-messages lists.
 # Run from the repository root: sh tests/run-blob.sh BIN/mpk
 unset MPK_PATH
 bin=${1:?usage: sh tests/run-blob.sh BIN/mpk}
@@ -27,6 +28,27 @@ for f in tests/blob/*.mpk; do
         pass=$((pass + 1))
     else
         fail=$((fail + 1)); echo "FAIL $f"; sed 's/^/    /' "$tmp/log" | head -20
+    fi
+done
+# the fuzz corpus's named blobs still test what their names say: each one
+# refused with the message tests/fuzz/blob-messages gives it, the others read
+c=tests/fuzz/blob-corpus
+for f in "$c"/*; do
+    n=${f#"$c"/}
+    case $n in *[!0-9a-f]*) ;; *) continue ;; esac # the fuzzer's finds: SHA-1 names
+    [ -f "$f" ] || continue
+    want=$(awk -v n="$n: " 'index($0, n) == 1 { print substr($0, length(n) + 1) }' tests/fuzz/blob-messages)
+    "$bin" dump "$f" >/dev/null 2>"$tmp/err"
+    st=$?
+    got=$(sed "s|^$f: ||" "$tmp/err")
+    if [ -z "$want" ] && [ $st -eq 0 ] && [ ! -s "$tmp/err" ]; then
+        pass=$((pass + 1))
+    elif [ -n "$want" ] && [ $st -ne 0 ] && [ "$got" = "$want" ]; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        [ -n "$want" ] && want="'$want'" || want="no message"
+        echo "FAIL $f: exit $st, '$got'; tests/fuzz/blob-messages wants $want"
     fi
 done
 size=$(wc -c < "$tmp/qwen3-8b-132.mpkb")

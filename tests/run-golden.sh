@@ -33,40 +33,15 @@ unset MPK_PATH
 LC_ALL=C
 export LC_ALL
 
-usage() {
-    echo "usage: sh tests/run-golden.sh BIN/mpk [--update]" >&2
-    exit 2
-}
-
-bin=
-update=0
-for a in "$@"; do
-    case $a in
-    --update) update=1 ;;
-    -*) usage ;;
-    *) [ -z "$bin" ] || usage; bin=$a ;;
-    esac
-done
-[ -n "$bin" ] || usage
-case $bin in
-/*) ;;
-*/*) ;;
-*) bin=./$bin ;;
-esac
-if [ ! -d tests/diag ] || [ ! -d stdlib ]; then
-    echo "run-golden.sh: run me from the repository root" >&2
-    exit 2
-fi
+. "$(dirname "$0")/lib.sh"
+test_args run-golden.sh diag "$@"
 # The binary may be being rebuilt: give it a few seconds to reappear.
 tries=0
 while [ ! -x "$bin" ] && [ $tries -lt 10 ]; do
     sleep 1
     tries=$((tries + 1))
 done
-if [ ! -x "$bin" ]; then
-    echo "run-golden.sh: '$bin' is not an executable" >&2
-    exit 2
-fi
+test_need_exe run-golden.sh
 
 # Runs the compiler: run OUT ERR ARGS... (OUT and ERR may be the same file).
 # 126 and 127 (cannot execute) mean that the binary is being rebuilt: wait

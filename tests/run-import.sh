@@ -37,34 +37,9 @@ unset MPK_PATH
 LC_ALL=C
 export LC_ALL
 
-usage() {
-    echo "usage: sh tests/run-import.sh BIN/mpk [--update]" >&2
-    exit 2
-}
-
-bin=
-update=0
-for a in "$@"; do
-    case $a in
-    --update) update=1 ;;
-    -*) usage ;;
-    *) [ -z "$bin" ] || usage; bin=$a ;;
-    esac
-done
-[ -n "$bin" ] || usage
-case $bin in
-/*) ;;
-*/*) ;;
-*) bin=./$bin ;;
-esac
-if [ ! -d tests/import ] || [ ! -d stdlib ]; then
-    echo "run-import.sh: run me from the repository root" >&2
-    exit 2
-fi
-if [ ! -x "$bin" ]; then
-    echo "run-import.sh: '$bin' is not an executable" >&2
-    exit 2
-fi
+. "$(dirname "$0")/lib.sh"
+test_args run-import.sh import "$@"
+test_need_exe run-import.sh
 
 tmp=$(mktemp -d) || exit 2
 trap 'rm -rf "$tmp"' EXIT

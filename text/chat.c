@@ -21,6 +21,8 @@
  */
 #include "text.h"
 
+#include "mpk/util.h"
+
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -189,15 +191,12 @@ static void put(buf *b, const char *s, size_t n)
 {
     if (b->oom)
         return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = 2 * (b->n + n + 1);
-        char *t = realloc(b->s, cap);
-        if (!t) {
-            b->oom = true;
-            return;
-        }
-        b->s = t, b->cap = cap;
+    char *t = mpk_try_grow(b->s, &b->cap, b->n + n + 1, 1);
+    if (!t) {
+        b->oom = true;
+        return;
     }
+    b->s = t;
     memcpy(b->s + b->n, s, n);
     b->n += n;
     b->s[b->n] = 0;

@@ -1,10 +1,13 @@
 /*
- * json.c - what the text readers share: whole files with a size limit, and
- * growable id arrays. The JSON itself is parsed with jansson by each reader.
+ * json.c - what the text readers share: whole files with a size limit,
+ * growable id arrays, and values and messages for their errors. The JSON itself is parsed with jansson by each reader.
  */
 #include "text.h"
 
+#include "mpk/util.h"
+
 #include <errno.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,13 +15,10 @@
 
 bool mpk_ids_push(mpk_ids *a, int32_t id)
 {
-    if (a->n == a->cap) {
-        size_t cap = a->cap ? 2 * a->cap : 64;
-        int32_t *v = realloc(a->v, cap * sizeof *v);
-        if (!v)
-            return false;
-        a->v = v, a->cap = cap;
-    }
+    int32_t *v = mpk_try_grow(a->v, &a->cap, a->n + 1, sizeof *v);
+    if (!v)
+        return false;
+    a->v = v;
     a->v[a->n++] = id;
     return true;
 }
@@ -103,6 +103,19 @@ char *mpk_text_slurp(const char *path, size_t max, size_t *len, FILE *err)
     }
     buf[n] = 0;
     *len = n;
+    return buf;
+}
+
+const char *mpk_text_show(const json_t *v, char *buf, size_t n)
+{
+    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_ENSURE_ASCII);
+    if (!s)
+        snprintf(buf, n, "(a value)");
+    else if (strlen(s) < n)
+        snprintf(buf, n, "%s", s);
+    else
+        snprintf(buf, n, "%.*s...", (int)n - 4, s);
+    free(s);
     return buf;
 }
 

@@ -8,6 +8,8 @@
  */
 #include "text.h"
 
+#include "mpk/util.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,13 +41,10 @@ bool mpk_textout_put(mpk_textout *t, const char *s, size_t n, FILE *out)
 {
     if (t->stopped)
         return true;
-    if (t->n + n > t->cap) {
-        size_t cap = 2 * (t->n + n) + 64;
-        char *b = realloc(t->buf, cap);
-        if (!b)
-            return false;
-        t->buf = b, t->cap = cap;
-    }
+    char *b = mpk_try_grow(t->buf, &t->cap, t->n + n, 1);
+    if (!b)
+        return false;
+    t->buf = b;
     memcpy(t->buf + t->n, s, n);
     t->n += n;
     size_t hold = utf8_tail(t->buf, t->n);

@@ -157,6 +157,10 @@ char *mpk_text_sibling(const char *path, const char *name);
 /* The file, whole and NUL-terminated, at most max bytes; NULL on a problem
  * (reported as "path: problem"). */
 char *mpk_text_slurp(const char *path, size_t max, size_t *len, FILE *err);
+/* A JSON value (jansson's json_t) for a message: compact, ASCII, cut to
+ * fit buf[0..n) with "..." when longer. Returns buf. */
+struct json_t;
+const char *mpk_text_show(const struct json_t *v, char *buf, size_t n);
 /* Report "name: message" on err; returns false, for `return mpk_text_bad(...)`. */
 __attribute__((format(printf, 3, 4)))
 bool mpk_text_bad(const char *name, FILE *err, const char *fmt, ...);

@@ -29,6 +29,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "text.h"
 
+#include "mpk/util.h"
+
 #include <jansson.h>
 #include <pcre2.h>
 #include <stdarg.h>
@@ -118,31 +120,12 @@ struct mpk_tok {
 
 /* ---- messages ----------------------------------------------------------- */
 
-
 /* A value for a message, shortened. */
-static const char *show(const json_t *v, char *buf, size_t n)
-{
-    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_ENSURE_ASCII);
-    if (!s)
-        snprintf(buf, n, "(a value)");
-    else if (strlen(s) < n)
-        snprintf(buf, n, "%s", s);
-    else
-        snprintf(buf, n, "%.*s...", (int)n - 4, s);
-    free(s);
-    return buf;
-}
-#define SHOW(v) show((v), (char[64]){0}, 64)
+#define SHOW(v) mpk_text_show((v), (char[64]){0}, 64)
 
 /* ---- hashing ------------------------------------------------------------ */
 
-static uint32_t hash_bytes(const char *s, size_t n)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h;
-}
+static uint32_t hash_bytes(const char *s, size_t n) { return (uint32_t)mpk_fnv1a(MPK_FNV_INIT, s, n); }
 
 static uint64_t mix64(uint64_t x)
 {
@@ -427,14 +410,10 @@ static bool add_bytes(mpk_tok *T, const char *s, size_t n, entry *e)
 {
     if (n > UINT32_MAX / 2 || T->nbytes + n > UINT32_MAX)
         return false;
-    if (T->nbytes + n + 1 > T->bytescap) {
-        size_t cap = 2 * (T->nbytes + n + 1);
-        char *b = realloc(T->bytes, cap);
-        if (!b)
-            return false;
-        T->bytes = b, T->bytescap = cap;
-    }
-    char *b = T->bytes;
+    char *b = mpk_try_grow(T->bytes, &T->bytescap, T->nbytes + n + 1, 1);
+    if (!b)
+        return false;
+    T->bytes = b;
     e->off = (uint32_t)T->nbytes;
     e->len = (uint32_t)unbyte(s, n, b + T->nbytes, &e->bytelevel);
     T->nbytes += e->len;
@@ -570,15 +549,12 @@ static bool read_merges(const rd *r, json_t *merges)
         bool bl1, bl2;
         if (!merge_parts(r, m, i, &a, &na, &b, &nb))
             goto fail;
-        if (na + nb > cap) {
-            cap = 2 * (na + nb);
-            char *nbuf = realloc(buf, cap);
-            if (!nbuf) {
-                BAD(r, "out of memory");
-                goto fail;
-            }
-            buf = nbuf;
+        char *nbuf = mpk_try_grow(buf, &cap, na + nb, 1);
+        if (!nbuf) {
+            BAD(r, "out of memory");
+            goto fail;
         }
+        buf = nbuf;
         size_t la = unbyte(a, na, buf, &bl1), lb = unbyte(b, nb, buf + la, &bl2);
         int32_t ia = bl1 ? vocab_get(T, buf, la) : -1, ib = bl2 ? vocab_get(T, buf + la, lb) : -1;
         int32_t ic = bl1 && bl2 ? vocab_get(T, buf, la + lb) : -1;
@@ -858,14 +834,10 @@ int32_t mpk_tok_find(const mpk_tok *T, const char *content)
 
 static bool heap_push(mpk_tok *T, size_t *n, uint32_t rank, int pos)
 {
-    if (*n == T->heapcap) {
-        size_t cap = T->heapcap ? 2 * T->heapcap : 64;
-        struct merge *h = realloc(T->heap, cap * sizeof *h);
-        if (!h)
-            return false;
-        T->heap = h, T->heapcap = cap;
-    }
-    struct merge *h = T->heap, x = {rank, pos};
+    struct merge *h = mpk_try_grow(T->heap, &T->heapcap, *n + 1, sizeof *h), x = {rank, pos};
+    if (!h)
+        return false;
+    T->heap = h;
     size_t i = (*n)++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
@@ -898,13 +870,10 @@ static struct merge heap_pop(mpk_tok *T, size_t *n)
 /* HF's Word::merge_all on the bytes of one pre-token. */
 static bool bpe_word(mpk_tok *T, const char *s, size_t n, mpk_ids *out)
 {
-    if (n > T->symcap) {
-        struct sym *y = realloc(T->sym, n * sizeof *y);
-        if (!y)
-            return false;
-        T->sym = y, T->symcap = n;
-    }
-    struct sym *y = T->sym;
+    struct sym *y = mpk_try_grow(T->sym, &T->symcap, n, sizeof *y);
+    if (!y)
+        return false;
+    T->sym = y;
     int ns = 0;
     for (size_t i = 0; i < n; i++) {
         int32_t id = T->byte_id[(unsigned char)s[i]];
@@ -1002,13 +971,10 @@ static bool bpe(mpk_tok *T, const char *s, size_t n, mpk_ids *out)
         cache_clear(T);
         c = cache_find(T, s, n, h);
     }
-    if (T->cklen + n > T->ckcap) {
-        size_t cap = 2 * (T->cklen + n) + 4096;
-        char *k = realloc(T->ckeys, cap);
-        if (!k)
-            return true; /* not cached: still right */
-        T->ckeys = k, T->ckcap = cap;
-    }
+    char *k = mpk_try_grow(T->ckeys, &T->ckcap, T->cklen + n, 1);
+    if (!k)
+        return true; /* not cached: still right */
+    T->ckeys = k;
     uint32_t voff = (uint32_t)T->cvals.n;
     for (size_t i = at; i < out->n; i++)
         if (!mpk_ids_push(&T->cvals, out->v[i]))
@@ -1035,13 +1001,10 @@ static bool spans_push(spans *a, const char *s, size_t n)
 {
     if (n == 0)
         return true;
-    if (a->n == a->cap) {
-        size_t cap = a->cap ? 2 * a->cap : 64;
-        span *v = realloc(a->v, cap * sizeof *v);
-        if (!v)
-            return false;
-        a->v = v, a->cap = cap;
-    }
+    span *v = mpk_try_grow(a->v, &a->cap, a->n + 1, sizeof *v);
+    if (!v)
+        return false;
+    a->v = v;
     a->v[a->n++] = (span){s, n};
     return true;
 }
@@ -1054,13 +1017,10 @@ typedef struct {
 
 static char *own(owned *o, size_t n)
 {
-    if (o->n == o->cap) {
-        size_t cap = o->cap ? 2 * o->cap : 16;
-        char **v = realloc(o->v, cap * sizeof *v);
-        if (!v)
-            return NULL;
-        o->v = v, o->cap = cap;
-    }
+    char **v = mpk_try_grow(o->v, &o->cap, o->n + 1, sizeof *v);
+    if (!v)
+        return NULL;
+    o->v = v;
     char *s = malloc(n ? n : 1);
     if (s)
         o->v[o->n++] = s;
@@ -1078,12 +1038,9 @@ static bool split_piece(mpk_tok *T, const pretok *p, span in, spans *out)
     size_t dcap = 0;
 #define PART(s_, n_, d_)                                                                    \
     do {                                                                                    \
-        if (parts.n == dcap) {                                                              \
-            dcap = dcap ? 2 * dcap : 64;                                                    \
-            bool *nd = realloc(delim, dcap);                                                \
-            if (!nd) { ok = false; goto done; }                                             \
-            delim = nd;                                                                     \
-        }                                                                                   \
+        bool *nd = mpk_try_grow(delim, &dcap, parts.n + 1, sizeof *delim);                 \
+        if (!nd) { ok = false; goto done; }                                                 \
+        delim = nd;                                                                         \
         delim[parts.n] = (d_);                                                              \
         if (!spans_push(&parts, (s_), (n_))) { ok = false; goto done; }                     \
     } while (0)
@@ -1225,16 +1182,12 @@ static bool normalize(const mpk_tok *T, const char *s, size_t n, char **out, siz
             }
             piece = tmp;
         }
-        size_t need = len + pn + 1;
-        if (need > cap) {
-            cap = 2 * need;
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(piece), free(buf);
-                return false;
-            }
-            buf = nb;
+        char *nb = mpk_try_grow(buf, &cap, len + pn + 1, 1);
+        if (!nb) {
+            free(piece), free(buf);
+            return false;
         }
+        buf = nb;
         if (pn)
             memcpy(buf + len, piece, pn);
         len += pn;

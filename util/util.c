@@ -58,20 +58,30 @@ void *mpk_realloc(void *p, size_t n)
     return p;
 }
 
-void *mpk_grow(void *p, size_t *cap, size_t need, size_t elem)
+void *mpk_try_grow(void *p, size_t *cap, size_t need, size_t elem)
 {
-    if (need <= *cap)
+    if (need <= *cap && p)
         return p;
     size_t n = *cap ? *cap : 16;
     while (n < need) {
         if (n > SIZE_MAX / 2 / elem)
-            mpk_out_of_memory();
+            return NULL;
         n *= 2;
     }
-    p = realloc(p, n * elem);
+    void *q = realloc(p, n * elem);
+    if (!q)
+        return NULL;
+    *cap = n;
+    return q;
+}
+
+void *mpk_grow(void *p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return p;
+    p = mpk_try_grow(p, cap, need, elem);
     if (!p)
         mpk_out_of_memory();
-    *cap = n;
     return p;
 }
 

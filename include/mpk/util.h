@@ -38,6 +38,10 @@ void *mpk_realloc(void *p, size_t n);
  * to hold at least need; the old elements are kept. Out of memory exits
  * through mpk_out_of_memory. */
 void *mpk_grow(void *p, size_t *cap, size_t need, size_t elem);
+/* mpk_grow that fails instead of exiting: NULL when memory runs out, p and
+ * *cap then as they were (for the readers of untrusted files, text/, which
+ * report it). */
+void *mpk_try_grow(void *p, size_t *cap, size_t need, size_t elem);
 /* A growable array of ints (n an int: they index tasks and events). */
 typedef struct {
     int *v;

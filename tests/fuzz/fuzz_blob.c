@@ -431,81 +431,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifdef MPK_FUZZ_MAIN
-#include <dirent.h>
-#include <sys/stat.h>
-#include <time.h>
+#include "replay.h"
 
-static int ninputs, naccepted;
-static double worst_ms;
-static char worst[512];
+/* Reading and one step must stay fast. */
+const char fuzz_replay_name[] = "blob fuzz smoke";
+static int naccepted;
 
-static double now_ms(void)
+const char *fuzz_replay_counts(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+    static char buf[64];
+    snprintf(buf, sizeof buf, " (%d valid as they are), each raw and CRC-fixed", naccepted);
+    return buf;
 }
 
-static void run_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        perror(path);
-        exit(1);
-    }
-    size_t cap = 1 << 16, n = 0;
-    uint8_t *buf = malloc(cap);
-    for (size_t k; buf && (k = fread(buf + n, 1, cap - n, f)) > 0;)
-        if ((n += k) == cap)
-            buf = realloc(buf, cap *= 2);
-    if (!buf || ferror(f)) {
-        fprintf(stderr, "%s: cannot read\n", path);
-        exit(1);
-    }
-    fclose(f);
-    mpkb_blob b;
-    naccepted += mpkb_parse(&b, buf, n, path, sink); /* malloc'd: 8-byte aligned */
-    double t0 = now_ms();
-    LLVMFuzzerTestOneInput(buf, n);
-    double ms = now_ms() - t0;
-    if (ms > worst_ms) {
-        worst_ms = ms;
-        snprintf(worst, sizeof worst, "%s", path);
-    }
-    free(buf);
-    ninputs++;
-}
-
-int main(int argc, char **argv)
+/* data is malloc'd, so 8-byte aligned as mpkb_parse needs. */
+void fuzz_replay_one(const char *path, const uint8_t *data, size_t size)
 {
     if (!sink)
         sink = fopen("/dev/null", "w");
-    for (int i = 1; i < argc; i++) {
-        DIR *d = opendir(argv[i]);
-        if (!d) {
-            run_file(argv[i]);
-            continue;
-        }
-        struct dirent **names;
-        int n = scandir(argv[i], &names, NULL, alphasort);
-        for (int j = 0; j < n; j++) {
-            char path[1024];
-            snprintf(path, sizeof path, "%s/%s", argv[i], names[j]->d_name);
-            struct stat st;
-            if (names[j]->d_name[0] != '.' && stat(path, &st) == 0 && S_ISREG(st.st_mode))
-                run_file(path);
-            free(names[j]);
-        }
-        free(names);
-        closedir(d);
-    }
-    /* A slow input is a bug too: reading and one step must stay fast. */
-    printf("blob fuzz smoke: %d inputs (%d valid as they are), each raw and CRC-fixed, 0 crashes, "
-           "slowest %.1f ms (%s)\n", ninputs, naccepted, worst_ms, worst);
-    if (worst_ms > 5000) {
-        fprintf(stderr, "blob fuzz smoke: %s took %.0f ms; the limit is 5000\n", worst, worst_ms);
-        return 1;
-    }
-    return 0;
+    mpkb_blob b;
+    naccepted += mpkb_parse(&b, data, size, path, sink);
+    LLVMFuzzerTestOneInput(data, size);
 }
 #endif

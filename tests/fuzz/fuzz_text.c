@@ -110,20 +110,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifdef MPK_FUZZ_MAIN
-#include <dirent.h>
-#include <sys/stat.h>
-#include <time.h>
+#include "replay.h"
 
-static int ninputs;
-static double worst_ms;
-static char worst[512];
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
+const char fuzz_replay_name[] = "fuzz text smoke";
+const char *fuzz_replay_counts(void) { return ""; }
 
 static bool ends_with(const char *s, const char *tail)
 {
@@ -131,56 +121,17 @@ static bool ends_with(const char *s, const char *tail)
     return n >= m && strcmp(s + n - m, tail) == 0;
 }
 
-static void run_file(const char *path)
+/* data is NUL-terminated, as the readers' callers give it. */
+void fuzz_replay_one(const char *path, const uint8_t *data, size_t size)
 {
-    size_t n;
-    char *buf = mpk_text_slurp(path, 64 << 20, &n, stderr);
-    if (!buf)
-        exit(1);
-    double t0 = now_ms();
+    const char *buf = (const char *)data;
     if (ends_with(path, "tokenizer_config.json"))
-        chat_config(buf, n);
+        chat_config(buf, size);
     else if (ends_with(path, "tokenizer.json"))
-        tokenizer(buf, n);
+        tokenizer(buf, size);
     else if (ends_with(path, "generation_config.json"))
-        generation(buf, n);
+        generation(buf, size);
     else
-        LLVMFuzzerTestOneInput((const uint8_t *)buf, n);
-    double ms = now_ms() - t0;
-    if (ms > worst_ms) {
-        worst_ms = ms;
-        snprintf(worst, sizeof worst, "%s", path);
-    }
-    free(buf);
-    ninputs++;
-}
-
-int main(int argc, char **argv)
-{
-    for (int i = 1; i < argc; i++) {
-        DIR *d = opendir(argv[i]);
-        if (!d) {
-            run_file(argv[i]);
-            continue;
-        }
-        struct dirent **names;
-        int n = scandir(argv[i], &names, NULL, alphasort);
-        for (int j = 0; j < n; j++) {
-            char path[1024];
-            snprintf(path, sizeof path, "%s/%s", argv[i], names[j]->d_name);
-            struct stat st;
-            if (names[j]->d_name[0] != '.' && stat(path, &st) == 0 && S_ISREG(st.st_mode))
-                run_file(path);
-            free(names[j]);
-        }
-        free(names);
-        closedir(d);
-    }
-    printf("fuzz text smoke: %d inputs, 0 crashes, slowest %.1f ms (%s)\n", ninputs, worst_ms, worst);
-    if (worst_ms > 5000) {
-        fprintf(stderr, "fuzz text smoke: %s took %.0f ms; the limit is 5000\n", worst, worst_ms);
-        return 1;
-    }
-    return 0;
+        LLVMFuzzerTestOneInput(data, size);
 }
 #endif

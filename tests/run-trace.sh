@@ -1,0 +1,39 @@
+#!/bin/sh
+# run-trace.sh - tools/trace-report.py on hand-written traces in the format
+# mpk-run --trace writes (runtime/cuda/kernel.cu, write_trace; mpk-run(1)):
+# for every tests/trace/NAME.json, its report must equal tests/trace/NAME.out
+# byte for byte. tiny.json is the format as it is; tiny-bytes.json adds the
+# optional args.bytes. Their numbers are worked out by hand in
+# tests/trace/README. Skipped, with a line saying so, without python3.
+# Run from the repository root: sh tests/run-trace.sh [--update]
+tmp=$(mktemp -d) || exit 2
+trap 'rm -rf "$tmp"' EXIT
+if ! command -v python3 >/dev/null 2>&1; then
+    echo "trace: no python3: tools/trace-report.py not tested"
+    exit 0
+fi
+pass=0 fail=0
+for j in tests/trace/*.json; do
+    want=${j%.json}.out
+    if ! python3 tools/trace-report.py "$j" >"$tmp/out" 2>&1; then
+        fail=$((fail + 1)); echo "FAIL $j: trace-report.py failed"; sed 's/^/    /' "$tmp/out"
+    elif [ "$1" = --update ]; then
+        cmp -s "$tmp/out" "$want" || { cp "$tmp/out" "$want"; echo "updated $want"; }
+        pass=$((pass + 1))
+    elif cmp -s "$tmp/out" "$want"; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1)); echo "FAIL $j: the report differs from $want"; diff -u "$want" "$tmp/out"
+    fi
+done
+# a file that is not a trace is refused, with its name
+printf '{"traceEvents": 3}\n' >"$tmp/bad.json"
+if python3 tools/trace-report.py "$tmp/bad.json" >"$tmp/out" 2>&1; then
+    fail=$((fail + 1)); echo "FAIL a file without a traceEvents list is accepted"
+elif grep -q "bad.json: no traceEvents list" "$tmp/out"; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1)); echo "FAIL a file without a traceEvents list:"; sed 's/^/    /' "$tmp/out"
+fi
+echo "trace: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""trace-report.py - where the time of each decode step goes, from the trace
+that `mpk-run --trace FILE` writes (Chrome trace event format).
+
+    python3 tools/trace-report.py TRACE.json
+
+Reads the complete events ("ph": "X"), one per task run:
+    tid           the SM the task ran on (its track)
+    ts, dur       start and duration, in microseconds
+    cat           the task's op kind (matvec, attention, ...)
+    args.step     the decode step it ran in
+    args.bytes    optional: bytes the task moved; mpk-run does not write it
+                  yet, and without it bytes and GB/s are not reported
+and the "thread_name" metadata events ("ph": "M"), one per SM of the GPU,
+for the number of SMs (without them, the SMs that ran a task). The other
+fields (name: the task's label; args.task, args.layer, args.i) are not used.
+
+Prints, per step: the tasks run; the wall time, from the first start to the
+last end of the step's tasks; the SM busy fraction, task time / (SMs x
+wall); the median and 90th percentile of the gaps between one SM's
+consecutive tasks (from one task's end to the next one's start on the same
+SM, counted in the step of the later task; mpk-run starts a record once
+the task's event has fired, so a gap holds the staging of the task's
+weights and its wait for that event); and with bytes, the step's bytes
+over its wall time. Then the median of each over the steps, and per op kind
+(cat): tasks, total and median duration, and with bytes, the bytes moved and
+GB/s per SM (bytes over the kind's task time). A step with fewer tasks than
+the largest step is marked "partial": mpk-run keeps only the latest records
+of a long run. Percentiles interpolate linearly between ranks. Standard
+library only.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+
+def quantile(xs, p):
+    """The p-quantile of the sorted list xs, linearly interpolated; None if empty."""
+    if not xs:
+        return None
+    h = (len(xs) - 1) * p
+    lo = int(h)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (h - lo) * (xs[hi] - xs[lo])
+
+
+def fmt(x, spec):
+    return "-" if x is None else format(x, spec)
+
+
+def load(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        sys.exit(f"trace-report: {path}: {e}")
+    events = doc.get("traceEvents") if isinstance(doc, dict) else doc
+    if not isinstance(events, list):
+        sys.exit(f"trace-report: {path}: no traceEvents list: not a Chrome trace")
+    tasks, sm_names = [], set()
+    for k, e in enumerate(events):
+        if not isinstance(e, dict):
+            continue
+        if e.get("ph") == "M" and e.get("name") == "thread_name":
+            sm_names.add(e.get("tid"))
+        if e.get("ph") != "X":
+            continue
+        args = e.get("args") or {}
+        try:
+            t = {
+                "sm": e["tid"],
+                "start": float(e["ts"]),
+                "dur": float(e["dur"]),
+                "op": str(e.get("cat", e.get("name", "?"))),
+                "step": int(args["step"]),
+                "bytes": None if args.get("bytes") is None else float(args["bytes"]),
+            }
+        except (KeyError, TypeError, ValueError):
+            sys.exit(f"trace-report: {path}: event {k}: a task needs tid, ts, dur and args.step")
+        t["end"] = t["start"] + t["dur"]
+        tasks.append(t)
+    if not tasks:
+        sys.exit(f"trace-report: {path}: no task events (\"ph\": \"X\")")
+    nsm = len(sm_names) or len({t["sm"] for t in tasks})
+    return tasks, nsm
+
+
+def report(path, out):
+    tasks, nsm = load(path)
+    have_bytes = any(t["bytes"] is not None for t in tasks)
+    steps = {}
+    for t in tasks:
+        steps.setdefault(t["step"], []).append(t)
+    gaps = {s: [] for s in steps}
+    by_sm = {}
+    for t in tasks:
+        by_sm.setdefault(t["sm"], []).append(t)
+    for ts in by_sm.values():
+        ts.sort(key=lambda t: (t["start"], t["end"]))
+        for a, b in zip(ts, ts[1:]):
+            gaps[b["step"]].append(b["start"] - a["end"])
+    most = max(len(v) for v in steps.values())
+
+    print(f"trace {path}: {len(tasks)} tasks, {len(steps)} steps, {nsm} SMs", file=out)
+    print("", file=out)
+    head = f"{'step':>6} {'tasks':>7} {'wall_us':>10} {'busy':>6} {'gap_med_us':>10} {'gap_p90_us':>10}"
+    if have_bytes:
+        head += f" {'GB/s':>9}"
+    print(head, file=out)
+    rows = []
+    for s in sorted(steps):
+        ts = steps[s]
+        wall = max(t["end"] for t in ts) - min(t["start"] for t in ts)
+        busy = sum(t["dur"] for t in ts) / (nsm * wall) if wall > 0 else None
+        g = sorted(gaps[s])
+        gbs = None
+        if have_bytes and wall > 0:
+            gbs = sum(t["bytes"] or 0 for t in ts) / (wall * 1e3)
+        rows.append((wall, busy, quantile(g, 0.5), quantile(g, 0.9), gbs))
+        line = (f"{s:>6} {len(ts):>7} {wall:>10.3f} {fmt(None if busy is None else 100 * busy, '5.1f'):>5}% "
+                f"{fmt(rows[-1][2], '10.3f'):>10} {fmt(rows[-1][3], '10.3f'):>10}")
+        if have_bytes:
+            line += f" {fmt(gbs, '9.2f'):>9}"
+        if len(ts) < most:
+            line += "  partial"
+        print(line, file=out)
+    med = [quantile(sorted(r[k] for r in rows if r[k] is not None), 0.5) for k in range(5)]
+    line = (f"{'median':>6} {'':>7} {fmt(med[0], '10.3f'):>10} {fmt(None if med[1] is None else 100 * med[1], '5.1f'):>5}% "
+            f"{fmt(med[2], '10.3f'):>10} {fmt(med[3], '10.3f'):>10}")
+    if have_bytes:
+        line += f" {fmt(med[4], '9.2f'):>9}"
+    print(line, file=out)
+
+    print("", file=out)
+    ops = {}
+    for t in tasks:
+        ops.setdefault(t["op"], []).append(t)
+    width = max(8, max(len(k) for k in ops))
+    head = f"{'op':<{width}} {'tasks':>7} {'total_us':>12} {'median_us':>10}"
+    if have_bytes:
+        head += f" {'bytes':>14} {'GB/s/SM':>9}"
+    print(head, file=out)
+    for op in sorted(ops, key=lambda k: (-sum(t["dur"] for t in ops[k]), k)):
+        ts = ops[op]
+        total = sum(t["dur"] for t in ts)
+        line = f"{op:<{width}} {len(ts):>7} {total:>12.3f} {quantile(sorted(t['dur'] for t in ts), 0.5):>10.3f}"
+        if have_bytes:
+            nb = sum(t["bytes"] or 0 for t in ts)
+            line += f" {nb:>14.0f} {fmt(nb / (total * 1e3) if total > 0 else None, '9.2f'):>9}"
+        print(line, file=out)
+    if not have_bytes:
+        print("", file=out)
+        print("no task has args.bytes: bytes moved and GB/s are not known from this trace", file=out)
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        description="Per-step SM busy fraction, gaps between tasks, and per op kind times "
+                    "(and GB/s, when the trace records bytes) from an mpk-run --trace file.")
+    ap.add_argument("trace", help="the JSON file mpk-run --trace wrote")
+    a = ap.parse_args()
+    try:
+        report(a.trace, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:  # | head
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
