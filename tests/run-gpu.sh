@@ -15,7 +15,7 @@
 #     file (blob) or a weight (checkpoint).
 #  2. GPU against the CPU reference executor, for every tests/data model,
 #     mpk build --workers=1, 5, 8 and 132, --schedule static and dynamic: the
-#     GPU's tokens equal the CPU's (--cpu --seed 0) and HF's (generated.ids,
+#     GPU's tokens equal the CPU's (--cpu --order-seed 0) and HF's (generated.ids,
 #     up to and including the first eos id, where mpk-run stops), and every
 #     logits row (--dump-logits, prompt steps included) is within relative
 #     L2 1e-2 of the CPU's row. Prints the worst error per model, and, for
@@ -335,7 +335,7 @@ for dir in tests/data/*/; do
         blob_for "$name" "$workers" || continue
         model_info "$dir" "$work/$name.mpk"
         cpu=$work/$name-w$workers-cpu.f32
-        runc "cpu-$name-w$workers" 300 "$run" "$blob" --weights "$dir" --cpu --seed 0 \
+        runc "cpu-$name-w$workers" 300 "$run" "$blob" --weights "$dir" --cpu --order-seed 0 \
             --prompt-ids "$prompt" -n "$n" --dump-logits "$cpu"
         if [ "$rc" -ne 0 ]; then
             badcmd "gpu $name workers=$workers: the CPU reference run failed"
@@ -583,7 +583,7 @@ real_run() {
 real_cpu() {
     p=$1 d=$REF_DIR/$1
     what="real $p: GPU vs CPU"
-    runc "realcpu-$p-cpu" 300 "$run" "$work/$p.mpkb" --weights "$d" --cpu --seed 0 \
+    runc "realcpu-$p-cpu" 300 "$run" "$work/$p.mpkb" --weights "$d" --cpu --order-seed 0 \
         --prompt-ids "$prompt" -n 2 --dump-logits "$work/$p-cpu.f32"
     [ "$rc" -eq 0 ] || { badcmd "$what: mpk-run --cpu failed"; return; }
     cpu_ids=$(cat "$out") cpu_took=$took
