@@ -107,7 +107,7 @@ TEXT_OBJ := $(TEXT_SRC:%.c=$(B)/%.o)
 DRIVER_OBJ := $(B)/driver/mpk.o $(B)/driver/import.o $(B)/driver/tokenize.o $(B)/driver/run.o $(B)/driver/mpk-run.o
 
 TEST_SRC := tests/check_main.c tests/check_lexer.c tests/check_parser.c tests/check_sema.c \
-            tests/check_weights.c tests/check_lower.c
+            tests/check_weights.c tests/check_lower.c tests/check_sample.c
 TEST_OBJ := $(TEST_SRC:%.c=$(B)/%.o)
 
 .PHONY: gpu-check bench demo fuzz-blob fuzz-text all check install uninstall clean fuzz check-unit check-golden check-cli check-examples check-fuzz \
