@@ -2,7 +2,8 @@
 #
 #   make                 bin/mpk and bin/mpk-run
 #   make check           build and run every test (Check suites, golden
-#                        diagnostics and graphs, the examples, a fuzz smoke)
+#                        diagnostics and graphs, the examples, a fuzz smoke,
+#                        the text layer, sampling)
 #   make SAN=1 check     the same under ASan and UBSan
 #   make WERROR=1 ...    warnings are errors (CI)
 #   make fuzz            libFuzzer on the front end for FUZZ_TIME seconds
@@ -111,7 +112,7 @@ TEST_SRC := tests/check_main.c tests/check_lexer.c tests/check_parser.c tests/ch
 TEST_OBJ := $(TEST_SRC:%.c=$(B)/%.o)
 
 .PHONY: gpu-check bench demo fuzz-blob fuzz-text all check install uninstall clean fuzz check-unit check-golden check-cli check-examples check-fuzz \
-        check-man check-import check-parity check-blob check-ops gpu-check-ops check-text
+        check-man check-import check-parity check-blob check-ops gpu-check-ops check-text check-sample
 .DELETE_ON_ERROR:
 
 all: bin/mpk bin/mpk-run
@@ -213,7 +214,7 @@ $(B)/tests/fuzz_smoke: tests/fuzz/fuzz_frontend.c $(B)/libmpkfront.a $(B)/libmpk
 	$(CC) $(ALL_CFLAGS) $(INC_TESTS) $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(B)/libmpkfront.a $(B)/libmpkutil.a $(LDFLAGS_ALL)
 
 check: check-unit check-golden check-cli check-examples check-fuzz check-man check-import check-blob check-parity \
-       check-ops check-text
+       check-ops check-text check-sample
 
 check-unit: $(B)/tests/check_mpk bin/mpk
 	$(B)/tests/check_mpk
@@ -224,6 +225,11 @@ check-import: bin/mpk
 # The tokenizer and chat formats against HF's, on recorded fixtures.
 check-text: bin/mpk bin/mpk-run
 	sh tests/run-text.sh bin/mpk bin/mpk-run
+
+# Sampling through mpk-run --cpu: greedy, seeds, top-k, generation_config.json,
+# refusals (the sampler's statistics are in check-unit: tests/check_sample.c).
+check-sample: bin/mpk bin/mpk-run
+	sh tests/run-sample.sh bin/mpk bin/mpk-run
 
 # Every example compiles to a blob that passes the verifier and the reader.
 check-blob: bin/mpk
