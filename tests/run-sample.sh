@@ -96,9 +96,11 @@ for m in qwen3-tiny llama-tiny; do
     $r --temperature 1 --top-k 50 --seed 2 >"$tmp/want" 2>"$tmp/err"
     printf '{"do_sample": true}\n' >"$g/generation_config.json"
     same "$m: do_sample true alone: temperature 1, top-k 50" "$tmp/want" $rg --seed 2
+    expect 0 'sampling: temperature 1, top-k 50, top-p 1, min-p 0, seed 2' $rg --seed 2 --stats
     $r --temperature 1 --seed 2 >"$tmp/want" 2>"$tmp/err"
     printf '{"do_sample": true, "top_k": null, "top_p": null}\n' >"$g/generation_config.json"
     same "$m: top_k null is off" "$tmp/want" $rg --seed 2
+    expect 0 'sampling: temperature 1, top-k 0, top-p 1, min-p 0, seed 2' $rg --seed 2 --stats
 done
 
 # tensor parallel: greedy is still greedy, and a seed reproduces its tokens
