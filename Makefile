@@ -228,8 +228,13 @@ check-text: bin/mpk bin/mpk-run
 
 # Sampling through mpk-run --cpu: greedy, seeds, top-k, generation_config.json,
 # refusals (the sampler's statistics are in check-unit: tests/check_sample.c).
-check-sample: bin/mpk bin/mpk-run
-	sh tests/run-sample.sh bin/mpk bin/mpk-run
+$(B)/tests/sample_replay: tests/sample_replay.c $(B)/libmpkrt.a $(B)/libmpkblob.a $(B)/libmpkutil.a $(B)/flags
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -I. -Iinclude $(DEPFLAGS) -o $@ $< $(B)/libmpkrt.a $(B)/libmpkblob.a $(B)/libmpkutil.a \
+	    $(LDFLAGS_ALL)
+
+check-sample: bin/mpk bin/mpk-run $(B)/tests/sample_replay
+	sh tests/run-sample.sh bin/mpk bin/mpk-run $(B)/tests/sample_replay
 
 # Every example compiles to a blob that passes the verifier and the reader.
 check-blob: bin/mpk
@@ -255,7 +260,7 @@ check-ops: bin/mpk-run $(B)/tests/ops/make-ops
 # On a machine with a GPU: the GPU executor against the CPU executor and
 # HF transformers, compute-sanitizer, refusals, the watchdog, the trace;
 # then the op-by-op test on both executors. Both run even if one fails.
-gpu-check: bin/mpk bin/mpk-run $(B)/tests/logits_cmp $(B)/tests/ops/make-ops
+gpu-check: bin/mpk bin/mpk-run $(B)/tests/logits_cmp $(B)/tests/ops/make-ops $(B)/tests/sample_replay
 	@test "$(GPU)" = 1 || { echo "gpu-check: mpk-run was built without CUDA (GPU=$(GPU))"; exit 1; }
 	@rc=0; \
 	sh tests/run-gpu.sh bin/mpk bin/mpk-run $(B)/tests/logits_cmp || rc=1; \

@@ -7,13 +7,19 @@
 #     (--order-seed) changes nothing;
 #   - --top-k K: every sampled token is among the K largest logits of its
 #     step (--dump-logits);
+#   - the tokens are what the sampler's definition draws from the dumped
+#     logits, step by step (sample_replay: the check the GPU's tokens get in
+#     tests/run-gpu.sh);
 #   - generation_config.json: do_sample and its fields are the defaults,
 #     flags override them;
 #   - bad values are refused with a message and exit status 2.
-# Run from the repository root: sh tests/run-sample.sh bin/mpk bin/mpk-run
+# Run from the repository root:
+#     sh tests/run-sample.sh bin/mpk bin/mpk-run build/tests/sample_replay
 # Prints each failing case and "sample: N passed, M failed"; exits 1 on failure.
-bin=${1:?usage: sh tests/run-sample.sh BIN/mpk BIN/mpk-run}
-run=${2:?usage: sh tests/run-sample.sh BIN/mpk BIN/mpk-run}
+usage='usage: sh tests/run-sample.sh BIN/mpk BIN/mpk-run BUILD/tests/sample_replay'
+bin=${1:?$usage}
+run=${2:?$usage}
+replay=${3:?$usage}
 tmp=$(mktemp -d) || exit 2
 trap 'rm -rf "$tmp"' EXIT
 pass=0 fail=0
@@ -77,6 +83,15 @@ for m in qwen3-tiny llama-tiny; do
         }' >"$tmp/awk" && ok || { no "$m: --top-k 3 drew outside the top 3"; sed 's/^/    /' "$tmp/awk"; }
     ! cmp -s "$tmp/k3" "$d/generated.ids" && ok || no "$m: --top-k 3 at temperature 2 gave the greedy tokens"
 
+    # every token is the definition's draw from its step's logits
+    for set in "1 0 1 0 3" "0.7 20 0.9 0 4" "1.5 0 0.8 0.02 5" "2 7 1 0.1 6" "0.9 40 0.95 0.05 18446744073709551615"; do
+        set -- $set
+        $r --temperature "$1" --top-k "$2" --top-p "$3" --min-p "$4" --seed "$5" --dump-logits "$tmp/r.f32" \
+            >"$tmp/r.ids" 2>"$tmp/err" || no "$m: sampling $set"
+        "$replay" "$tmp/r.f32" "$vocab" "$np" "$(cat "$tmp/r.ids")" "$@" >"$tmp/replay" 2>&1 && ok ||
+            { no "$m: sampling $set: the tokens are not the sampler's draws"; sed 's/^/    /' "$tmp/replay"; }
+    done
+
     # generation_config.json: do_sample true and its fields are the defaults
     g=$tmp/$m-gc
     mkdir -p "$g" && cp "$d/config.json" "$d/model.safetensors" "$g/"
@@ -112,6 +127,9 @@ same "qwen3-tp --tp 2: --top-k 1" "$d/generated.ids" $r --temperature 0.9 --top-
 $r --temperature 1 --min-p 0.01 --seed 8 >"$tmp/tp-s8" 2>"$tmp/err" || no "qwen3-tp --tp 2: sampling"
 same "qwen3-tp --tp 2: --seed 8 again, another task order" "$tmp/tp-s8" $r --temperature 1 --min-p 0.01 --seed 8 \
     --order-seed 3
+$r --temperature 1.2 --top-k 30 --seed 8 --dump-logits "$tmp/tp.f32" >"$tmp/tp.ids" 2>"$tmp/err" || no "qwen3-tp: dump"
+"$replay" "$tmp/tp.f32" 512 "$(tr ',' ' ' <"$d/prompt.ids" | wc -w)" "$(cat "$tmp/tp.ids")" 1.2 30 1 0 8 \
+    >"$tmp/replay" 2>&1 && ok || { no "qwen3-tp --tp 2: not the sampler's draws over all ranks' logits"; cat "$tmp/replay"; }
 
 # bad values
 q="$run $tmp/qwen3-tiny.mpkb --weights tests/data/qwen3-tiny --cpu --prompt-ids 1"
