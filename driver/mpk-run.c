@@ -19,8 +19,9 @@
  * generation too. The next token is the greedy argmax, or drawn by the
  * sampler of mpk/sample.h (--temperature, --top-k, --top-p, --min-p,
  * --seed; defaults from generation_config.json's do_sample and its
- * fields, as transformers reads them). A blob built with mpk build --tp N runs as N
- * ranks, each with its part of every split weight (--cpu only, so far).
+ * fields, as transformers reads them; on the CPU only, so far). A blob
+ * built with mpk build --tp N runs as N ranks, each with its part of every
+ * split weight (--cpu only, so far).
  * Exit status: 0 success, 1 a problem with the blob, the weights or the
  * run, 2 usage errors.
  */
@@ -326,9 +327,9 @@ static int run_gpu(const options *o, const mpkb_blob *b, const void *const *tabl
             fprintf(stderr, "mean per token %.3f ms, median per token %.3f ms, p99 per token %.3f ms, "
                             "%.1f tokens/s (from the mean)\n",
                     st.mean_token_ms, st.per_token_ms, st.p99_token_ms, 1e3 / mean);
-        }
-        else
+        } else {
             fprintf(stderr, "one token: no per-token latency\n");
+        }
         if (o->trace)
             fprintf(stderr, "mpk-run: trace: %u task records in %s\n", st.trace_events, o->trace);
     }
@@ -453,7 +454,6 @@ static bool read_genconfig(options *o, sink *k)
         o->samp.min_p = d.min_p;
     return ok;
 }
-
 
 /* The prompt's ids: --prompt-ids, or the text of --prompt or -f encoded as
  * HF's encode does (with the tokenizer's BOS). */

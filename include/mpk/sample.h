@@ -48,6 +48,14 @@
  * counter is the position of the step's input token in the sequence
  * (0 for the first prompt token): the same on both executors, whatever
  * the task order, and one step's draws are independent of another's.
+ * (So with one seed a stricter filter changes a step's token only where
+ * the looser one's fell outside it.)
+ *
+ * Pinned values of mpk_rng_bits, for another implementation to check
+ * against (tests/check_sample.c): (seed 0, counter 0, index 0) 0xf9f8d4a1,
+ * (0, 0, 1) 0x2e4bbc3d, (0, 1, 0) 0x0632b2dc, (1, 0, 0) 0x5f7c1f46,
+ * (0xdeadbeefcafef00d, 4095, 151935) 0x0775588c. tests/sample_replay checks
+ * an executor's tokens against mpk_sample on the logits it dumped.
  */
 #ifndef MPK_SAMPLE_H
 #define MPK_SAMPLE_H
