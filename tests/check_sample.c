@@ -51,6 +51,8 @@ static double chi2_critical(int df)
 
 /* softmax(logits / T) over the kept set, by the definitions; kept[i] says
  * whether i may be drawn. */
+static bool check_margins = true; /* off for test_random */
+
 static void expected(const float *l, int n, const mpk_sampler *s, double *p, bool *kept)
 {
     double x[MAXV], m = -INFINITY;
@@ -78,9 +80,9 @@ static void expected(const float *l, int n, const mpk_sampler *s, double *p, boo
         keep[i] = ink[i] && (s->top_p >= 1 || above < s->top_p * z) &&
                   (s->min_p == 0 || exp(x[i] - m) >= s->min_p);
         /* the test's settings keep clear of every boundary */
-        ck_assert_msg(!ink[i] || s->top_p >= 1 || fabs(above / z - s->top_p) > 1e-3,
+        ck_assert_msg(!check_margins || !ink[i] || s->top_p >= 1 || fabs(above / z - s->top_p) > 1e-3,
                       "token %d: mass above it %.6f, too near top_p %g", i, above / z, (double)s->top_p);
-        ck_assert_msg(!kept[i] || s->min_p == 0 || fabs(exp(x[i] - m) - s->min_p) > 1e-3,
+        ck_assert_msg(!check_margins || !kept[i] || s->min_p == 0 || fabs(exp(x[i] - m) - s->min_p) > 1e-3,
                       "token %d: %.6f of the top probability, too near min_p %g", i, exp(x[i] - m),
                       (double)s->min_p);
     }
@@ -253,6 +255,47 @@ START_TEST(test_seeds)
 }
 END_TEST
 
+/* Random vocabularies, logits (ties, NaN, infinities among them) and
+ * settings: the token is always in the kept set, and -1 exactly when no
+ * key is finite. (Deterministic: the cases come from a fixed LCG.) */
+START_TEST(test_random)
+{
+    static const float pool[] = {0.0f, 1.0f, -1.0f, 2.5f, 2.5f, -7.0f, NAN, INFINITY, -INFINITY};
+    float l[MAXV];
+    double p[MAXV];
+    bool kept[MAXV];
+    uint64_t r = 2026;
+#define NEXT() (r = r * 6364136223846793005ull + 1442695040888963407ull, (uint32_t)(r >> 33))
+    check_margins = false;
+    for (int c = 0; c < 2000; c++) {
+        int n = 1 + (int)(NEXT() % 300);
+        bool pooled = NEXT() % 2;
+        for (int i = 0; i < n; i++)
+            l[i] = pooled ? pool[NEXT() % 9] : (float)((double)NEXT() / 4294967296.0 * 40.0 - 20.0);
+        mpk_sampler s = {.temperature = (float)(0.05 + (NEXT() % 400) / 100.0),
+                         .top_k = NEXT() % 3 ? (int32_t)(NEXT() % (uint32_t)(n + 2)) : 0,
+                         .top_p = NEXT() % 2 ? (float)(0.01 + (NEXT() % 99) / 100.0) : 1.0f,
+                         .min_p = NEXT() % 2 ? (float)((NEXT() % 99) / 100.0) : 0.0f,
+                         .seed = NEXT()};
+        if (s.top_k == 1)
+            s.top_k = 2;
+        bool any = false;
+        for (int i = 0; i < n; i++)
+            any |= isfinite(l[i] / s.temperature);
+        int32_t t = mpk_sample(l, (uint32_t)n, &s, (uint32_t)c, scratch);
+        if (!any) {
+            ck_assert_int_eq(t, -1);
+            continue;
+        }
+        expected(l, n, &s, p, kept);
+        ck_assert_msg(t >= 0 && t < n && kept[t], "case %d: token %d of %d is not kept (T=%g k=%d p=%g min_p=%g)", c,
+                      t, n, (double)s.temperature, s.top_k, (double)s.top_p, (double)s.min_p);
+    }
+    check_margins = true;
+#undef NEXT
+}
+END_TEST
+
 /* Pinned values: an implementation of mpk/sample.h elsewhere (the GPU's)
  * must give these bits. */
 START_TEST(test_rng_pinned)
@@ -285,6 +328,7 @@ Suite *make_sample_suite(void)
     tcase_add_test(tc, test_ties);
     tcase_add_test(tc, test_big_vocab);
     tcase_add_test(tc, test_seeds);
+    tcase_add_test(tc, test_random);
     tcase_add_test(tc, test_rng_pinned);
     suite_add_tcase(s, tc);
     return s;
