@@ -43,13 +43,14 @@
  * noise depends on (seed, counter, token) alone, never on the order the
  * tokens are visited: a GPU can compute it in parallel, and the CPU and
  * GPU agree up to a one-ulp difference of logf, exp or a double sum in
- * another order (a near-tie, as for greedy).
+ * another order (a near-tie, as for greedy; build the device code without
+ * --use_fast_math, whose __logf and approximate division would widen it).
+ * With one seed a stricter filter changes a step's token only where the
+ * looser one's fell outside it.
  *
  * counter is the position of the step's input token in the sequence
  * (0 for the first prompt token): the same on both executors, whatever
  * the task order, and one step's draws are independent of another's.
- * (So with one seed a stricter filter changes a step's token only where
- * the looser one's fell outside it.)
  *
  * Pinned values of mpk_rng_bits, for another implementation to check
  * against (tests/check_sample.c): (seed 0, counter 0, index 0) 0xf9f8d4a1,
