@@ -2,7 +2,8 @@
 #
 #   make                 bin/mpk and bin/mpk-run
 #   make check           build and run every test (Check suites, golden
-#                        diagnostics and graphs, the examples, a fuzz smoke)
+#                        diagnostics and graphs, the examples, a fuzz smoke,
+#                        the text layer, sampling)
 #   make SAN=1 check     the same under ASan and UBSan
 #   make WERROR=1 ...    warnings are errors (CI)
 #   make fuzz            libFuzzer on the front end for FUZZ_TIME seconds
@@ -100,18 +101,18 @@ LOWER_SRC := lowering/lower.c lowering/fuse.c lowering/tile.c lowering/memory.c 
              lowering/sweep.c lowering/ancset.c lowering/events.c lowering/place.c lowering/verify.c lowering/emit.c lowering/dump.c \
              lowering/shard.c
 LOWER_OBJ := $(LOWER_SRC:%.c=$(B)/%.o)
-RUNTIME_SRC := runtime/weights.c runtime/cpu/exec.c runtime/cpu/ops.c
+RUNTIME_SRC := runtime/weights.c runtime/cpu/exec.c runtime/cpu/ops.c runtime/cpu/sample.c
 RUNTIME_OBJ := $(RUNTIME_SRC:%.c=$(B)/%.o)
 TEXT_SRC := text/tokenizer.c text/chat.c text/genconfig.c text/stream.c text/json.c
 TEXT_OBJ := $(TEXT_SRC:%.c=$(B)/%.o)
 DRIVER_OBJ := $(B)/driver/mpk.o $(B)/driver/import.o $(B)/driver/tokenize.o $(B)/driver/run.o $(B)/driver/mpk-run.o
 
 TEST_SRC := tests/check_main.c tests/check_lexer.c tests/check_parser.c tests/check_sema.c \
-            tests/check_weights.c tests/check_lower.c
+            tests/check_weights.c tests/check_lower.c tests/check_sample.c
 TEST_OBJ := $(TEST_SRC:%.c=$(B)/%.o)
 
 .PHONY: gpu-check bench demo fuzz-blob fuzz-text all check install uninstall clean fuzz check-unit check-golden check-cli check-examples check-fuzz \
-        check-man check-import check-parity check-blob check-ops gpu-check-ops check-text check-trace
+        check-man check-import check-parity check-blob check-ops gpu-check-ops check-text check-trace check-sample
 .DELETE_ON_ERROR:
 
 all: bin/mpk bin/mpk-run
@@ -215,7 +216,7 @@ $(B)/tests/fuzz_smoke: tests/fuzz/fuzz_frontend.c $(FUZZ_REPLAY) $(B)/libmpkfron
 	$(CC) $(ALL_CFLAGS) $(INC_TESTS) $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(FUZZ_REPLAY) $(B)/libmpkfront.a $(B)/libmpkutil.a $(LDFLAGS_ALL)
 
 check: check-unit check-golden check-cli check-examples check-fuzz check-man check-import check-blob check-parity \
-       check-ops check-text check-trace
+       check-ops check-text check-trace check-sample
 
 check-unit: $(B)/tests/check_mpk bin/mpk
 	$(B)/tests/check_mpk
@@ -226,6 +227,16 @@ check-import: bin/mpk
 # The tokenizer and chat formats against HF's, on recorded fixtures.
 check-text: bin/mpk bin/mpk-run
 	sh tests/run-text.sh bin/mpk bin/mpk-run
+
+# Sampling through mpk-run --cpu: greedy, seeds, top-k, generation_config.json,
+# refusals (the sampler's statistics are in check-unit: tests/check_sample.c).
+$(B)/tests/sample_replay: tests/sample_replay.c $(B)/libmpkrt.a $(B)/libmpkblob.a $(B)/libmpkutil.a $(B)/flags
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -I. -Iinclude $(DEPFLAGS) -o $@ $< $(B)/libmpkrt.a $(B)/libmpkblob.a $(B)/libmpkutil.a \
+	    $(LDFLAGS_ALL)
+
+check-sample: bin/mpk bin/mpk-run $(B)/tests/sample_replay
+	sh tests/run-sample.sh bin/mpk bin/mpk-run $(B)/tests/sample_replay
 
 # Every example compiles to a blob that passes the verifier and the reader.
 check-blob: bin/mpk
@@ -251,7 +262,7 @@ check-ops: bin/mpk-run $(B)/tests/ops/make-ops
 # On a machine with a GPU: the GPU executor against the CPU executor and
 # HF transformers, compute-sanitizer, refusals, the watchdog, the trace;
 # then the op-by-op test on both executors. Both run even if one fails.
-gpu-check: bin/mpk bin/mpk-run $(B)/tests/logits_cmp $(B)/tests/ops/make-ops
+gpu-check: bin/mpk bin/mpk-run $(B)/tests/logits_cmp $(B)/tests/ops/make-ops $(B)/tests/sample_replay
 	@test "$(GPU)" = 1 || { echo "gpu-check: mpk-run was built without CUDA (GPU=$(GPU))"; exit 1; }
 	@rc=0; \
 	sh tests/run-gpu.sh bin/mpk bin/mpk-run $(B)/tests/logits_cmp || rc=1; \

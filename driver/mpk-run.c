@@ -8,7 +8,7 @@
  * blob (runtime/blob.c), every weight by name, dtype and shape
  * (runtime/weights.c), the prompt ids against the vocabulary and the
  * length against the KV cache. Then the prompt is fed one token per step
- * and the greedy continuation printed on one line of standard output as it
+ * and the continuation printed on one line of standard output as it
  * is generated, ending early at an end-of-sequence id of the model. The
  * GPU executor (runtime/cuda) runs the whole generation in one kernel launch and
  * streams the tokens back; --cpu runs the reference executor (cpu.c)
@@ -16,8 +16,12 @@
  * checkpoint's tokenizer.json (text/) and the continuation written as
  * UTF-8 text as it arrives; --chat holds a conversation on the terminal in
  * the checkpoint's chat format. generation_config.json's EOS ids end a
- * generation too. A blob built with mpk build --tp N runs as N
- * ranks, each with its part of every split weight (--cpu only, so far).
+ * generation too. The next token is the greedy argmax, or drawn by the
+ * sampler of mpk/sample.h (--temperature, --top-k, --top-p, --min-p,
+ * --seed; defaults from generation_config.json's do_sample and its
+ * fields, as transformers reads them; on the CPU only, so far). A blob
+ * built with mpk build --tp N runs as N ranks, each with its part of every
+ * split weight (--cpu only, so far).
  * Exit status: 0 success, 1 a problem with the blob, the weights or the
  * run, 2 usage errors.
  */
@@ -28,6 +32,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -45,10 +50,11 @@ static const char usage_text[] =
     "       mpk-run MODEL.mpkb --weights DIR (--prompt TEXT | -f FILE) [-n N] [options]\n"
     "       mpk-run MODEL.mpkb --weights DIR --chat [options]\n"
     "\n"
-    "Decode greedily: feed the prompt, then print the N generated token ids on\n"
-    "one line of standard output (fewer if the model emits an end-of-sequence id),\n"
-    "or for a text prompt the generated text as it arrives. Runs on the GPU, the\n"
-    "whole generation in one kernel launch, unless --cpu.\n"
+    "Decode: feed the prompt, then print the N generated token ids on one line\n"
+    "of standard output (fewer if the model emits an end-of-sequence id), or for\n"
+    "a text prompt the generated text as it arrives. Greedy, unless the sampling\n"
+    "options or the checkpoint's generation_config.json say to sample. Runs on\n"
+    "the GPU, the whole generation in one kernel launch, unless --cpu.\n"
     "\n"
     "options:\n"
     "  --weights PATH     a .safetensors file, or a directory holding\n"
@@ -72,7 +78,16 @@ static const char usage_text[] =
     "                     report it and stop (default 10000)\n"
     "  --trace FILE       GPU: write each task's start and end per SM as Chrome\n"
     "                     trace JSON (chrome://tracing, ui.perfetto.dev)\n"
-    "  --seed S           CPU: order of tasks: 0 in order of readiness, else a\n"
+    "  --temperature T    sample at temperature T >= 0; 0 is greedy (default:\n"
+    "                     generation_config.json's if do_sample, else 0)\n"
+    "  --top-k K          sample from the K most likely tokens; 0: all\n"
+    "  --top-p P          ... from the fewest whose probability adds up to P,\n"
+    "                     0 < P <= 1; 1: all\n"
+    "  --min-p P          ... from those at least P times as likely as the most\n"
+    "                     likely, 0 <= P < 1; 0: all\n"
+    "  --seed S           the sampling seed (default 0): the same seed, model and\n"
+    "                     prompt give the same tokens\n"
+    "  --order-seed S     CPU: order of tasks: 0 in order of readiness, else a\n"
     "                     random order seeded with S (default 1)\n"
     "  --dump-logits FILE write the logits of every step as float32 (steps x vocab)\n"
     "  --stats            print load time, time to first token and per-token\n"
@@ -82,13 +97,7 @@ static const char usage_text[] =
     "\n"
     "See mpk-run(1).\n";
 
-static int usage_error(const char *fmt, const char *arg)
-{
-    fprintf(stderr, "mpk-run: error: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry 'mpk-run --help' for more information.\n");
-    return EXIT_USAGE;
-}
+#define usage_error(...) mpk_usage_error("mpk-run", "mpk-run", __VA_ARGS__)
 
 static double now_ms(void)
 {
@@ -139,6 +148,18 @@ static int32_t *parse_ids(const char *s, int *n)
     return ids;
 }
 
+/* A float option's value, finite. */
+static bool parse_float(const char *s, float *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (!*s || *end || errno || !isfinite(v) || !isfinite((float)v))
+        return false;
+    *out = (float)v;
+    return true;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -150,7 +171,9 @@ typedef struct {
     const char *text, *text_file, *tokenizer, *chat_format;
     const char *stop[MAX_STOP];
     int nstop;
-    uint64_t n, seed, watchdog;
+    uint64_t n, order_seed, watchdog;
+    mpk_sampler samp;   /* the flags', then (run) with generation_config.json's defaults */
+    bool set_temperature, set_top_k, set_top_p, set_min_p;
     int64_t stall;
     int schedule;
     bool cpu, stats, gpu_opt, ids, chat;
@@ -245,6 +268,17 @@ static void stats_line(const sink *k)
         fputc('\n', stderr);
 }
 
+/* --stats: what picks the tokens. */
+static void print_sampler(const mpk_sampler *s)
+{
+    if (mpk_sampler_greedy(s))
+        fprintf(stderr, "mpk-run: greedy decoding\n");
+    else
+        fprintf(stderr, "mpk-run: sampling: temperature %g, top-k %d, top-p %g, min-p %g, seed %llu\n",
+                (double)s->temperature, s->top_k, (double)s->top_p, (double)s->min_p,
+                (unsigned long long)s->seed);
+}
+
 /* The whole generation in one launch on the GPU. */
 static int run_gpu(const options *o, const mpkb_blob *b, const void *const *table, const int32_t *prompt, int np,
                    double t0, FILE *lf, sink *k, bool *lf_failed)
@@ -255,7 +289,7 @@ static int run_gpu(const options *o, const mpkb_blob *b, const void *const *tabl
     uint64_t steps = (uint64_t)np + o->n - 1;
     float *logits = NULL;
     int status = EXIT_RUN;
-    mpk_gpu_stats st;
+    mpk_gpu_stats st = {0};
     if (o->stall >= (int64_t)b->ntasks) {
         fprintf(stderr, "mpk-run: error: --test-stall %lld: the blob has tasks 0..%u\n", (long long)o->stall,
                 b->ntasks - 1);
@@ -271,10 +305,12 @@ static int run_gpu(const options *o, const mpkb_blob *b, const void *const *tabl
     uint64_t wbytes;
     double load = mpk_gpu_load_ms(G, &wbytes);
     if (o->stats)
+        print_sampler(&o->samp);
+    if (o->stats)
         fprintf(stderr, "mpk-run: loaded %s (%u tasks) and %.1f MiB of weights in %.1f ms (%.2f GB/s), %.1f ms in all\n",
                 o->blob, b->ntasks, (double)wbytes / 1048576.0, load, load > 0 ? (double)wbytes / 1e6 / load : 0.0,
                 now_ms() - t0);
-    bool ok = mpk_gpu_generate(G, prompt, (uint32_t)np, (uint32_t)o->n, logits, print_token, k, &st);
+    bool ok = mpk_gpu_generate(G, prompt, (uint32_t)np, (uint32_t)o->n, &o->samp, logits, print_token, k, &st);
     if (!sink_end(k, ok || k->made) || !ok)
         goto out;
     if (lf && fwrite(logits, sizeof *logits * m->vocab, st.steps, lf) != st.steps) {
@@ -286,10 +322,14 @@ static int run_gpu(const options *o, const mpkb_blob *b, const void *const *tabl
         stats_line(k);
         fprintf(stderr, "mpk-run: gpu: %u steps (%s schedule, %d workers), time to first token %.2f ms, ",
                 st.steps, o->schedule == MPK_SCHED_STATIC ? "static" : "dynamic", st.sms, st.ttft_ms);
-        if (st.made > 1)
-            fprintf(stderr, "median per token %.3f ms, %.1f tokens/s\n", st.per_token_ms, 1e3 / st.per_token_ms);
-        else
+        if (st.made > 1) {
+            double mean = st.mean_token_ms > 0 ? st.mean_token_ms : st.per_token_ms;
+            fprintf(stderr, "mean per token %.3f ms, median per token %.3f ms, p99 per token %.3f ms, "
+                            "%.1f tokens/s (from the mean)\n",
+                    st.mean_token_ms, st.per_token_ms, st.p99_token_ms, 1e3 / mean);
+        } else {
             fprintf(stderr, "one token: no per-token latency\n");
+        }
         if (o->trace)
             fprintf(stderr, "mpk-run: trace: %u task records in %s\n", st.trace_events, o->trace);
     }
@@ -325,7 +365,7 @@ static bool cpu_step(cpu_run *c, int32_t tok, int32_t *next)
         return false;
     }
     double ts = now_ms();
-    if (!mpk_cpu_step(c->M, tok, c->o->seed != 0, next, c->logits))
+    if (!mpk_cpu_step(c->M, tok, c->o->order_seed != 0, &c->o->samp, next, c->logits))
         return false;
     if (c->lf && fwrite(c->logits, sizeof *c->logits, m->vocab, c->lf) != m->vocab) {
         fprintf(stderr, "mpk-run: error: writing '%s' failed: %s\n", c->o->logits, strerror(errno));
@@ -349,7 +389,7 @@ static bool cpu_generate(cpu_run *c, const int32_t *toks, size_t nt, sink *k)
     if (!c->M || same < c->fed.n || same == nt) {
         mpk_cpu_free(c->M);
         c->fed.n = 0, same = 0;
-        if (!(c->M = mpk_cpu_new(c->b, c->table, c->o->seed, stderr)))
+        if (!(c->M = mpk_cpu_new(c->b, c->table, c->o->order_seed, stderr)))
             return false;
     }
     int32_t next = 0;
@@ -382,16 +422,36 @@ static mpk_tok *open_tokenizer(const options *o)
 }
 
 /* generation_config.json beside the weights, when there is one: its EOS
- * ids end a generation too. */
-static bool read_genconfig(const options *o, sink *k)
+ * ids end a generation too, and its sampling fields are the defaults of
+ * the flags not given. As transformers: do_sample false (or absent) is
+ * greedy, whatever else the file says; do_sample true samples with its
+ * temperature (default 1), top_k (default 50), top_p (default 1) and min_p
+ * (default none). A sampling flag overrides its field. */
+static bool read_genconfig(options *o, sink *k)
 {
     char *path = mpk_text_sibling(o->weights, "generation_config.json");
     mpk_genconfig g;
+    mpk_genconfig_init(&g);
     bool ok = path != NULL;
     if (ok && mpk_text_exists(path) && (ok = mpk_genconfig_read(path, &g, stderr)))
         for (int i = 0; i < g.neos; i++)
             add_eos(k, g.eos[i]);
     free(path);
+    mpk_sampler d = {.temperature = 0, .top_k = 0, .top_p = 1, .min_p = 0};
+    if (ok && g.do_sample == 1) {
+        d.temperature = g.temperature >= 0 ? (float)g.temperature : 1.0f;
+        d.top_k = g.top_k >= 0 ? (int32_t)g.top_k : 50;
+        d.top_p = g.top_p >= 0 ? (float)g.top_p : 1.0f;
+        d.min_p = g.min_p >= 0 ? (float)g.min_p : 0.0f;
+    }
+    if (!o->set_temperature)
+        o->samp.temperature = d.temperature;
+    if (!o->set_top_k)
+        o->samp.top_k = d.top_k;
+    if (!o->set_top_p)
+        o->samp.top_p = d.top_p;
+    if (!o->set_min_p)
+        o->samp.min_p = d.min_p;
     return ok;
 }
 
@@ -508,7 +568,7 @@ static int run_chat(const options *o, const mpkb_blob *b, const void *const *con
         k->done = false, k->made = 0, k->got.n = 0, k->to.stopped = false, k->to.n = 0;
         mpk_gpu_stats st;
         if (ok && G)
-            ok = mpk_gpu_generate(G, ids.v, (uint32_t)ids.n, (uint32_t)o->n, NULL, print_token, k, &st);
+            ok = mpk_gpu_generate(G, ids.v, (uint32_t)ids.n, (uint32_t)o->n, &o->samp, NULL, print_token, k, &st);
         else if (ok)
             ok = cpu_generate(&c, ids.v, ids.n, k);
         mpk_ids_free(&ids);
@@ -552,7 +612,7 @@ static int run_chat(const options *o, const mpkb_blob *b, const void *const *con
     return status;
 }
 
-static int run(const options *o)
+static int run(options *o)
 {
     double t0 = now_ms();
     int status = EXIT_RUN;
@@ -639,7 +699,7 @@ static int run(const options *o)
         goto out;
     }
     c.b = &b, c.table = (const void *const *const *)table, c.lf = lf;
-    c.M = mpk_cpu_new(&b, c.table, o->seed, stderr);
+    c.M = mpk_cpu_new(&b, c.table, o->order_seed, stderr);
     if (!c.M)
         goto out;
     if (o->logits && !(c.logits = malloc(sizeof *c.logits * m->vocab))) {
@@ -648,16 +708,24 @@ static int run(const options *o)
     }
     c.t1 = now_ms();
     if (o->stats)
+        print_sampler(&o->samp);
+    if (o->stats)
         fprintf(stderr, "mpk-run: loaded %s (%u tasks%s) and %.1f MiB of weights in %.1f ms\n", o->blob,
                 b.ntasks, m->tp > 1 ? " per rank, tensor parallel" : "", (double)wbytes / 1048576.0, c.t1 - t0);
     bool ok = cpu_generate(&c, prompt.v, prompt.n, &k);
     if (!sink_end(&k, true) || !ok)
         goto out;
     if (o->stats && c.ntimes > 0) {
+        double sum = 0;
+        for (size_t i = 0; i < c.ntimes; i++)
+            sum += c.times[i];
+        double mean = sum / (double)c.ntimes;
         qsort(c.times, c.ntimes, sizeof *c.times, cmp_double);
+        size_t p99 = (size_t)ceil(0.99 * (double)c.ntimes) - 1;
         stats_line(&k);
-        fprintf(stderr, "mpk-run: cpu: %zu steps, time to first token %.1f ms, median step %.2f ms\n", c.ntimes,
-                c.ttft, c.times[c.ntimes / 2]);
+        fprintf(stderr, "mpk-run: cpu: %zu steps, time to first token %.1f ms, mean step %.2f ms, median step "
+                        "%.2f ms, p99 step %.2f ms, %.1f steps/s (from the mean)\n", c.ntimes, c.ttft, mean,
+                c.times[c.ntimes / 2], c.times[p99], mean > 0 ? 1e3 / mean : 0.0);
     }
     status = 0;
 out:
@@ -686,7 +754,8 @@ int main(int argc, char **argv)
 {
     enum {
         OPT_WEIGHTS = 256, OPT_CPU, OPT_PROMPT, OPT_SEED, OPT_LOGITS, OPT_STATS, OPT_VERSION, OPT_SCHEDULE,
-        OPT_WATCHDOG, OPT_TRACE, OPT_STALL, OPT_TEXT, OPT_IDS, OPT_STOP, OPT_CHAT, OPT_CHAT_FORMAT, OPT_TOKENIZER
+        OPT_WATCHDOG, OPT_TRACE, OPT_STALL, OPT_TEXT, OPT_IDS, OPT_STOP, OPT_CHAT, OPT_CHAT_FORMAT, OPT_TOKENIZER,
+        OPT_ORDER_SEED, OPT_TEMPERATURE, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P
     };
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
@@ -695,6 +764,11 @@ int main(int argc, char **argv)
         {"cpu", no_argument, NULL, OPT_CPU},
         {"prompt-ids", required_argument, NULL, OPT_PROMPT},
         {"seed", required_argument, NULL, OPT_SEED},
+        {"order-seed", required_argument, NULL, OPT_ORDER_SEED},
+        {"temperature", required_argument, NULL, OPT_TEMPERATURE},
+        {"top-k", required_argument, NULL, OPT_TOP_K},
+        {"top-p", required_argument, NULL, OPT_TOP_P},
+        {"min-p", required_argument, NULL, OPT_MIN_P},
         {"dump-logits", required_argument, NULL, OPT_LOGITS},
         {"stats", no_argument, NULL, OPT_STATS},
         {"schedule", required_argument, NULL, OPT_SCHEDULE},
@@ -709,7 +783,7 @@ int main(int argc, char **argv)
         {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
         {NULL, 0, NULL, 0},
     };
-    options o = {.n = 16, .seed = 1, .watchdog = 10000, .stall = -1, .schedule = MPK_SCHED_DYNAMIC};
+    options o = {.n = 16, .order_seed = 1, .samp = {.top_p = 1}, .watchdog = 10000, .stall = -1, .schedule = MPK_SCHED_DYNAMIC};
     const char *gpu_only = NULL;
     uint64_t v;
     opterr = 0;
@@ -761,8 +835,33 @@ int main(int argc, char **argv)
                 return usage_error("-n needs a positive number of tokens, not '%s'", optarg);
             break;
         case OPT_SEED:
-            if (!parse_u64(optarg, UINT64_MAX, &o.seed))
+            if (!parse_u64(optarg, UINT64_MAX, &o.samp.seed))
                 return usage_error("--seed needs a non-negative integer, not '%s'", optarg);
+            break;
+        case OPT_ORDER_SEED:
+            if (!parse_u64(optarg, UINT64_MAX, &o.order_seed))
+                return usage_error("--order-seed needs a non-negative integer, not '%s'", optarg);
+            break;
+        case OPT_TEMPERATURE:
+            if (!parse_float(optarg, &o.samp.temperature) || o.samp.temperature < 0)
+                return usage_error("--temperature needs a finite number >= 0 (0: greedy), not '%s'", optarg);
+            o.set_temperature = true;
+            break;
+        case OPT_TOP_K:
+            if (!parse_u64(optarg, INT32_MAX, &v))
+                return usage_error("--top-k needs a number of tokens >= 0 (0: all), not '%s'", optarg);
+            o.samp.top_k = (int32_t)v;
+            o.set_top_k = true;
+            break;
+        case OPT_TOP_P:
+            if (!parse_float(optarg, &o.samp.top_p) || !(o.samp.top_p > 0 && o.samp.top_p <= 1))
+                return usage_error("--top-p needs a probability in (0, 1] (1: all), not '%s'", optarg);
+            o.set_top_p = true;
+            break;
+        case OPT_MIN_P:
+            if (!parse_float(optarg, &o.samp.min_p) || !(o.samp.min_p >= 0 && o.samp.min_p < 1))
+                return usage_error("--min-p needs a probability in [0, 1) (0: all), not '%s'", optarg);
+            o.set_min_p = true;
             break;
         case ':': return usage_error("option '%s' needs an argument", argv[optind - 1]);
         default: return usage_error("unknown option '%s'", argv[optind - 1]);

@@ -100,13 +100,7 @@ static void usage(FILE *out)
                 mpk_passes[i].verify ? "; the verifier runs after it" : "");
 }
 
-static int usage_error(const char *fmt, const char *arg)
-{
-    fprintf(stderr, "mpk: error: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry 'mpk --help' for more information.\n");
-    return EXIT_USAGE;
-}
+#define usage_error(...) mpk_usage_error("mpk", "mpk", __VA_ARGS__)
 
 /* The directory the binary runs from, for finding the stdlib. */
 static char *exe_dir(void)

@@ -21,6 +21,7 @@
 #include "driver/import.h"
 #include "frontend/frontend.h"
 #include "lowering/lowering.h"
+#include "mpk/util.h"
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -37,13 +38,7 @@
 
 enum { EXIT_MODEL = 1, EXIT_USAGE = 2, MAX_DEFINES = 256 };
 
-static int usage_error(const char *fmt, const char *arg)
-{
-    fprintf(stderr, "mpk run: error: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry 'mpk --help' for more information.\n");
-    return EXIT_USAGE;
-}
+#define usage_error(...) mpk_usage_error("mpk run", "mpk", __VA_ARGS__)
 
 __attribute__((format(printf, 1, 2)))
 static char *dup_printf(const char *fmt, ...)

@@ -13,6 +13,7 @@
  */
 #include "driver/tokenize.h"
 #include "text/text.h"
+#include "mpk/util.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -20,15 +21,10 @@
 #include <string.h>
 #include <time.h>
 
-enum { EXIT_BAD = 1, EXIT_USAGE = 2, MAX_TEXT = 1 << 30 };
+enum { EXIT_BAD = 1, MAX_TEXT = 1 << 30 };
 
-static int usage_error(const char *cmd, const char *fmt, const char *arg)
-{
-    fprintf(stderr, "mpk %s: error: ", cmd);
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry 'mpk --help' for more information.\n");
-    return EXIT_USAGE;
-}
+/* cmd: "tokenize" or "detokenize", a literal */
+#define usage_error(cmd, ...) mpk_usage_error("mpk " cmd, "mpk", __VA_ARGS__)
 
 static double now_ms(void)
 {

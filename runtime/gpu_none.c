@@ -19,10 +19,10 @@ double mpk_gpu_load_ms(const mpk_gpu *G, uint64_t *bytes)
     return 0;
 }
 
-bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np, uint32_t ntok, float *logits,
-                      mpk_token_fn on_token, void *ctx, mpk_gpu_stats *st)
+bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np, uint32_t ntok, const mpk_sampler *s,
+                      float *logits, mpk_token_fn on_token, void *ctx, mpk_gpu_stats *st)
 {
-    (void)G, (void)prompt, (void)np, (void)ntok, (void)logits, (void)on_token, (void)ctx, (void)st;
+    (void)G, (void)prompt, (void)np, (void)ntok, (void)s, (void)logits, (void)on_token, (void)ctx, (void)st;
     return false;
 }
 

@@ -2,6 +2,7 @@
  * runtime.h - the public header of mpk's runtime layer.
  *
  *   weights.c  safetensors checkpoints: map the files, bind the blob's weights
+ *   cpu/sample.c  sampling (mpk/sample.h) on the CPU
  *   cpu/       the CPU reference executor: exec.c (ranks, events, the step
  *              loop, binding weights), ops.c (op_NAME per task kind), cpu.h
  *   cuda/      the GPU executor: one persistent CUDA kernel per generation
@@ -21,6 +22,7 @@
 #include <stdio.h>
 
 #include "mpk/blob.h"
+#include "mpk/sample.h"
 
 /* ---- weights.c ------------------------------------------------------------ */
 
@@ -53,6 +55,17 @@ uint64_t mpk_weights_bytes(const mpk_weights *w);
 const char *mpk_weights_file(const mpk_weights *w, size_t i);
 void mpk_weights_close(mpk_weights *w);
 
+/* ---- cpu/sample.c ---------------------------------------------------------- */
+
+/* The bytes of scratch mpk_sample needs for a vocabulary of vocab. */
+size_t mpk_sample_scratch(uint32_t vocab);
+/* The token that sampler s draws from these logits at position counter (the
+ * step's input token's), as mpk/sample.h specifies; with a greedy s the
+ * argmax of the finite logits (ties to the lowest index). -1 when no logit
+ * (key) is finite. scratch: mpk_sample_scratch(vocab) bytes, aligned for a
+ * float. */
+int32_t mpk_sample(const float *logits, uint32_t vocab, const mpk_sampler *s, uint32_t counter, void *scratch);
+
 /* ---- cpu/exec.c ------------------------------------------------------------- */
 
 typedef struct mpk_cpu mpk_cpu;
@@ -63,10 +76,14 @@ typedef struct mpk_cpu mpk_cpu;
  * ready; any other seed in a random order (over all ranks' tasks). */
 mpk_cpu *mpk_cpu_new(const mpkb_blob *b, const void *const *const *weights, uint64_t seed, FILE *err);
 /* One decode step with this token (its position is the step count so far).
- * Sets *next to the greedy next token and, if logits is not NULL, copies
- * meta.vocab logits there as fp32 (every rank's part, in rank order). Reports and returns false on a runtime
- * error (a token or position out of range, a stall). */
-bool mpk_cpu_step(mpk_cpu *M, int32_t token, bool random_order, int32_t *next, float *logits);
+ * Sets *next to the next token: the blob's greedy argmax when s is NULL or
+ * greedy (mpk_sampler_greedy), else drawn by mpk_sample from all ranks'
+ * logits with the step's position as the counter. If logits is not NULL,
+ * copies meta.vocab logits there as fp32 (every rank's part, in rank
+ * order). Reports and returns false on a runtime error (a token or position
+ * out of range, a stall, no finite logit). */
+bool mpk_cpu_step(mpk_cpu *M, int32_t token, bool random_order, const mpk_sampler *s, int32_t *next,
+                  float *logits);
 void mpk_cpu_free(mpk_cpu *M);
 
 /* Bind a blob's weights to a checkpoint for rank `rank` of meta.tp: the
@@ -91,6 +108,8 @@ typedef struct {
 typedef struct {
     double ttft_ms;         /* launch to the first generated token on the host */
     double per_token_ms;    /* median gap between generated tokens (device clock) */
+    double mean_token_ms;   /* their mean */
+    double p99_token_ms;    /* their 99th percentile */
     double wall_ms;         /* the launch, start to end */
     uint32_t steps, made;   /* steps run, tokens generated */
     int sms;                /* worker CTAs */
@@ -106,12 +125,13 @@ typedef void (*mpk_token_fn)(void *ctx, int32_t token);
 mpk_gpu *mpk_gpu_new(const mpkb_blob *b, const void *const *weights, const mpk_gpu_opts *o, FILE *err);
 /* Milliseconds mpk_gpu_new took (mostly the weights), and their bytes. */
 double mpk_gpu_load_ms(const mpk_gpu *G, uint64_t *bytes);
-/* One launch: the np prompt tokens, then up to ntok greedy ones (fewer at
- * an end-of-sequence id), each passed to on_token as it arrives. logits,
- * if not NULL, receives (np + ntok - 1) x vocab floats: the logits of every
- * step run. The blob's max_seq must hold np + ntok - 1 positions. */
-bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np, uint32_t ntok, float *logits,
-                      mpk_token_fn on_token, void *ctx, mpk_gpu_stats *st);
+/* One launch: the np prompt tokens, then up to ntok ones (fewer at an
+ * end-of-sequence id) chosen by sampler s (NULL or greedy: the argmax; see
+ * mpk/sample.h), each passed to on_token as it arrives. logits, if not
+ * NULL, receives (np + ntok - 1) x vocab floats: the logits of every step
+ * run. The blob's max_seq must hold np + ntok - 1 positions. */
+bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np, uint32_t ntok, const mpk_sampler *s,
+                      float *logits, mpk_token_fn on_token, void *ctx, mpk_gpu_stats *st);
 void mpk_gpu_free(mpk_gpu *G);
 
 #endif

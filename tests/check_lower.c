@@ -125,7 +125,7 @@ static float *run(built *B, uint64_t seed, int steps, int32_t *tokens)
     ck_assert_ptr_nonnull(M);
     int32_t tok = 3;
     for (int s = 0; s < steps; s++) {
-        ck_assert(mpk_cpu_step(M, tok, seed != 0, &tokens[s], logits + (size_t)s * v));
+        ck_assert(mpk_cpu_step(M, tok, seed != 0, NULL, &tokens[s], logits + (size_t)s * v));
         tok = tokens[s];
     }
     mpk_cpu_free(M);
@@ -367,7 +367,7 @@ static float *run_tp(built *R, int tp, uint64_t seed, int steps, int32_t *tokens
     ck_assert_ptr_nonnull(M);
     int32_t tok = 3;
     for (int s = 0; s < steps && logits; s++) {
-        bool ok = mpk_cpu_step(M, tok, seed != 0, &tokens[s], logits + (size_t)s * v);
+        bool ok = mpk_cpu_step(M, tok, seed != 0, NULL, &tokens[s], logits + (size_t)s * v);
         ck_assert(ok || !must);
         if (!ok) {
             free(logits);

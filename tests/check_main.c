@@ -1,5 +1,5 @@
 /*
- * check_main.c - runs every Check suite (front end, weights, lowering). Fork mode (Check's
+ * check_main.c - runs every Check suite (front end, weights, lowering, sampler). Fork mode (Check's
  * default) keeps one crashing test from taking the others down.
  */
 #include "check_mpk.h"
@@ -45,6 +45,7 @@ int main(void)
     srunner_add_suite(sr, make_sema_suite());
     srunner_add_suite(sr, make_weights_suite());
     srunner_add_suite(sr, make_lower_suite());
+    srunner_add_suite(sr, make_sample_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

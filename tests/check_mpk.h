@@ -27,6 +27,7 @@ Suite *make_parser_suite(void);
 Suite *make_sema_suite(void);
 Suite *make_weights_suite(void);
 Suite *make_lower_suite(void);
+Suite *make_sample_suite(void);
 
 #define ck_assert_diag_has(r, text)                                                  \
     ck_assert_msg(strstr((r).diag, (text)) != NULL, "expected \"%s\" in:\n%s", (text), \

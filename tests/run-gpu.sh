@@ -15,12 +15,21 @@
 #     file (blob) or a weight (checkpoint).
 #  2. GPU against the CPU reference executor, for every tests/data model,
 #     mpk build --workers=1, 5, 8 and 132, --schedule static and dynamic: the
-#     GPU's tokens equal the CPU's (--cpu --seed 0) and HF's (generated.ids,
+#     GPU's tokens equal the CPU's (--cpu --order-seed 0) and HF's (generated.ids,
 #     up to and including the first eos id, where mpk-run stops), and every
 #     logits row (--dump-logits, prompt steps included) is within relative
 #     L2 1e-2 of the CPU's row. Prints the worst error per model, and, for
 #     information only, the worst error against HF's all_logits.f32 (the CPU
 #     executor itself reaches ~1e-2 there: bf16 activations).
+#  2b. Sampling: for qwen3-tiny, llama-tiny and qwen3-tied (workers 5),
+#     both schedules and a few settings (temperature, top-k, top-p, min-p,
+#     seed), the GPU's tokens are the draws that the sampler's definition
+#     (mpk/sample.h, through BUILD/tests/sample_replay beside LOGITS_CMP)
+#     makes from the GPU's own dumped logits: the tokens the CPU executor's
+#     sampler gives for the same logits. The CPU executor's tokens for the
+#     same settings are shown next to them, for information (its logits
+#     differ by rounding, so a near-tie may go the other way). While the
+#     GPU refuses to sample ("not built yet"), each case is a SKIP line.
 #  3. The watchdog: --test-stall on the middle task of a small blob with
 #     --watchdog 2000, both schedules: exit 1 within `timeout 120` (not a
 #     hang), and stderr names the stall, a step, a task and an event.
@@ -335,7 +344,7 @@ for dir in tests/data/*/; do
         blob_for "$name" "$workers" || continue
         model_info "$dir" "$work/$name.mpk"
         cpu=$work/$name-w$workers-cpu.f32
-        runc "cpu-$name-w$workers" 300 "$run" "$blob" --weights "$dir" --cpu --seed 0 \
+        runc "cpu-$name-w$workers" 300 "$run" "$blob" --weights "$dir" --cpu --order-seed 0 \
             --prompt-ids "$prompt" -n "$n" --dump-logits "$cpu"
         if [ "$rc" -ne 0 ]; then
             badcmd "gpu $name workers=$workers: the CPU reference run failed"
@@ -407,6 +416,53 @@ for dir in tests/data/*/; do
     fi
 done
 say "gpu-check: GPU vs CPU done ($(elapsed) s so far)"
+
+# ---------------------------------------------------------------------------
+# 2b. Sampling: the GPU's tokens are the sampler's draws from its logits
+# ---------------------------------------------------------------------------
+replay=$(dirname "$cmp")/sample_replay
+if [ ! -x "$replay" ]; then
+    bad "sampling: no $replay (make gpu-check builds it)"
+else
+    for name in qwen3-tiny llama-tiny qwen3-tied; do
+        dir=tests/data/$name
+        blob_for "$name" 5 || continue
+        model_info "$dir" "$work/$name.mpk"
+        for set in "1 0 1 0 1" "0.7 20 0.9 0 2" "1.5 0 0.8 0.02 3" "0.9 40 0.95 0.05 18446744073709551615"; do
+            # shellcheck disable=SC2086
+            set -- $set
+            flags="--temperature $1 --top-k $2 --top-p $3 --min-p $4 --seed $5"
+            # shellcheck disable=SC2086
+            runc "cpu-sample-$name-$5" 300 "$run" "$blob" --weights "$dir" --cpu --prompt-ids "$prompt" -n "$n" $flags
+            cpu_ids=$(cat "$out")
+            for sched in static dynamic; do
+                what="sampling $name schedule=$sched $flags"
+                lf=$work/$name-sample-$sched.f32
+                # shellcheck disable=SC2086
+                runc "gpu-sample-$name-$sched-$5" 120 "$run" "$blob" --weights "$dir" --schedule "$sched" \
+                    --prompt-ids "$prompt" -n "$n" $flags --dump-logits "$lf"
+                if [ "$rc" -ne 0 ] && grep -q 'sampling on the GPU is not built yet' "$err"; then
+                    say "SKIP $what: sampling on the GPU is not built yet"
+                    continue
+                fi
+                if [ "$rc" -ne 0 ]; then
+                    badcmd "$what: mpk-run failed"
+                    continue
+                fi
+                got=$(cat "$out")
+                if "$replay" "$lf" "$vocab" "$np" "$got" "$@" >"$log/replay.out" 2>&1; then
+                    good "$what: the sampler's draws from the GPU's logits [${took} s]"
+                else
+                    bad "$what: not the sampler's draws from the GPU's own logits"
+                    say "    command: $cmdline"
+                    indent "$log/replay.out"
+                fi
+                [ "$got" = "$cpu_ids" ] || say "    (information) gpu $got; cpu $cpu_ids"
+            done
+        done
+    done
+fi
+say "gpu-check: sampling done ($(elapsed) s so far)"
 
 # ---------------------------------------------------------------------------
 # 3. The watchdog, and 4. --trace
@@ -583,7 +639,7 @@ real_run() {
 real_cpu() {
     p=$1 d=$REF_DIR/$1
     what="real $p: GPU vs CPU"
-    runc "realcpu-$p-cpu" 300 "$run" "$work/$p.mpkb" --weights "$d" --cpu --seed 0 \
+    runc "realcpu-$p-cpu" 300 "$run" "$work/$p.mpkb" --weights "$d" --cpu --order-seed 0 \
         --prompt-ids "$prompt" -n 2 --dump-logits "$work/$p-cpu.f32"
     [ "$rc" -eq 0 ] || { badcmd "$what: mpk-run --cpu failed"; return; }
     cpu_ids=$(cat "$out") cpu_took=$took

@@ -71,7 +71,7 @@ for dir in tests/data/*/; do
         fi
         for seed in 0 1 2; do
             what="$name $label seed=$seed"
-            got=$("$run" "$blob" --weights "$dir" --cpu --prompt-ids "$prompt" -n "$n" --seed $seed \
+            got=$("$run" "$blob" --weights "$dir" --cpu --prompt-ids "$prompt" -n "$n" --order-seed $seed \
                   --dump-logits "$tmp/logits.f32" 2>"$tmp/log")
             if [ $? -ne 0 ]; then
                 fail=$((fail + 1)); echo "FAIL $what: mpk-run"; sed 's/^/    /' "$tmp/log"; continue

@@ -1,7 +1,7 @@
 /*
  * genconfig.c - generation_config.json: the defaults a checkpoint asks
- * for. EOS ids are used now (with config.json's); the sampling fields are
- * read and checked for the sampler to come. Unknown keys are ignored, as
+ * for: EOS ids (used with config.json's) and the sampling fields, which
+ * mpk-run makes its sampler's defaults. Unknown keys are ignored, as
  * transformers does; a known key of the wrong type or range is refused.
  */
 #include "text.h"
@@ -97,6 +97,8 @@ bool mpk_genconfig_parse(const char *name, const char *json, size_t len, mpk_gen
          read_num(name, err, root, "top_p", 0, 1, &g->top_p) && read_num(name, err, root, "min_p", 0, 1, &g->min_p) &&
          read_count(name, err, root, "top_k", 0, &g->top_k) &&
          read_count(name, err, root, "max_new_tokens", 1, &g->max_new_tokens);
+    if (ok && json_is_null(json_object_get(root, "top_k"))) /* transformers: None is off, like 0 */
+        g->top_k = 0;
     json_decref(root);
     return ok;
 }

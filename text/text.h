@@ -66,8 +66,9 @@ int32_t mpk_tok_find(const mpk_tok *T, const char *content);
 
 enum { MPK_GEN_MAX_EOS = 16 };
 
-/* What a field is when the file does not give it: neos 0, the doubles
- * and ints -1, do_sample -1 (0 false, 1 true). */
+/* What a field is when the file does not give it (or gives null): neos
+ * 0, the doubles and ints -1, do_sample -1 (0 false, 1 true); but a
+ * top_k of null is 0 (off), as transformers reads it. */
 typedef struct {
     int neos;
     int32_t eos[MPK_GEN_MAX_EOS];

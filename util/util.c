@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,17 @@ void mpk_out_of_memory(void)
     fflush(stdout);
     fprintf(stderr, "%s: error: out of memory\n", program_invocation_short_name);
     exit(1);
+}
+
+int mpk_usage_error(const char *who, const char *help, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: error: ", who);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nTry '%s --help' for more information.\n", help);
+    va_end(ap);
+    return 2;
 }
 
 void *mpk_malloc(size_t n)

@@ -28,6 +28,14 @@ uint64_t mpk_fnv1a(uint64_t h, const void *p, size_t n);
 _Noreturn void mpk_out_of_memory(void);
 #endif
 
+/* A command-line usage error: "WHO: error: MESSAGE" and "Try 'HELP --help'
+ * for more information." on stderr; returns 2, the exit status of a usage
+ * error. */
+#ifndef __cplusplus
+__attribute__((format(printf, 3, 4)))
+#endif
+int mpk_usage_error(const char *who, const char *help, const char *fmt, ...);
+
 /* malloc and calloc that exit through mpk_out_of_memory instead of
  * failing (n == 0 allocates one byte). */
 void *mpk_malloc(size_t n);

@@ -14,6 +14,10 @@
  * in one random order: an allreduce reads the other ranks' arenas, and an
  * event with flag ALL_RANKS counts the signals of every rank.
  *
+ * The next token is the blob's own argmax (greedy), or with a sampler
+ * drawn from the step's logits, every rank's part in rank order, by
+ * mpk_sample (sample.c).
+ *
  * mpk_bind_weights, at the end, binds a blob's weight tensors to a
  * checkpoint (runtime/weights.c) for one rank, copying out its part of a
  * split weight.
@@ -39,6 +43,8 @@ struct mpk_cpu {
     float *scores;              /* [max cache positions + 1] */
     uint64_t *rows;             /* [max cache positions + 1] */
     uint32_t *ready;            /* the step's ready list, ntasks * nranks long */
+    float *all;                 /* sampling: the step's logits, [vocab] */
+    void *sample_scratch;       /* sampling: mpk_sample_scratch(vocab) bytes */
 };
 
 static uint64_t next_rand(uint64_t *s)
@@ -164,6 +170,8 @@ void mpk_cpu_free(mpk_cpu *M)
     free(M->scores);
     free(M->rows);
     free(M->ready);
+    free(M->all);
+    free(M->sample_scratch);
     free(M);
 }
 
@@ -195,12 +203,61 @@ static bool logits_finite(const mpk_cpu *M, int32_t next)
     return any && isfinite(chosen);
 }
 
-bool mpk_cpu_step(mpk_cpu *M, int32_t token, bool random_order, int32_t *next, float *logits)
+/* Every rank's logits, in rank order, into dst (cols * nranks floats). */
+static void gather_logits(const mpk_cpu *M, float *dst)
+{
+    const mpkb_blob *b = M->b;
+    const mpkb_tensor *lg = &b->tensors[b->meta->logits];
+    uint64_t cols = mpkb_numel(lg);
+    for (uint32_t r = 0; r < M->nranks; r++)
+        for (uint64_t i = 0; i < cols; i++)
+            dst[r * cols + i] = ld(lg->dtype, M->ranks[r].arena + lg->offset, i);
+}
+
+/* The step's token drawn by sampler s, its position the counter. */
+static bool sample_next(mpk_cpu *M, const mpk_sampler *s, int32_t *next)
+{
+    const mpkb_blob *b = M->b;
+    uint64_t vocab = mpkb_numel(&b->tensors[b->meta->logits]) * M->nranks;
+    if (!M->all) {
+        M->all = malloc(sizeof *M->all * vocab);
+        M->sample_scratch = malloc(mpk_sample_scratch((uint32_t)vocab));
+        if (!M->all || !M->sample_scratch) {
+            fprintf(M->err, "mpk-run: error: out of memory for sampling\n");
+            return false;
+        }
+    }
+    gather_logits(M, M->all);
+    *next = mpk_sample(M->all, (uint32_t)vocab, s, (uint32_t)M->step, M->sample_scratch);
+    if (*next >= 0)
+        return true;
+    bool any = false;
+    for (uint64_t i = 0; i < vocab && !any; i++)
+        any = isfinite(M->all[i]);
+    if (any)
+        fprintf(M->err, "mpk-run: error: step %llu: no logit divided by the temperature %g is finite\n",
+                (unsigned long long)M->step, (double)s->temperature);
+    else
+        fprintf(M->err, "mpk-run: error: step %llu: the logits have no finite value\n",
+                (unsigned long long)M->step);
+    return false;
+}
+
+bool mpk_cpu_step(mpk_cpu *M, int32_t token, bool random_order, const mpk_sampler *s, int32_t *next,
+                  float *logits)
 {
     const mpkb_blob *b = M->b;
     M->token = token;
     if (!step(M, random_order, M->ready))
         return false;
+    if (!mpk_sampler_greedy(s)) {
+        if (!sample_next(M, s, next) || !logits_finite(M, *next))
+            return false;
+        if (logits)
+            memcpy(logits, M->all, sizeof *logits * mpkb_numel(&b->tensors[b->meta->logits]) * M->nranks);
+        M->step++;
+        return true;
+    }
     uint64_t at = b->tensors[b->meta->next_output].offset;
     *next = ld_i32(M->ranks[0].arena + at);
     for (uint32_t r = 1; r < M->nranks; r++)
@@ -211,13 +268,8 @@ bool mpk_cpu_step(mpk_cpu *M, int32_t token, bool random_order, int32_t *next, f
         }
     if (!logits_finite(M, *next))
         return false;
-    if (logits) {
-        const mpkb_tensor *lg = &b->tensors[b->meta->logits];
-        uint64_t cols = mpkb_numel(lg);
-        for (uint32_t r = 0; r < M->nranks; r++)
-            for (uint64_t i = 0; i < cols; i++)
-                logits[r * cols + i] = ld(lg->dtype, M->ranks[r].arena + lg->offset, i);
-    }
+    if (logits)
+        gather_logits(M, logits);
     M->step++;
     return true;
 }

@@ -359,9 +359,15 @@ static void report_error(mpk_gpu *G, const host_status *h, const unsigned *count
     }
 }
 
-extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np, uint32_t ntok, float *logits,
-                                 mpk_token_fn on_token, void *ctx, mpk_gpu_stats *st)
+extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np, uint32_t ntok,
+                                 const mpk_sampler *smp, float *logits, mpk_token_fn on_token, void *ctx,
+                                 mpk_gpu_stats *st)
 {
+    if (!mpk_sampler_greedy(smp)) {
+        fprintf(G->err, "mpk-run: error: sampling on the GPU is not built yet: run with --cpu, or "
+                        "--temperature 0 for greedy decoding\n");
+        return false;
+    }
     const mpkb_blob *b = G->b;
     const mpkb_meta *m = b->meta;
     uint32_t max_steps = np + ntok - 1;

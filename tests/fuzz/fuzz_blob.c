@@ -365,9 +365,9 @@ static void execute(const mpkb_blob *b)
         tables[r] = table;
     mpk_cpu *M = ok ? mpk_cpu_new(b, tables, 1, sink) : NULL;
     int32_t next = 0;
-    if (M && mpk_cpu_step(M, 0, true, &next, logits)) {
+    if (M && mpk_cpu_step(M, 0, true, NULL, &next, logits)) {
         touched += (uint64_t)next + (logits[m->vocab - 1] == 0);
-        if (m->max_seq >= 2 && mpk_cpu_step(M, next, true, &next, NULL))
+        if (m->max_seq >= 2 && mpk_cpu_step(M, next, true, NULL, &next, NULL))
             touched += (uint64_t)next;
     }
     mpk_cpu_free(M);

@@ -6,11 +6,11 @@
 #     sh tests/ops/run.sh [--gpu] MPK-RUN MAKE-OPS
 #
 # For every case (make-ops DIR writes them, and DIR/cases lists them):
-#   - mpk-run --cpu --seed 0 over the case's prompt, -n 1, --dump-logits:
+#   - mpk-run --cpu --order-seed 0 over the case's prompt, -n 1, --dump-logits:
 #     every step's row within the case's per-element tolerance of
 #     CASE.expect (make-ops --check; the tolerances are explained at the
 #     top of make-ops.c), and the token printed one of CASE.next;
-#   - --seed 1 and 2 (other task orders): the same token and logits
+#   - --order-seed 1 and 2 (other task orders): the same token and logits
 #     identical to seed 0's, bit for bit (the CPU executor sums in index
 #     order, so only a missing dependency can change them);
 #   - with --gpu, mpk-run on the GPU, --schedule dynamic and static: the
@@ -69,7 +69,7 @@ exec_case() {
 
 while read -r c vocab steps where; do
     next=$(cat "$tmp/$c.next")
-    if ! exec_case "$c" cpu0 --cpu --seed 0; then
+    if ! exec_case "$c" cpu0 --cpu --order-seed 0; then
         bad "$c: mpk-run --cpu failed"
         continue
     fi
@@ -83,13 +83,13 @@ while read -r c vocab steps where; do
     fi
     cpu_tok=$tok
     for seed in 1 2; do
-        if ! exec_case "$c" "cpu$seed" --cpu --seed $seed; then
-            bad "$c --seed $seed: mpk-run --cpu failed"
+        if ! exec_case "$c" "cpu$seed" --cpu --order-seed $seed; then
+            bad "$c --order-seed $seed: mpk-run --cpu failed"
         elif ! cmp -s "$tmp/$c.cpu0.f32" "$tmp/$c.cpu$seed.f32" || [ "$tok" != "$cpu_tok" ]; then
             : >"$tmp/err"
-            bad "$c --seed $seed: token $tok and logits differ from --seed 0's ($cpu_tok)"
+            bad "$c --order-seed $seed: token $tok and logits differ from --order-seed 0's ($cpu_tok)"
         else
-            ok "$c --seed $seed: the same as --seed 0, bit for bit"
+            ok "$c --order-seed $seed: the same as --order-seed 0, bit for bit"
         fi
     done
     [ $gpu = 1 ] || continue
