@@ -200,6 +200,8 @@ run_mpk() {
         echo "${s}_workers=$(printf '%s\n' "$line" | sed -n 's/.*schedule, \([0-9][0-9]*\) workers).*/\1/p')"
         echo "${s}_ttft=$(printf '%s\n' "$line" | sed -n 's/.*time to first token \([0-9][0-9.]*\) ms.*/\1/p')"
         echo "${s}_tps=$(printf '%s\n' "$line" | sed -n 's/.* \([0-9][0-9.]*\) tokens\/s.*/\1/p')"
+        echo "${s}_mean=$(printf '%s\n' "$line" | sed -n 's/.*mean per token \([0-9][0-9.]*\) ms.*/\1/p')"
+        echo "${s}_p99=$(printf '%s\n' "$line" | sed -n 's/.*p99 per token \([0-9][0-9.]*\) ms.*/\1/p')"
         grep 'MiB of weights in' "$o/run-$s.err" | tail -n 1 |
             sed -n "s/.* \([0-9][0-9.]*\) MiB of weights in \([0-9][0-9.]*\) ms.*(\([0-9][0-9.]*\) GB\/s).*/${s}_load_mib=\1\n${s}_load_ms=\2\n${s}_load_gbps=\3/p"
     } >>"$o/mpk.env"
@@ -221,7 +223,9 @@ run_mpk() {
     fi
 }
 
-RUN_EXTRA=()
+# Greedy, whatever a generation_config.json beside the weights says: the
+# tokens are compared with HF's greedy ones.
+RUN_EXTRA=(--temperature 0)
 # An mpk-run that can ignore end-of-sequence ids always times BENCH_TOKENS.
 if "$MPK_RUN" --help 2>&1 | grep -q -- '--ignore-eos'; then
     RUN_EXTRA+=(--ignore-eos)
@@ -377,7 +381,9 @@ for m in $MODELS; do
         [ "$ntok" -lt "$TOKENS" ] && txt="$txt (stopped at an end-of-sequence id before $TOKENS)"
         txt="$txt, $(kv "$e" "${s}_steps") steps"
         [ -n "$(kv "$e" "${s}_workers")" ] && txt="$txt, $(kv "$e" "${s}_workers") workers"
-        txt="$txt, time to first token $(kv "$e" "${s}_ttft") ms, $(kv "$e" "${s}_tps") tokens/s"
+        txt="$txt, time to first token $(kv "$e" "${s}_ttft") ms"
+        [ -n "$(kv "$e" "${s}_mean")" ] && txt="$txt, per token mean $(kv "$e" "${s}_mean") ms, median $(kv "$e" "${s}_ms") ms, p99 $(kv "$e" "${s}_p99") ms"
+        txt="$txt, $(kv "$e" "${s}_tps") tokens/s"
         [ -n "$(kv "$e" "${s}_load_mib")" ] && txt="$txt; loaded $(kv "$e" "${s}_load_mib") MiB of weights in $(kv "$e" "${s}_load_ms") ms ($(kv "$e" "${s}_load_gbps") GB/s)"
         [ -n "$eager_tokens" ] && txt="$txt; first tokens equal to HF eager's: $(agree "$(kv "$e" "${s}_tokens")" "$eager_tokens" "$COMPARE")"
         sched=$(kv "$e" "${s}_sched")

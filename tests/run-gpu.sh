@@ -28,8 +28,8 @@
 #     makes from the GPU's own dumped logits: the tokens the CPU executor's
 #     sampler gives for the same logits. The CPU executor's tokens for the
 #     same settings are shown next to them, for information (its logits
-#     differ by rounding, so a near-tie may go the other way). While the
-#     GPU refuses to sample ("not built yet"), each case is a SKIP line.
+#     differ by rounding, so a near-tie may go the other way). A GPU
+#     mpk-run that refuses to sample ("not built yet") gives SKIP lines.
 #  3. The watchdog: --test-stall on the middle task of a small blob with
 #     --watchdog 2000, both schedules: exit 1 within `timeout 120` (not a
 #     hang), and stderr names the stall, a step, a task and an event.

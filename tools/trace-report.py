@@ -9,8 +9,9 @@ Reads the complete events ("ph": "X"), one per task run:
     ts, dur       start and duration, in microseconds
     cat           the task's op kind (matvec, attention, ...)
     args.step     the decode step it ran in
-    args.bytes    optional: bytes the task moved; mpk-run does not write it
-                  yet, and without it bytes and GB/s are not reported
+    args.bytes    optional: bytes the task moved; mpk-run writes the weight
+                  bytes of matvec and embed tasks; without it bytes and
+                  GB/s are not reported
 and the "thread_name" metadata events ("ph": "M"), one per SM of the GPU,
 for the number of SMs (without them, the SMs that ran a task). The other
 fields (name: the task's label; args.task, args.layer, args.i) are not used.

@@ -2,12 +2,14 @@
  * argmax.cuh - ARGMAX_PART and ARGMAX_REDUCE: the greedy token of a step
  * (man 5 mpk-blob). The partials are (value, column) pairs, one per tile;
  * the reduce also ends the step on the device: it streams the token to the
- * host and decides whether another step runs.
+ * host and decides whether another step runs. With a sampler the token is
+ * drawn from the logits instead (sample.cuh).
  */
 #ifndef MPK_CUDA_ARGMAX_CUH
 #define MPK_CUDA_ARGMAX_CUH
 
 #include "common.cuh"
+#include "sample.cuh"
 
 SMEM_NONE(argmax_part)
 
@@ -30,7 +32,8 @@ __device__ bool op_argmax_part(const kparams &P, const mpkb_task *t, uint32_t st
     return true;
 }
 
-/* One GPU: the host refuses MPKB_F_ALL_RANKS before the launch. */
+/* One GPU: the host refuses MPKB_F_ALL_RANKS before the launch. Shared
+ * memory: the sampler's, whether this run samples or not. */
 __host__ __device__ inline uint32_t smem_argmax_reduce(const mpkb_tensor *T, const mpkb_task *t, char *why, size_t n)
 {
     (void)T;
@@ -42,17 +45,28 @@ __host__ __device__ inline uint32_t smem_argmax_reduce(const mpkb_tensor *T, con
 #endif
         return UINT32_MAX;
     }
-    return 0;
+    return smem_sample();
 }
 
 /* The greedy token of a step: argmax over the partials, then the step's
  * end: stream the token, decide whether another step runs. */
 __device__ bool op_argmax_reduce(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
 {
-    (void)sm;
     __shared__ int32_t s_tok;
     __shared__ bool s_bad;
-    if (threadIdx.x == 0) {
+    if (P.sampling) {
+        /* the draw replaces the greedy token; its counter is the position
+         * of the step's input token, which is the step here */
+        int32_t why = 0, tok = sample_token(P, step, sm, &why);
+        if (threadIdx.x == 0) {
+            s_bad = tok < 0;
+            if (s_bad)
+                raise_error(P, ERR_LOGITS, (int32_t)step, (int32_t)task, -1, 0, (uint32_t)why, 0, 0);
+            else
+                __stcg((int32_t *)P.tp[t->argmax_reduce.out], tok);
+            s_tok = tok;
+        }
+    } else if (threadIdx.x == 0) {
         const float *pp = (const float *)P.tp[t->argmax_reduce.partials];
         uint64_t tiles = P.tensors[t->argmax_reduce.partials].nbytes / 8;
         float best = -INFINITY;

@@ -200,6 +200,73 @@ __device__ void block_argmax(float &v, int32_t &c)
                 v = pv[w], c = pc[w];
 }
 
+/* ---- the weight ring (sm_90: bulk copies completing on mbarriers) ------------
+ *
+ * Thread 0 of a worker copies the weights of its next task into one of two
+ * slots of shared memory as soon as it knows that task, while the current
+ * one computes and the next one waits for its event; the task that reads a
+ * slot waits on the slot's mbarrier. Below sm_90 the task stages its own
+ * weights before its wait (cp.async, one slot). */
+typedef struct {
+    uint64_t bar[2];     /* the mbarriers of the slots */
+    uint32_t parity[2];  /* the phase parity the slot's current copy completes */
+    uint32_t uses[2];    /* copies issued into each slot */
+    int32_t task[2];     /* the task whose weights the slot holds (or -1) */
+    uint32_t step[2];
+    uint32_t next;       /* the slot the next copy goes to */
+    int32_t cur;         /* the current task's slot, or -1 */
+    uint32_t cur_parity;
+} ring_state;
+
+__shared__ ring_state s_ring;
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+#if __CUDA_ARCH__ >= 900
+#define MPK_RING 1
+__device__ __forceinline__ void mbar_init(uint64_t *bar)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(bar)) : "memory");
+}
+
+__device__ __forceinline__ bool mbar_done(uint64_t *bar, uint32_t parity)
+{
+    uint32_t ok;
+    asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}"
+                 : "=r"(ok)
+                 : "r"(smem_addr(bar)), "r"(parity)
+                 : "memory");
+    return ok != 0;
+}
+
+/* bytes (a multiple of 16, < 2^20) from global src to shared dst, both
+ * 16-byte aligned, completing on bar; by one thread. */
+__device__ __forceinline__ void bulk_load(void *dst, const void *src, uint32_t bytes, uint64_t *bar)
+{
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); /* after the slot's last generic reads */
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes)
+                 : "memory");
+    for (uint32_t o = 0; o < bytes; o += 32768) {
+        uint32_t n = bytes - o < 32768 ? bytes - o : 32768;
+        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                         smem_addr((uint8_t *)dst + o)),
+                     "l"((const uint8_t *)src + o), "r"(n), "r"(smem_addr(bar))
+                     : "memory");
+    }
+}
+
+__device__ __forceinline__ void bulk_prefetch_l2(const void *src, uint64_t bytes)
+{
+    for (uint64_t o = 0; o < bytes; o += 1u << 20) {
+        uint32_t n = bytes - o < (1u << 20) ? (uint32_t)(bytes - o) : 1u << 20;
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"((const uint8_t *)src + o), "r"(n & ~15u)
+                     : "memory");
+    }
+}
+#else
+#define MPK_RING 0
+#endif
+
 /* Record the first error for the host and stop every worker. */
 __device__ void raise_error(const kparams &P, int kind, int32_t step, int32_t task, int32_t event, int32_t value,
                             uint32_t count, uint32_t expected, uint64_t waited)

@@ -27,6 +27,8 @@ struct mpk_gpu {
     mpk_gpu_opts o;
     int sms;
     size_t smem;
+    uint32_t ring_off, ring_slot; /* kparams' */
+    float temperature;            /* this launch's sampler's, for messages */
     uint8_t *weights, *arena, *state, *consts;
     uint8_t **tp;
     mpkb_task *tasks;
@@ -147,7 +149,11 @@ static bool check_limits(mpk_gpu *G, const cudaDeviceProp *p)
                 p->name, room);
         return false;
     }
-    G->smem = room & ~(size_t)255; /* the rest stages weights */
+    G->smem = room & ~(size_t)255;
+    /* the rest is the weight ring: two slots where the kernel copies a
+     * worker's next weights ahead (sm_90's bulk copies), else one */
+    G->ring_off = (uint32_t)need;
+    G->ring_slot = (uint32_t)(((G->smem - need) / (p->major == 9 ? 2 : 1)) & ~(size_t)255);
     return true;
 }
 
@@ -342,7 +348,10 @@ static void report_error(mpk_gpu *G, const host_status *h, const unsigned *count
                 what, h->err_value, h->err_count - 1);
         break;
     case ERR_LOGITS:
-        if (h->err_count)
+        if (h->err_count == 2)
+            fprintf(err, "mpk-run: error: step %d: no logit divided by the temperature %g is finite\n", h->err_step,
+                    (double)G->temperature);
+        else if (h->err_count)
             fprintf(err, "mpk-run: error: step %d: the logit of the chosen token %d is not finite (inf)\n",
                     h->err_step, h->err_value);
         else
@@ -363,11 +372,6 @@ extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np,
                                  const mpk_sampler *smp, float *logits, mpk_token_fn on_token, void *ctx,
                                  mpk_gpu_stats *st)
 {
-    if (!mpk_sampler_greedy(smp)) {
-        fprintf(G->err, "mpk-run: error: sampling on the GPU is not built yet: run with --cpu, or "
-                        "--temperature 0 for greedy decoding\n");
-        return false;
-    }
     const mpkb_blob *b = G->b;
     const mpkb_meta *m = b->meta;
     uint32_t max_steps = np + ntok - 1;
@@ -435,6 +439,11 @@ extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np,
     P.schedule = G->o.schedule, P.stall_task = G->o.test_stall;
     P.watchdog_ns = (uint64_t)G->o.watchdog_ms * 1000000ull;
     P.smem = G->smem;
+    P.ring_off = G->ring_off, P.ring_slot = G->ring_slot;
+    P.sampling = !mpk_sampler_greedy(smp);
+    if (P.sampling)
+        P.sampler = *smp;
+    G->temperature = P.sampling ? smp->temperature : 0.0f;
     {
         void *args[] = {&P};
         double t0 = mpk_now_ms(), last_change = t0, first = -1;
@@ -486,8 +495,15 @@ extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np,
             if (d) {
                 for (int32_t i = 1; i < made; i++)
                     d[i - 1] = (double)(htime[i] - htime[i - 1]) / 1e6;
+                double sum = 0;
+                for (int32_t i = 0; i + 1 < made; i++)
+                    sum += d[i];
                 qsort(d, (size_t)made - 1, sizeof *d, cmp_double);
                 st->per_token_ms = d[(made - 1) / 2];
+                st->mean_token_ms = sum / (made - 1);
+                /* nearest rank: the smallest gap at or above 99% of them */
+                size_t r = (size_t)ceil(0.99 * (double)(made - 1));
+                st->p99_token_ms = d[r > 0 ? r - 1 : 0];
                 free(d);
             }
         }

@@ -114,26 +114,100 @@ __device__ void signal_triggers(const kparams &P, const mpkb_task *t, uint32_t t
     }
 }
 
-/* Run one task in full: stage its weights, wait, execute, signal. In the
- * dynamic schedule thread 0 takes the next ticket once the wait is over,
- * so that round trip overlaps the task. false: stop. */
-__device__ bool one_task(const kparams &P, uint32_t task, uint32_t step, float *sm, unsigned long long *next)
+#if MPK_RING
+/* Thread 0: copy the weights of (task, step) into the next ring slot;
+ * the slot, or -1 when the task has none to copy. */
+__device__ int32_t ring_put(const kparams &P, float *sm, uint32_t task, uint32_t step)
 {
     const mpkb_task *t = &P.tasks[task];
+    uint32_t s = s_ring.next;
+    if (t->op != MPKB_OP_MATVEC || !matvec_issue(P, t, sm, s))
+        return -1;
+    s_ring.parity[s] = s_ring.uses[s] & 1;
+    s_ring.uses[s]++;
+    s_ring.task[s] = (int32_t)task, s_ring.step[s] = step;
+    s_ring.next = s ^ 1;
+    return (int32_t)s;
+}
+
+/* Thread 0: the slot that holds (task, step)'s weights, copied ahead by
+ * the task before, or copied now. */
+__device__ int32_t ring_take(const kparams &P, float *sm, uint32_t task, uint32_t step)
+{
+    for (uint32_t s = 0; s < 2; s++)
+        if (s_ring.task[s] == (int32_t)task && s_ring.step[s] == step)
+            return (int32_t)s;
+    return ring_put(P, sm, task, step);
+}
+#endif
+
+/* Nothing may land in shared memory after the CTA is gone: thread 0 waits
+ * for the ring's copies in flight, every thread for its cp.async. */
+__device__ void ring_drain(void)
+{
+#if MPK_RING
+    if (threadIdx.x == 0)
+        for (uint32_t s = 0; s < 2; s++)
+            if (s_ring.task[s] >= 0)
+                while (!mbar_done(&s_ring.bar[s], s_ring.parity[s]))
+                    ;
+#endif
+    cp_async_wait_all();
+}
+
+/* Run one task in full: find or copy its weights, wait, execute, signal.
+ * Once the wait is over thread 0 knows the worker's next task (in the
+ * dynamic schedule it takes the next ticket then, so that round trip
+ * overlaps the task); once the task has signalled it starts copying that
+ * task's weights into the other ring slot, so they stream in while the
+ * worker waits for the next event. (Issued before the compute instead,
+ * the copy overlapped more but its issue, a chain of descriptor loads,
+ * delayed every task by about 1 us: bench/NOTES.md, 2026-12-03.)
+ * next_task/next_step: the static schedule's next task (-1: none);
+ * ticket: the dynamic schedule's. false: stop. */
+__device__ bool one_task(const kparams &P, uint32_t task, uint32_t step, float *sm, unsigned long long *ticket,
+                         int32_t next_task, uint32_t next_step)
+{
+    const mpkb_task *t = &P.tasks[task];
+#if MPK_RING
+    if (threadIdx.x == 0) { /* the CTA reads it after wait_event's barrier */
+        int32_t s = ring_take(P, sm, task, step);
+        s_ring.cur = s;
+        s_ring.cur_parity = s >= 0 ? s_ring.parity[s] : 0;
+    }
+#else
     if (t->op == MPKB_OP_MATVEC)
         matvec_stage(P, t, sm);
+#endif
     if (wait_event(P, t->dep, step, task) != WAIT_OK) {
-        cp_async_wait_all(); /* nothing may land in shared memory after the CTA is gone */
+        ring_drain();
         return false;
     }
-    if (next && threadIdx.x == 0)
-        *next = atomicAdd(&P.ctl->ticket, 1ull);
+    if (threadIdx.x == 0) {
+        if (ticket) {
+            unsigned long long n = atomicAdd(&P.ctl->ticket, 1ull);
+            *ticket = n;
+#if MPK_RING
+            next_task = (int32_t)(n % P.ntasks), next_step = (uint32_t)(n / P.ntasks);
+#endif
+        }
+    }
     uint64_t t0 = P.trace ? gtimer() : 0;
     if (!run_task(P, t, step, task, sm)) {
-        cp_async_wait_all();
+        ring_drain();
         return false;
     }
-    signal_triggers(P, t, task);
+    signal_triggers(P, t, task); /* its barrier: the CTA is done with the slot */
+#if MPK_RING
+    if (threadIdx.x == 0) {
+        if (s_ring.cur >= 0)
+            s_ring.task[s_ring.cur] = -1;
+        if (next_task >= 0 && next_step < P.max_steps)
+            ring_put(P, sm, (uint32_t)next_task, next_step);
+    }
+#else
+    (void)next_task, (void)next_step; /* one slot: each task stages its own */
+#endif
     if (P.trace && threadIdx.x == 0) {
         unsigned k = atomicAdd(P.trace_n, 1u) % P.trace_cap; /* a ring: the latest records stay */
         {
@@ -144,16 +218,35 @@ __device__ bool one_task(const kparams &P, uint32_t task, uint32_t step, float *
     return true;
 }
 
+__device__ void ring_init(void)
+{
+    if (threadIdx.x == 0) {
+#if MPK_RING
+        mbar_init(&s_ring.bar[0]);
+        mbar_init(&s_ring.bar[1]);
+#endif
+        for (int s = 0; s < 2; s++)
+            s_ring.task[s] = -1, s_ring.step[s] = 0, s_ring.uses[s] = 0, s_ring.parity[s] = 0;
+        s_ring.next = 0, s_ring.cur = -1, s_ring.cur_parity = 0;
+    }
+    __syncthreads();
+}
+
 extern "C" __global__ void __launch_bounds__(NT, 1) mpk_kernel(kparams P)
 {
     extern __shared__ float4 smem4[];
     float *sm = (float *)smem4;
+    ring_init();
     if (P.schedule == MPK_SCHED_STATIC) {
         uint32_t a = P.cta_first[blockIdx.x], b = P.cta_first[blockIdx.x + 1];
         for (uint32_t step = 0; step < P.max_steps; step++)
-            for (uint32_t k = a; k < b; k++)
-                if (!one_task(P, P.cta_tasks[k], step, sm, NULL))
+            for (uint32_t k = a; k < b; k++) {
+                bool wrap = k + 1 == b;
+                int32_t nt = (int32_t)P.cta_tasks[wrap ? a : k + 1];
+                if (!one_task(P, P.cta_tasks[k], step, sm, NULL, nt, wrap ? step + 1 : step))
                     return;
+            }
+        ring_drain();
         return;
     }
     __shared__ unsigned long long s_ticket;
@@ -163,9 +256,11 @@ extern "C" __global__ void __launch_bounds__(NT, 1) mpk_kernel(kparams P)
     for (;;) {
         unsigned long long ticket = s_ticket;
         uint32_t step = (uint32_t)(ticket / P.ntasks), task = (uint32_t)(ticket % P.ntasks);
-        if (step >= P.max_steps)
+        if (step >= P.max_steps) {
+            ring_drain();
             return;
-        if (!one_task(P, task, step, sm, &s_ticket))
+        }
+        if (!one_task(P, task, step, sm, &s_ticket, -1, 0))
             return;
         __syncthreads(); /* s_ticket is the next one */
     }

@@ -2,9 +2,11 @@
  * matvec.cuh - MATVEC: out[m, lo:hi] = x[m, :] . w[lo:hi, :]^T (man 5
  * mpk-blob), with the rmsnorm or silu-mul prologue, the residual and
  * argmax-partials epilogues. The bf16 rows are read 16 bytes a lane: the
- * first rows that fit in shared memory are staged with cp.async while the
- * task waits for its event (matvec_stage), the rest streamed past L1 and
- * pulled toward L2 ahead of use.
+ * first rows that fit in a slot of the weight ring (common.cuh) are copied
+ * into shared memory ahead of the task, by the worker's previous task on
+ * sm_90 (matvec_issue: one bulk copy on the slot's mbarrier) or by the task
+ * itself before its wait below that (matvec_stage: cp.async); the rest are
+ * streamed past L1 and pulled toward L2 ahead of use.
  */
 #ifndef MPK_CUDA_MATVEC_CUH
 #define MPK_CUDA_MATVEC_CUH
@@ -44,8 +46,9 @@ __device__ void matvec_input(const kparams &P, const mpkb_task *t, uint32_t m, u
 }
 
 /* Where a matvec keeps things in shared memory: xs (K floats, padded to
- * kpad), red (NW floats), then as many whole weight rows as fit (bf16 fast
- * path only). smem_matvec is the part before the rows. */
+ * kpad) and red (NW floats), smem_matvec's bytes; its first weight rows (the
+ * bf16 fast path only) as many as fit in a slot of the weight ring
+ * (common.cuh), which lies after what every task kind needs. */
 __host__ __device__ __forceinline__ uint32_t mv_kpad(uint32_t K) { return (K + 3) & ~3u; }
 
 __host__ __device__ inline uint32_t smem_matvec(const mpkb_tensor *T, const mpkb_task *t, char *why, size_t n)
@@ -54,47 +57,56 @@ __host__ __device__ inline uint32_t smem_matvec(const mpkb_tensor *T, const mpkb
     return 4u * (mv_kpad(T[t->matvec.x].dims[1]) + NW);
 }
 
-struct mv_plan {
-    uint32_t kpad, staged; /* floats of xs; weight rows staged */
-};
-
 __device__ __forceinline__ bool mv_fast(const kparams &P, const mpkb_task *t)
 {
     const mpkb_tensor *W = &P.tensors[t->matvec.w];
     return W->dtype == MPKB_BF16 && W->dims[1] % 8 == 0 && ((uintptr_t)P.tp[t->matvec.w] & 15) == 0;
 }
 
-__device__ __forceinline__ mv_plan mv_plan_of(const kparams &P, const mpkb_task *t)
+/* The weight rows of t that go into a ring slot. */
+__device__ __forceinline__ uint32_t mv_staged(const kparams &P, const mpkb_task *t)
 {
-    mv_plan p;
-    uint32_t K = P.tensors[t->matvec.x].dims[1];
-    p.kpad = mv_kpad(K);
-    p.staged = 0;
-    if (mv_fast(P, t)) {
-        uint64_t used = smem_matvec(P.tensors, t, NULL, 0), room = P.smem > used ? (P.smem - used) & ~(uint64_t)15 : 0;
-        uint64_t rows = room / (2ull * K), want = (uint64_t)(t->matvec.hi - t->matvec.lo);
-        p.staged = (uint32_t)(rows < want ? rows : want);
-    }
-    return p;
+    if (!mv_fast(P, t))
+        return 0;
+    uint64_t rows = P.ring_slot / (2ull * P.tensors[t->matvec.w].dims[1]);
+    uint64_t want = (uint64_t)(t->matvec.hi - t->matvec.lo);
+    return (uint32_t)(rows < want ? rows : want);
 }
 
-__device__ __forceinline__ const uint4 *mv_stage_buf(float *sm, mv_plan p)
+__device__ __forceinline__ uint4 *ring_buf(const kparams &P, float *sm, uint32_t slot)
 {
-    return (const uint4 *)(sm + p.kpad + NW);
+    return (uint4 *)((uint8_t *)sm + P.ring_off + (uint64_t)slot * P.ring_slot);
 }
 
-/* Issue the copies of the staged rows (and pull the rest toward L2); the
- * CTA waits for them with cp_async_wait_all + __syncthreads. */
+#if MPK_RING
+/* Thread 0: the copy of t's staged rows into ring slot `slot`, completing
+ * on the slot's mbarrier, and the rest of its rows (up to PREFETCH_MAX)
+ * pulled toward L2. false: nothing to copy. */
+__device__ bool matvec_issue(const kparams &P, const mpkb_task *t, float *sm, uint32_t slot)
+{
+    const mpkb_tensor *W = &P.tensors[t->matvec.w];
+    uint64_t row = (uint64_t)W->dims[1] * dsize(W->dtype);
+    const uint8_t *w = P.tp[t->matvec.w] + row * (uint64_t)t->matvec.lo;
+    uint64_t all = row * (uint64_t)(t->matvec.hi - t->matvec.lo), done = row * mv_staged(P, t);
+    if (done)
+        bulk_load(ring_buf(P, sm, slot), w, (uint32_t)done, &s_ring.bar[slot]);
+    uint64_t rest = all - done > PREFETCH_MAX ? PREFETCH_MAX : all - done;
+    if (rest >= 16 && ((uintptr_t)(w + done) & 15) == 0)
+        bulk_prefetch_l2(w + done, rest);
+    return done != 0;
+}
+#else
+/* Below sm_90: all threads copy the staged rows into slot 0 with cp.async
+ * (and pull the rest toward L2) before the task's wait; the task waits for
+ * them with cp_async_wait_all + __syncthreads. */
 __device__ void matvec_stage(const kparams &P, const mpkb_task *t, float *sm)
 {
     const mpkb_tensor *W = &P.tensors[t->matvec.w];
     uint64_t row = (uint64_t)W->dims[1] * dsize(W->dtype);
     const uint8_t *w = P.tp[t->matvec.w] + row * (uint64_t)t->matvec.lo;
-    uint64_t all = row * (uint64_t)(t->matvec.hi - t->matvec.lo), done = 0;
-    mv_plan p = mv_plan_of(P, t);
-    if (p.staged) {
-        uint4 *buf = (uint4 *)mv_stage_buf(sm, p);
-        done = row * p.staged;
+    uint64_t all = row * (uint64_t)(t->matvec.hi - t->matvec.lo), done = row * mv_staged(P, t);
+    if (done) {
+        uint4 *buf = ring_buf(P, sm, 0);
         for (uint64_t i = threadIdx.x; i < done / 16; i += NT)
             cp_async16(buf + i, w + 16 * i);
         asm volatile("cp.async.commit_group;" ::: "memory");
@@ -103,6 +115,7 @@ __device__ void matvec_stage(const kparams &P, const mpkb_task *t, float *sm)
     for (uint64_t o = done + (uint64_t)threadIdx.x * 128; o < end; o += NT * 128)
         asm volatile("prefetch.global.L2 [%0];" ::"l"(w + o));
 }
+#endif
 
 /* Dot of bf16 weight chunks [c0, c1) of 8 elements with xs, lane-strided. */
 template <bool SMEM>
@@ -154,9 +167,15 @@ __device__ bool op_matvec(const kparams &P, const mpkb_task *t, uint32_t step, u
     uint32_t i0 = (uint32_t)t->matvec.lo, R = (uint32_t)(t->matvec.hi - t->matvec.lo);
     uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const uint8_t *wp = P.tp[t->matvec.w];
-    mv_plan plan = mv_plan_of(P, t);
-    float *xs = sm, *red = sm + plan.kpad;
-    const uint4 *staged = mv_stage_buf(sm, plan);
+    float *xs = sm, *red = sm + mv_kpad(K);
+#if MPK_RING
+    int32_t slot = s_ring.cur; /* -1: nothing was copied for this task */
+    uint32_t nstaged = slot >= 0 ? mv_staged(P, t) : 0;
+    const uint4 *staged = ring_buf(P, sm, slot >= 0 ? (uint32_t)slot : 0);
+#else
+    uint32_t nstaged = mv_staged(P, t);
+    const uint4 *staged = ring_buf(P, sm, 0);
+#endif
     bool fast = mv_fast(P, t);
     uint32_t chunks = fast ? K / 8 : K;
     /* rows fewer than warps: split each row's K among S warps */
@@ -165,9 +184,14 @@ __device__ bool op_matvec(const kparams &P, const mpkb_task *t, uint32_t step, u
         S *= 2;
     for (uint32_t m = 0; m < M; m++) {
         matvec_input(P, t, m, K, xs);
-        if (m == 0 && plan.staged) {
+        if (m == 0 && nstaged) {
+#if MPK_RING
+            while (!mbar_done(&s_ring.bar[slot], s_ring.cur_parity))
+                ;
+#else
             cp_async_wait_all();
             __syncthreads();
+#endif
         }
         float best = -INFINITY;
         int32_t best_at = t->matvec.lo;
@@ -175,7 +199,7 @@ __device__ bool op_matvec(const kparams &P, const mpkb_task *t, uint32_t step, u
             uint32_t r = i0 + item / S, s = item % S;
             uint32_t c0 = (uint32_t)((uint64_t)chunks * s / S), c1 = (uint32_t)((uint64_t)chunks * (s + 1) / S);
             float acc;
-            if (fast && r - i0 < plan.staged) {
+            if (fast && r - i0 < nstaged) {
                 acc = dot_bf16<true>(staged + (uint64_t)(r - i0) * (K / 8), xs, c0, c1, lane);
             } else if (fast) {
                 acc = dot_bf16<false>((const uint4 *)(wp + (uint64_t)r * K * 2), xs, c0, c1, lane);

@@ -26,24 +26,32 @@ __device__ bool op_attn_merge(const kparams &P, const mpkb_task *t, uint32_t ste
     uint32_t g = (uint32_t)t->attn_merge.kv_head;
     const float *pp = (const float *)P.tp[t->attn_merge.partials];
     float *wgt = sm, *sum = sm + per * nch; /* [per][nch], [per] */
-    for (uint32_t i = threadIdx.x; i < per; i += NT) {
+    uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    /* a warp per head, a lane per chunk: the chunks' loads go out together
+     * instead of one after another */
+    for (uint32_t i = warp; i < per; i += NW) {
         const float *ph = pp + (uint64_t)(g * per + i) * nch * (D + 2);
         float mx = -INFINITY, l = 0;
-        for (uint32_t c = 0; c < nch; c++)
+        for (uint32_t c = lane; c < nch; c += 32)
             mx = fmaxf(mx, __ldcg(ph + (uint64_t)c * (D + 2) + D));
-        for (uint32_t c = 0; c < nch; c++) {
+        mx = warp_max(mx);
+        for (uint32_t c = lane; c < nch; c += 32) {
             float m = __ldcg(ph + (uint64_t)c * (D + 2) + D);
-            wgt[i * nch + c] = m == -INFINITY ? -1.0f : expf(m - mx); /* -1: an empty chunk */
+            float w = m == -INFINITY ? -1.0f : expf(m - mx); /* -1: an empty chunk */
+            wgt[i * nch + c] = w;
             if (m != -INFINITY)
-                l += __ldcg(ph + (uint64_t)c * (D + 2) + D + 1) * wgt[i * nch + c];
+                l += __ldcg(ph + (uint64_t)c * (D + 2) + D + 1) * w;
         }
-        sum[i] = l;
+        l = warp_sum(l);
+        if (lane == 0)
+            sum[i] = l;
     }
     __syncthreads();
     for (uint32_t o = threadIdx.x; o < per * D; o += NT) {
         uint32_t i = o / D, d = o % D;
         const float *ph = pp + (uint64_t)(g * per + i) * nch * (D + 2);
         float a = 0;
+#pragma unroll 4
         for (uint32_t c = 0; c < nch; c++)
             if (wgt[i * nch + c] >= 0.0f)
                 a += __ldcg(ph + (uint64_t)c * (D + 2) + d) * wgt[i * nch + c];

@@ -11,6 +11,7 @@
  *   NAME.cuh         the task kinds: op_NAME runs one task on a worker,
  *                    smem_NAME says what it needs of one (matvec.cuh,
  *                    attention.cuh, merge.cuh, argmax.cuh, elementwise.cuh)
+ *   sample.cuh       sampling (mpk/sample.h), for argmax.cuh
  *   kernel.cu        the persistent kernel: schedules, events, dispatch
  *   host.cu          the host side: load, launch, stream tokens, errors
  *   trace.c          --trace: the Chrome trace JSON
@@ -24,6 +25,7 @@
 #include <stdio.h>
 
 #include "mpk/blob.h"
+#include "mpk/sample.h"
 
 #define MPK_NT 512 /* threads per worker CTA */
 
@@ -77,6 +79,10 @@ typedef struct {
     int32_t stall_task;           /* test only: never signalled; -1 none */
     uint64_t watchdog_ns;
     uint64_t smem;                /* dynamic shared memory bytes */
+    uint32_t ring_off;            /* the weight ring: after the bytes every task needs */
+    uint32_t ring_slot;           /* bytes per slot (two slots; one below sm_90) */
+    int32_t sampling;             /* draw the tokens with sampler (sample.cuh), not greedily */
+    mpk_sampler sampler;
 } kparams;
 
 #ifdef __cplusplus

@@ -25,7 +25,23 @@ static void json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
-/* One track per SM, times in microseconds from the first task's start. */
+/* The weight bytes a task streams (matvec, embed; 0 for the rest), for
+ * tools/trace-report.py's GB/s. */
+static uint64_t weight_bytes(const mpkb_blob *b, const mpkb_task *t)
+{
+    switch ((mpkb_op)t->op) {
+    case MPKB_OP_MATVEC: {
+        const mpkb_tensor *w = &b->tensors[t->matvec.w];
+        return (uint64_t)(t->matvec.hi - t->matvec.lo) * w->dims[1] * mpkb_dtype_size(w->dtype);
+    }
+    case MPKB_OP_EMBED:
+        return (uint64_t)(t->embed.hi - t->embed.lo) * mpkb_dtype_size(b->tensors[t->embed.table].dtype);
+    default: return 0;
+    }
+}
+
+/* One track per SM, times in microseconds from the first task's start;
+ * args.bytes: weight_bytes, where not 0. */
 bool mpk_write_trace(const mpkb_blob *b, const trace_rec *r, unsigned n, int sms, const char *path, FILE *err)
 {
     FILE *f = fopen(path, "w");
@@ -42,9 +58,13 @@ bool mpk_write_trace(const mpkb_blob *b, const trace_rec *r, unsigned n, int sms
         fprintf(f, "{\"name\":");
         json_str(f, mpkb_str(b, t->label));
         fprintf(f, ",\"cat\":\"%s\",\"ph\":\"X\",\"pid\":0,\"tid\":%u,\"ts\":%.3f,\"dur\":%.3f,"
-                   "\"args\":{\"task\":%u,\"step\":%u,\"layer\":%d,\"i\":[%d,%d,%d,%d]}},\n",
+                   "\"args\":{\"task\":%u,\"step\":%u,\"layer\":%d,\"i\":[%d,%d,%d,%d]",
                 mpkb_op_name(t->op), r[i].sm, (double)(r[i].start - t0) / 1e3, (double)(r[i].end - r[i].start) / 1e3,
                 r[i].task, r[i].step, t->layer, t->i[0], t->i[1], t->i[2], t->i[3]);
+        uint64_t wb = weight_bytes(b, t);
+        if (wb)
+            fprintf(f, ",\"bytes\":%llu", (unsigned long long)wb);
+        fprintf(f, "}},\n");
     }
     for (int s = 0; s < sms; s++)
         fprintf(f, "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":0,\"tid\":%d,\"args\":{\"name\":\"SM %d\"}}%s\n", s,
