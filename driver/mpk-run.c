@@ -99,13 +99,6 @@ static const char usage_text[] =
 
 #define usage_error(...) mpk_usage_error("mpk-run", "mpk-run", __VA_ARGS__)
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 static bool parse_u64(const char *s, uint64_t max, uint64_t *out)
 {
     char *end;
@@ -309,7 +302,7 @@ static int run_gpu(const options *o, const mpkb_blob *b, const void *const *tabl
     if (o->stats)
         fprintf(stderr, "mpk-run: loaded %s (%u tasks) and %.1f MiB of weights in %.1f ms (%.2f GB/s), %.1f ms in all\n",
                 o->blob, b->ntasks, (double)wbytes / 1048576.0, load, load > 0 ? (double)wbytes / 1e6 / load : 0.0,
-                now_ms() - t0);
+                mpk_now_ms() - t0);
     bool ok = mpk_gpu_generate(G, prompt, (uint32_t)np, (uint32_t)o->n, &o->samp, logits, print_token, k, &st);
     if (!sink_end(k, ok || k->made) || !ok)
         goto out;
@@ -364,7 +357,7 @@ static bool cpu_step(cpu_run *c, int32_t tok, int32_t *next)
                         "with -D max_seq=N)\n", m->max_seq);
         return false;
     }
-    double ts = now_ms();
+    double ts = mpk_now_ms();
     if (!mpk_cpu_step(c->M, tok, c->o->order_seed != 0, &c->o->samp, next, c->logits))
         return false;
     if (c->lf && fwrite(c->logits, sizeof *c->logits, m->vocab, c->lf) != m->vocab) {
@@ -373,7 +366,7 @@ static bool cpu_step(cpu_run *c, int32_t tok, int32_t *next)
         return false;
     }
     c->times = mpk_grow(c->times, &c->captimes, c->ntimes + 1, sizeof *c->times);
-    c->times[c->ntimes++] = now_ms() - ts;
+    c->times[c->ntimes++] = mpk_now_ms() - ts;
     if (!mpk_ids_push(&c->fed, tok))
         mpk_out_of_memory();
     return true;
@@ -398,7 +391,7 @@ static bool cpu_generate(cpu_run *c, const int32_t *toks, size_t nt, sink *k)
             return false;
     for (uint64_t made = 0; made < c->o->n; made++) {
         if (made == 0 && c->ttft == 0)
-            c->ttft = now_ms() - c->t1;
+            c->ttft = mpk_now_ms() - c->t1;
         if (!sink_token(k, next) || made + 1 == c->o->n)
             break;
         if (!cpu_step(c, next, &next))
@@ -510,7 +503,7 @@ static int run_chat(const options *o, const mpkb_blob *b, const void *const *con
     free(cfg);
     int32_t eot = mpk_tok_find(k->T, mpk_chat_end_of_turn(&f));
     add_eos(k, eot);
-    cpu_run c = {.o = o, .b = b, .table = table, .t1 = now_ms()};
+    cpu_run c = {.o = o, .b = b, .table = table, .t1 = mpk_now_ms()};
     mpk_gpu *G = NULL;
     if (!o->cpu) {
         mpk_gpu_opts go = {.schedule = o->schedule, .watchdog_ms = (uint32_t)o->watchdog, .progress = isatty(2) != 0,
@@ -614,7 +607,7 @@ static int run_chat(const options *o, const mpkb_blob *b, const void *const *con
 
 static int run(options *o)
 {
-    double t0 = now_ms();
+    double t0 = mpk_now_ms();
     int status = EXIT_RUN;
     mpkb_blob b;
     mpk_weights *w[MPKB_MAX_TP] = {NULL};
@@ -706,7 +699,7 @@ static int run(options *o)
         fprintf(stderr, "mpk-run: error: out of memory for the logits\n");
         goto out;
     }
-    c.t1 = now_ms();
+    c.t1 = mpk_now_ms();
     if (o->stats)
         print_sampler(&o->samp);
     if (o->stats)

@@ -51,13 +51,8 @@ static char *dup_printf(const char *fmt, ...)
     return n < 0 ? NULL : s;
 }
 
-/* FNV-1a, 64 bits: a cache key, not a defence against anyone. */
-static void fnv(uint64_t *h, const void *p, size_t n)
-{
-    const unsigned char *s = p;
-    for (size_t i = 0; i < n; i++)
-        *h = (*h ^ s[i]) * 1099511628211ULL;
-}
+/* FNV-1a, 64 bits (mpk_fnv1a): a cache key, not a defence against anyone. */
+static void fnv(uint64_t *h, const void *p, size_t n) { *h = mpk_fnv1a(*h, p, n); }
 
 static void fnv_str(uint64_t *h, const char *s)
 {
@@ -142,7 +137,7 @@ static int build(const char *src, const char *dir, const mpk_options *opt, int64
         mpk_ctx_free(c);
         return EXIT_MODEL;
     }
-    uint64_t h = 14695981039346656037ULL;
+    uint64_t h = MPK_FNV_INIT;
     fnv_str(&h, "mpk " MPK_VERSION);
     if (!hash_exe(&h)) {
         fprintf(stderr, "mpk run: error: cannot read /proc/self/exe for the cache key: %s\n", strerror(errno));

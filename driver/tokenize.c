@@ -26,13 +26,6 @@ enum { EXIT_BAD = 1, MAX_TEXT = 1 << 30 };
 /* cmd: "tokenize" or "detokenize", a literal */
 #define usage_error(cmd, ...) mpk_usage_error("mpk " cmd, "mpk", __VA_ARGS__)
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 static char *read_input(const char *path, size_t *n)
 {
     if (strcmp(path, "-") == 0)
@@ -119,9 +112,9 @@ int mpk_tokenize_cmd(int argc, char **argv)
             fprintf(stderr, "mpk: error: writing <stdout> failed\n");
         return ok ? 0 : EXIT_BAD;
     }
-    double t0 = now_ms();
+    double t0 = mpk_now_ms();
     mpk_tok *T = mpk_tok_open(tokpath, stderr);
-    double t1 = now_ms();
+    double t1 = mpk_now_ms();
     int status = EXIT_BAD;
     mpk_ids ids = {0};
     if (T) {
@@ -131,7 +124,7 @@ int mpk_tokenize_cmd(int argc, char **argv)
         else if (print_ids(&ids))
             status = 0;
     }
-    double t2 = now_ms();
+    double t2 = mpk_now_ms();
     if (stats && status == 0)
         fprintf(stderr, "mpk tokenize: loaded %s (%u ids) in %.1f ms; %zu bytes to %zu tokens in %.1f ms "
                         "(%.0f tokens/s, %.1f MB/s)\n", tokpath, mpk_tok_nids(T), t1 - t0, n, ids.n, t2 - t1,
