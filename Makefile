@@ -101,7 +101,8 @@ LOWER_SRC := lowering/lower.c lowering/fuse.c lowering/tile.c lowering/memory.c 
              lowering/sweep.c lowering/ancset.c lowering/events.c lowering/place.c lowering/verify.c lowering/emit.c lowering/dump.c \
              lowering/shard.c
 LOWER_OBJ := $(LOWER_SRC:%.c=$(B)/%.o)
-RUNTIME_SRC := runtime/weights.c runtime/cpu/exec.c runtime/cpu/ops.c runtime/cpu/sample.c
+RUNTIME_SRC := runtime/weights.c runtime/safetensors.c runtime/cpu/exec.c runtime/cpu/ops.c \
+               runtime/cpu/sample.c
 RUNTIME_OBJ := $(RUNTIME_SRC:%.c=$(B)/%.o)
 TEXT_SRC := text/tokenizer.c text/chat.c text/genconfig.c text/stream.c text/json.c
 TEXT_OBJ := $(TEXT_SRC:%.c=$(B)/%.o)

@@ -1,7 +1,8 @@
 /*
- * check_weights.c - the safetensors loader (runtime/weights.c): good
- * checkpoints of each layout bind with the right bytes, and every kind of
- * bad or hostile file fails with a message naming the file and the tensor.
+ * check_weights.c - the safetensors loader (runtime/weights.c and
+ * runtime/safetensors.c): good checkpoints of each layout bind with the
+ * right bytes, and every kind of bad or hostile file fails with a message
+ * naming the file and the tensor.
  *
  * Each test writes its checkpoint into a fresh temporary directory; the
  * headers are written out by hand, so that a test can say exactly which
