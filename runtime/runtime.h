@@ -1,12 +1,14 @@
 /*
  * runtime.h - the public header of mpk's runtime layer.
  *
- *   weights.c  safetensors checkpoints: map the files, bind the blob's weights
- *   cpu/sample.c  sampling (mpk/sample.h) on the CPU
+ *   weights.c  safetensors checkpoints: find the files (a sharded index),
+ *              bind the blob's weights; safetensors.c maps and checks one file
  *   cpu/       the CPU reference executor: exec.c (ranks, events, the step
- *              loop, binding weights), ops.c (op_NAME per task kind), cpu.h
+ *              loop, binding weights), ops.c (op_NAME per task kind),
+ *              sample.c (sampling, mpk/sample.h), cpu.h
  *   cuda/      the GPU executor: one persistent CUDA kernel per generation
- *              (gpu_none.c stands in where mpk-run is built without CUDA)
+ *              (its files: cuda/shared.h; gpu_none.c stands in where mpk-run
+ *              is built without CUDA)
  *
  * The runtime includes the blob format (include/mpk/blob.h) and nothing of
  * the compiler. Every function that reads a file reports problems as
