@@ -29,6 +29,14 @@ FLEX    ?= flex
 BISON   ?= bison
 FUZZ_TIME ?= 60
 
+# make check and make demo first install the Debian packages they need when
+# run as root, or print the apt-get line and stop (tools/deps.sh; also .ci/run).
+ifneq ($(filter check demo,$(MAKECMDGOALS)),)
+ifneq ($(shell sh tools/deps.sh >&2 && echo ok),ok)
+$(error the prerequisites are missing (see above))
+endif
+endif
+
 DATADIR := $(PREFIX)/share/mpk
 MANDIR  := $(PREFIX)/share/man
 
