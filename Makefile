@@ -1,6 +1,7 @@
 # mpk - GNU Make only.
 #
 #   make                 bin/mpk and bin/mpk-run
+#   make demo            compile Qwen3-8B; run the demo model on a text prompt
 #   make check           build and run every test (Check suites, golden
 #                        diagnostics and graphs, the examples, a fuzz smoke,
 #                        the text layer, sampling)
@@ -29,6 +30,14 @@ CFLAGS  ?= -O2 -g
 FLEX    ?= flex
 BISON   ?= bison
 FUZZ_TIME ?= 60
+
+# make check and make demo first install the Debian packages they need when
+# run as root, or print the apt-get line and stop (tools/deps.sh; also .ci/run).
+ifneq ($(filter check demo,$(MAKECMDGOALS)),)
+ifneq ($(shell sh tools/deps.sh >&2 && echo ok),ok)
+$(error the prerequisites are missing (see above))
+endif
+endif
 
 DATADIR := $(PREFIX)/share/mpk
 MANDIR  := $(PREFIX)/share/man
@@ -113,7 +122,8 @@ TEST_SRC := tests/check_main.c tests/check_lexer.c tests/check_parser.c tests/ch
 TEST_OBJ := $(TEST_SRC:%.c=$(B)/%.o)
 
 .PHONY: gpu-check bench demo fuzz-blob fuzz-text all check install uninstall clean fuzz check-unit check-golden check-cli check-examples check-fuzz \
-        check-man check-import check-parity check-blob check-ops gpu-check-ops check-text check-trace check-sample
+        check-man check-import check-parity check-blob check-ops gpu-check-ops check-text check-trace check-sample \
+        check-demo
 .DELETE_ON_ERROR:
 
 all: bin/mpk bin/mpk-run
@@ -187,19 +197,29 @@ endif
 # and run a small Qwen3 from tests/data, on the GPU when there is one (and
 # mpk-run was built with CUDA), else on the CPU reference executor, next to
 # the tokens HF transformers produced for it.
-DEMO := tests/data/qwen3-tiny
+# The demo: compile Qwen3-8B to a blob (its size, tasks, events, bytes per
+# token), then import, build and run the small model of examples/demo
+# (trained by tools/train-demo.py) on a text prompt, on the GPU when there
+# is one and on the CPU reference executor otherwise; the text streams as it
+# is made, the --stats line after it on a line of its own.
+DEMO := examples/demo
+DEMO_PROMPT ?= The meaning of life is
+DEMO_N ?= 96
 demo: bin/mpk bin/mpk-run
 	@mkdir -p $(B)/demo
-	bin/mpk build --stats --time examples/qwen3-8b.mpk -o $(B)/demo/qwen3-8b.mpkb
-	bin/mpk import $(DEMO)/config.json -o $(B)/demo/tiny.mpk
-	bin/mpk build $(B)/demo/tiny.mpk -o $(B)/demo/tiny.mpkb
-	@if [ "$(GPU)" = 1 ] && nvidia-smi -L >/dev/null 2>&1; then on=GPU; exe=; else on=CPU; exe=--cpu; fi; \
-	echo "running on the $$on:"; \
-	echo bin/mpk-run $(B)/demo/tiny.mpkb --weights $(DEMO) $$exe --stats \
-	    --prompt-ids $$(cat $(DEMO)/prompt.ids) -n $$(wc -w < $(DEMO)/generated.ids); \
-	bin/mpk-run $(B)/demo/tiny.mpkb --weights $(DEMO) $$exe --stats \
-	    --prompt-ids $$(cat $(DEMO)/prompt.ids) -n $$(wc -w < $(DEMO)/generated.ids)
-	@echo "HF transformers: $$(cat $(DEMO)/generated.ids)"
+	bin/mpk build --stats examples/qwen3-8b.mpk -o $(B)/demo/qwen3-8b.mpkb
+	bin/mpk import $(DEMO) -o $(B)/demo/demo.mpk
+	bin/mpk build $(B)/demo/demo.mpk -o $(B)/demo/demo.mpkb
+	@if [ "$(GPU)" = 1 ] && nvidia-smi -L >/dev/null 2>&1; then on=GPU; exe=; else on=CPU; exe=' --cpu'; fi; \
+	d=$(B)/demo; \
+	echo "bin/mpk-run $$d/demo.mpkb --weights $(DEMO)$$exe --stats -n $(DEMO_N) --prompt '$(DEMO_PROMPT)'"; \
+	echo "(on the $$on)"; echo; \
+	printf '%s' '$(DEMO_PROMPT)'; \
+	{ bin/mpk-run $$d/demo.mpkb --weights $(DEMO)$$exe --stats -n $(DEMO_N) --prompt '$(DEMO_PROMPT)' \
+	    2>$$d/stderr; echo $$? >$$d/rc; } | tee $$d/out; \
+	[ -z "$$(tail -c 1 $$d/out)" ] || echo; \
+	cat $$d/stderr >&2; \
+	exit $$(cat $$d/rc)
 
 # ---- tests ------------------------------------------------------------------
 
@@ -217,7 +237,7 @@ $(B)/tests/fuzz_smoke: tests/fuzz/fuzz_frontend.c $(FUZZ_REPLAY) $(B)/libmpkfron
 	$(CC) $(ALL_CFLAGS) $(INC_TESTS) $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(FUZZ_REPLAY) $(B)/libmpkfront.a $(B)/libmpkutil.a $(LDFLAGS_ALL)
 
 check: check-unit check-golden check-cli check-examples check-fuzz check-man check-import check-blob check-parity \
-       check-ops check-text check-trace check-sample
+       check-ops check-text check-trace check-sample check-demo
 
 check-unit: $(B)/tests/check_mpk bin/mpk
 	$(B)/tests/check_mpk
@@ -250,6 +270,10 @@ $(B)/tests/logits_cmp: tests/logits_cmp.c $(B)/flags
 
 check-parity: bin/mpk bin/mpk-run $(B)/tests/logits_cmp
 	sh tests/run-parity.sh bin/mpk bin/mpk-run $(B)/tests/logits_cmp
+
+# The demo model (examples/demo) against HF's greedy tokens (tests/data/demo-ref).
+check-demo: bin/mpk bin/mpk-run $(B)/tests/logits_cmp
+	sh tests/run-demo.sh bin/mpk bin/mpk-run $(B)/tests/logits_cmp
 
 # Every task kind on its own: small hand-built blobs (tests/ops/make-ops.c)
 # run by the CPU executor, against a reference computed from mpk-blob(5).
