@@ -69,7 +69,9 @@ static const char usage_text[] =
     "  --chat-format F    chatml or llama3, whatever the chat template says\n"
     "  --tokenizer PATH   tokenizer.json, or its directory (default: beside the\n"
     "                     weights)\n"
-    "  -n N               tokens to generate (default 16)\n"
+    "  -n N               tokens to generate (default: generation_config.json's\n"
+    "                     max_new_tokens, cut to fit the KV cache, else 16;\n"
+    "                     16 per turn with --chat)\n"
     "  --cpu              run on the CPU reference executor instead of the GPU\n"
     "  --schedule KIND    GPU: dynamic (tasks handed out in order as workers\n"
     "                     free up; the default) or static (each worker runs the\n"
@@ -166,7 +168,8 @@ typedef struct {
     int nstop;
     uint64_t n, order_seed, watchdog;
     mpk_sampler samp;   /* the flags', then (run) with generation_config.json's defaults */
-    bool set_temperature, set_top_k, set_top_p, set_min_p;
+    bool set_temperature, set_top_k, set_top_p, set_min_p, set_n;
+    bool n_from_config; /* -n is generation_config.json's max_new_tokens: cut to fit the cache */
     int64_t stall;
     int schedule;
     bool cpu, stats, gpu_opt, ids, chat;
@@ -416,7 +419,9 @@ static mpk_tok *open_tokenizer(const options *o)
 
 /* generation_config.json beside the weights, when there is one: its EOS
  * ids end a generation too, and its sampling fields are the defaults of
- * the flags not given. As transformers: do_sample false (or absent) is
+ * the flags not given, and its max_new_tokens the default of -n (not for
+ * --chat, whose turns keep 16). As
+ * transformers: do_sample false (or absent) is
  * greedy, whatever else the file says; do_sample true samples with its
  * temperature (default 1), top_k (default 50), top_p (default 1) and min_p
  * (default none). A sampling flag overrides its field. */
@@ -436,6 +441,10 @@ static bool read_genconfig(options *o, sink *k)
         d.top_k = g.top_k >= 0 ? (int32_t)g.top_k : 50;
         d.top_p = g.top_p >= 0 ? (float)g.top_p : 1.0f;
         d.min_p = g.min_p >= 0 ? (float)g.min_p : 0.0f;
+    }
+    if (ok && !o->set_n && !o->chat && g.max_new_tokens > 0) { /* transformers' default length too */
+        o->n = g.max_new_tokens < (1 << 30) ? (uint64_t)g.max_new_tokens : 1u << 30;
+        o->n_from_config = true;
     }
     if (!o->set_temperature)
         o->samp.temperature = d.temperature;
@@ -644,6 +653,8 @@ static int run(options *o)
     int np = (int)prompt.n;
     if (!check_ids(m, prompt.v, prompt.n, o->prompt ? "prompt" : "the tokenizer's"))
         goto out;
+    if (o->n_from_config && (uint64_t)np + o->n - 1 > m->max_seq && (uint64_t)np <= m->max_seq)
+        o->n = m->max_seq - (uint64_t)np + 1; /* as transformers stops at the model's length */
     if (!o->chat && (uint64_t)np + o->n - 1 > m->max_seq) {
         fprintf(stderr, "mpk-run: error: %d prompt tokens and %llu generated need %llu positions; "
                         "the model's KV cache holds %u (rebuild with -D max_seq=N)\n",
@@ -826,6 +837,7 @@ int main(int argc, char **argv)
         case 'n':
             if (!parse_u64(optarg, 1u << 30, &o.n) || o.n == 0)
                 return usage_error("-n needs a positive number of tokens, not '%s'", optarg);
+            o.set_n = true;
             break;
         case OPT_SEED:
             if (!parse_u64(optarg, UINT64_MAX, &o.samp.seed))

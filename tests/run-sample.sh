@@ -10,7 +10,8 @@
 #   - the tokens are what the sampler's definition draws from the dumped
 #     logits, step by step (sample_replay: the check the GPU's tokens get in
 #     tests/run-gpu.sh);
-#   - generation_config.json: do_sample and its fields are the defaults,
+#   - generation_config.json: do_sample and its fields are the defaults
+#     (max_new_tokens the default of -n, cut to fit the cache),
 #     flags override them;
 #   - bad values are refused with a message and exit status 2.
 # Run from the repository root:
@@ -116,6 +117,18 @@ for m in qwen3-tiny llama-tiny; do
     printf '{"do_sample": true, "top_k": null, "top_p": null}\n' >"$g/generation_config.json"
     same "$m: top_k null is off" "$tmp/want" $rg --seed 2
     expect 0 'sampling: temperature 1, top-k 0, top-p 1, min-p 0, seed 2' $rg --seed 2 --stats
+    # max_new_tokens is the default of -n; -n wins; a default past the KV
+    # cache is cut to fit (an explicit -n there is refused, as before)
+    rd="$run $tmp/$m.mpkb --weights $d --cpu --prompt-ids $ids"
+    rn="$run $tmp/$m.mpkb --weights $g --cpu --prompt-ids $ids"
+    $rd -n 3 >"$tmp/want3" 2>"$tmp/err" || no "$m: -n 3"
+    $rd -n 5 >"$tmp/want5" 2>"$tmp/err" || no "$m: -n 5"
+    printf '{"max_new_tokens": 3}\n' >"$g/generation_config.json"
+    same "$m: max_new_tokens 3 is the default of -n" "$tmp/want3" $rn
+    same "$m: -n 5 over max_new_tokens 3" "$tmp/want5" $rn -n 5
+    printf '{"max_new_tokens": 1000000}\n' >"$g/generation_config.json"
+    expect 0 'cpu: ' $rn --stats
+    expect 1 'need .* positions' $rn -n 1000000
 done
 
 # tensor parallel: greedy is still greedy, and a seed reproduces its tokens
