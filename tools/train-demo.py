@@ -28,10 +28,13 @@ themselves are short excerpts of many authors. `ascii-art` (pictures) and
 
 Reproducible: the fortunes are read in sorted order and shuffled, the
 weights initialised and the batches drawn from fixed seeds; on the CPU with
-the same torch version and thread count the run is repeatable (run twice on
-one machine, the same model.safetensors). CUDA is used when there is one
-(bf16 autocast there), else the CPU (float32); the defaults take about 20
-minutes on 2 CPU cores.
+the same torch version and thread count a run is repeatable (two 10-step
+runs on one machine gave the same model.safetensors, and two full runs the
+same tokenizer.json). CUDA is used when there is one (bf16 autocast there),
+else the CPU (float32). The committed model is the defaults' run on 2 CPU
+cores (torch 2.15.0, transformers 5.24.0, tokenizers 0.23.3): 1200 steps of
+16 x 256 tokens (4.9M tokens, 5.1 epochs) in 27 minutes on a busy machine
+(2000-5000 tokens a second), training loss 3.35, held-out loss 3.67.
 
     pip install torch transformers tokenizers safetensors
     apt-get install fortunes
