@@ -316,8 +316,10 @@ static int run_gpu(const options *o, const mpkb_blob *b, const void *const *tabl
     }
     if (o->stats) {
         stats_line(k);
-        fprintf(stderr, "mpk-run: gpu: %u steps (%s schedule, %d workers), time to first token %.2f ms, ",
-                st.steps, o->schedule == MPK_SCHED_STATIC ? "static" : "dynamic", st.sms, st.ttft_ms);
+        fprintf(stderr, "mpk-run: gpu: %u steps (%s schedule, %d workers), time to first token %.2f ms "
+                        "(a %d-token prompt, %.0f tokens/s), ",
+                st.steps, o->schedule == MPK_SCHED_STATIC ? "static" : "dynamic", st.sms, st.ttft_ms, np,
+                st.ttft_ms > 0 ? np * 1e3 / st.ttft_ms : 0.0);
         if (st.made > 1) {
             double mean = st.mean_token_ms > 0 ? st.mean_token_ms : st.per_token_ms;
             fprintf(stderr, "mean per token %.3f ms, median per token %.3f ms, p99 per token %.3f ms, "
@@ -727,9 +729,10 @@ static int run(options *o)
         qsort(c.times, c.ntimes, sizeof *c.times, cmp_double);
         size_t p99 = (size_t)ceil(0.99 * (double)c.ntimes) - 1;
         stats_line(&k);
-        fprintf(stderr, "mpk-run: cpu: %zu steps, time to first token %.1f ms, mean step %.2f ms, median step "
-                        "%.2f ms, p99 step %.2f ms, %.1f steps/s (from the mean)\n", c.ntimes, c.ttft, mean,
-                c.times[c.ntimes / 2], c.times[p99], mean > 0 ? 1e3 / mean : 0.0);
+        fprintf(stderr, "mpk-run: cpu: %zu steps, time to first token %.1f ms (a %d-token prompt, %.0f tokens/s), "
+                        "mean step %.2f ms, median step %.2f ms, p99 step %.2f ms, %.1f steps/s (from the mean)\n",
+                c.ntimes, c.ttft, np, c.ttft > 0 ? np * 1e3 / c.ttft : 0.0, mean, c.times[c.ntimes / 2],
+                c.times[p99], mean > 0 ? 1e3 / mean : 0.0);
     }
     status = 0;
 out:
