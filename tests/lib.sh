@@ -1,4 +1,4 @@
-# lib.sh - what the golden-file test scripts share; sourced, not run:
+# lib.sh - what the test scripts share; sourced, not run:
 #     . "$(dirname "$0")/lib.sh"
 #
 # test_args SCRIPT DIR ARGS...: reads the script's arguments, "BIN/mpk
@@ -43,4 +43,33 @@ test_need_exe() {
         echo "$1: '$bin' is not an executable" >&2
         exit 2
     fi
+}
+
+# The counters of a script that ends "NAME: N passed, M failed", and its
+# checks (run-sample.sh, run-text.sh); CMD's output goes to $tmp:
+#   ok                         one more passed
+#   no WHAT                    one more failed, said as "FAIL WHAT"
+#   same WHAT FILE CMD...      CMD succeeds and its standard output is FILE,
+#                              byte for byte (else its stderr and the diff)
+#   expect STATUS PATTERN CMD...
+#                              CMD exits STATUS and its standard error
+#                              matches PATTERN (grep)
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+no() { fail=$((fail + 1)); echo "FAIL $*"; }
+
+same() {
+    what=$1 want=$2
+    shift 2
+    if "$@" >"$tmp/out" 2>"$tmp/err" && cmp -s "$tmp/out" "$want"; then ok; else
+        no "$what: $*"; sed 's/^/    /' "$tmp/err"; diff "$tmp/out" "$want" | head -n 20 | sed 's/^/    /'; fi
+}
+
+expect() {
+    want=$1 pat=$2
+    shift 2
+    "$@" >"$tmp/out" 2>"$tmp/err" </dev/null
+    got=$?
+    if [ "$got" -eq "$want" ] && grep -q -e "$pat" "$tmp/err"; then ok; else
+        no "$* (exit $got, wanted $want; pattern '$pat')"; sed 's/^/    /' "$tmp/err"; fi
 }

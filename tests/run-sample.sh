@@ -23,27 +23,7 @@ run=${2:?$usage}
 replay=${3:?$usage}
 tmp=$(mktemp -d) || exit 2
 trap 'rm -rf "$tmp"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-no() { fail=$((fail + 1)); echo "FAIL $*"; }
-
-# same WHAT FILE CMD...: CMD's standard output is FILE, byte for byte.
-same() {
-    what=$1 want=$2
-    shift 2
-    if "$@" >"$tmp/out" 2>"$tmp/err" && cmp -s "$tmp/out" "$want"; then ok; else
-        no "$what: $*"; sed 's/^/    /' "$tmp/err"; diff "$tmp/out" "$want" | sed 's/^/    /'; fi
-}
-
-# expect STATUS PATTERN CMD...: CMD exits STATUS, its stderr matches PATTERN.
-expect() {
-    want=$1 pat=$2
-    shift 2
-    "$@" >"$tmp/out" 2>"$tmp/err" </dev/null
-    got=$?
-    if [ "$got" -eq "$want" ] && grep -q -e "$pat" "$tmp/err"; then ok; else
-        no "$* (exit $got, wanted $want; pattern '$pat')"; sed 's/^/    /' "$tmp/err"; fi
-}
+. "$(dirname "$0")/lib.sh" # ok, no, same, expect
 
 for m in qwen3-tiny llama-tiny; do
     d=tests/data/$m

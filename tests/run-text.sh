@@ -9,27 +9,7 @@ bin=${1:?usage: sh tests/run-text.sh BIN/mpk [BIN/mpk-run]}
 run=$2
 tmp=$(mktemp -d) || exit 2
 trap 'rm -rf "$tmp"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); }
-no() { fail=$((fail + 1)); echo "FAIL $*"; }
-
-# same WHAT FILE CMD...: CMD's standard output is FILE, byte for byte.
-same() {
-    what=$1 want=$2
-    shift 2
-    if "$@" >"$tmp/out" 2>"$tmp/err" && cmp -s "$tmp/out" "$want"; then ok; else
-        no "$what: $*"; sed 's/^/    /' "$tmp/err"; cmp "$tmp/out" "$want" | sed 's/^/    /'; fi
-}
-
-# expect STATUS PATTERN CMD...: CMD exits STATUS, its stderr matches PATTERN.
-expect() {
-    want=$1 pat=$2
-    shift 2
-    "$@" >"$tmp/out" 2>"$tmp/err" </dev/null
-    got=$?
-    if [ "$got" -eq "$want" ] && grep -q -e "$pat" "$tmp/err"; then ok; else
-        no "$* (exit $got, wanted $want; pattern '$pat')"; sed 's/^/    /' "$tmp/err"; fi
-}
+. "$(dirname "$0")/lib.sh" # ok, no, same, expect
 
 for kind in llama3 qwen2; do
     d=tests/data/tok-$kind
