@@ -19,7 +19,7 @@
  * generation too. The next token is the greedy argmax, or drawn by the
  * sampler of mpk/sample.h (--temperature, --top-k, --top-p, --min-p,
  * --seed; defaults from generation_config.json's do_sample and its
- * fields, as transformers reads them; on the CPU only, so far). A blob
+ * fields, as transformers reads them; on both executors). A blob
  * built with mpk build --tp N runs as N ranks, each with its part of every
  * split weight (--cpu only, so far).
  * Exit status: 0 success, 1 a problem with the blob, the weights or the
@@ -321,10 +321,9 @@ static int run_gpu(const options *o, const mpkb_blob *b, const void *const *tabl
                 st.steps, o->schedule == MPK_SCHED_STATIC ? "static" : "dynamic", st.sms, st.ttft_ms, np,
                 st.ttft_ms > 0 ? np * 1e3 / st.ttft_ms : 0.0);
         if (st.made > 1) {
-            double mean = st.mean_token_ms > 0 ? st.mean_token_ms : st.per_token_ms;
             fprintf(stderr, "mean per token %.3f ms, median per token %.3f ms, p99 per token %.3f ms, "
                             "%.1f tokens/s (from the mean)\n",
-                    st.mean_token_ms, st.per_token_ms, st.p99_token_ms, 1e3 / mean);
+                    st.mean_token_ms, st.per_token_ms, st.p99_token_ms, 1e3 / st.mean_token_ms);
         } else {
             fprintf(stderr, "one token: no per-token latency\n");
         }

@@ -28,8 +28,7 @@
 #     makes from the GPU's own dumped logits: the tokens the CPU executor's
 #     sampler gives for the same logits. The CPU executor's tokens for the
 #     same settings are shown next to them, for information (its logits
-#     differ by rounding, so a near-tie may go the other way). A GPU
-#     mpk-run that refuses to sample ("not built yet") gives SKIP lines.
+#     differ by rounding, so a near-tie may go the other way).
 #  3. The watchdog: --test-stall on the middle task of a small blob with
 #     --watchdog 2000, both schedules: exit 1 within `timeout 120` (not a
 #     hang), and stderr names the stall, a step, a task and an event.
@@ -441,10 +440,6 @@ else
                 # shellcheck disable=SC2086
                 runc "gpu-sample-$name-$sched-$5" 120 "$run" "$blob" --weights "$dir" --schedule "$sched" \
                     --prompt-ids "$prompt" -n "$n" $flags --dump-logits "$lf"
-                if [ "$rc" -ne 0 ] && grep -q 'sampling on the GPU is not built yet' "$err"; then
-                    say "SKIP $what: sampling on the GPU is not built yet"
-                    continue
-                fi
                 if [ "$rc" -ne 0 ]; then
                     badcmd "$what: mpk-run failed"
                     continue

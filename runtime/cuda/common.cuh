@@ -202,11 +202,11 @@ __device__ void block_argmax(float &v, int32_t &c)
 
 /* ---- the weight ring (sm_90: bulk copies completing on mbarriers) ------------
  *
- * Thread 0 of a worker copies the weights of its next task into one of two
- * slots of shared memory as soon as it knows that task, while the current
- * one computes and the next one waits for its event; the task that reads a
- * slot waits on the slot's mbarrier. Below sm_90 the task stages its own
- * weights before its wait (cp.async, one slot). */
+ * Once a task has signalled, thread 0 of its worker copies the weights of
+ * the worker's next task into the other of two slots of shared memory, so
+ * they stream in while the worker waits for that task's event; the task
+ * that reads a slot waits on the slot's mbarrier. Below sm_90 the task
+ * stages its own weights before its wait (cp.async, one slot). */
 typedef struct {
     uint64_t bar[2];     /* the mbarriers of the slots */
     uint32_t parity[2];  /* the phase parity the slot's current copy completes */

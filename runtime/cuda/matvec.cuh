@@ -3,8 +3,8 @@
  * mpk-blob), with the rmsnorm or silu-mul prologue, the residual and
  * argmax-partials epilogues. The bf16 rows are read 16 bytes a lane: the
  * first rows that fit in a slot of the weight ring (common.cuh) are copied
- * into shared memory ahead of the task, by the worker's previous task on
- * sm_90 (matvec_issue: one bulk copy on the slot's mbarrier) or by the task
+ * into shared memory ahead of the task, after the worker's previous task on
+ * sm_90 (matvec_issue: bulk copies on the slot's mbarrier) or by the task
  * itself before its wait below that (matvec_stage: cp.async); the rest are
  * streamed past L1 and pulled toward L2 ahead of use.
  */
