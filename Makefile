@@ -122,7 +122,7 @@ TEST_SRC := tests/check_main.c tests/check_lexer.c tests/check_parser.c tests/ch
 TEST_OBJ := $(TEST_SRC:%.c=$(B)/%.o)
 
 .PHONY: gpu-check bench demo fuzz-blob fuzz-text all check install uninstall clean fuzz check-unit check-golden check-cli check-examples check-fuzz \
-        check-man check-import check-parity check-blob check-ops gpu-check-ops check-text check-trace check-sample \
+        check-man check-import check-parity check-chunk check-blob check-ops gpu-check-ops check-text check-trace check-sample \
         check-demo
 .DELETE_ON_ERROR:
 
@@ -237,7 +237,7 @@ $(B)/tests/fuzz_smoke: tests/fuzz/fuzz_frontend.c $(FUZZ_REPLAY) $(B)/libmpkfron
 	$(CC) $(ALL_CFLAGS) $(INC_TESTS) $(DEPFLAGS) -DMPK_FUZZ_MAIN -o $@ $< $(FUZZ_REPLAY) $(B)/libmpkfront.a $(B)/libmpkutil.a $(LDFLAGS_ALL)
 
 check: check-unit check-golden check-cli check-examples check-fuzz check-man check-import check-blob check-parity \
-       check-ops check-text check-trace check-sample check-demo
+       check-chunk check-ops check-text check-trace check-sample check-demo
 
 check-unit: $(B)/tests/check_mpk bin/mpk
 	$(B)/tests/check_mpk
@@ -270,6 +270,10 @@ $(B)/tests/logits_cmp: tests/logits_cmp.c $(B)/flags
 
 check-parity: bin/mpk bin/mpk-run $(B)/tests/logits_cmp
 	sh tests/run-parity.sh bin/mpk bin/mpk-run $(B)/tests/logits_cmp
+
+# Prompts in chunk steps (mpk build --chunk) against the one-token path and HF.
+check-chunk: bin/mpk bin/mpk-run $(B)/tests/logits_cmp
+	sh tests/run-chunk.sh bin/mpk bin/mpk-run $(B)/tests/logits_cmp
 
 # The demo model (examples/demo) against HF's greedy tokens (tests/data/demo-ref).
 check-demo: bin/mpk bin/mpk-run $(B)/tests/logits_cmp

@@ -64,6 +64,12 @@ static const struct {
     {MPKB_SEC_QUEUES, sizeof(mpkb_queue), "QUEUES"},
     {MPKB_SEC_QTASKS, sizeof(uint32_t), "QTASKS"},
     {MPKB_SEC_CONSTS, 1, "CONSTS"},
+    {MPKB_SEC_CMETA, sizeof(mpkb_meta), "CMETA"},
+    {MPKB_SEC_CTASKS, sizeof(mpkb_task), "CTASKS"},
+    {MPKB_SEC_CEVENTS, sizeof(mpkb_event), "CEVENTS"},
+    {MPKB_SEC_CTRIGGERS, sizeof(uint32_t), "CTRIGGERS"},
+    {MPKB_SEC_CQUEUES, sizeof(mpkb_queue), "CQUEUES"},
+    {MPKB_SEC_CQTASKS, sizeof(uint32_t), "CQTASKS"},
 };
 
 static bool sections(ctx *C, mpkb_blob *b)
@@ -83,13 +89,13 @@ static bool sections(ctx *C, mpkb_blob *b)
     h.header_crc = 0;
     if (mpkb_crc(&h, sizeof h) != want)
         return fail(C, "header checksum mismatch (the file is damaged)");
-    if (h.version != MPKB_VERSION)
-        return fail(C, "blob format version %u; this mpk reads version %u (rebuild the model)",
-                    h.version, MPKB_VERSION);
+    if (h.version != MPKB_VERSION && h.version != MPKB_VERSION_DECODE)
+        return fail(C, "blob format version %u; this mpk reads versions %u and %u (rebuild the model)",
+                    h.version, MPKB_VERSION_DECODE, MPKB_VERSION);
     if (h.header_size != sizeof h || h.file_size != b->size)
         return fail(C, "the header says %llu bytes but the file has %zu (truncated?)",
                     (unsigned long long)h.file_size, b->size);
-    if (h.nsections != MPKB_NSECTIONS || h.table_offset % 8 ||
+    if (h.nsections != (h.version == MPKB_VERSION ? MPKB_NSECTIONS : MPKB_NBASE_SECTIONS) || h.table_offset % 8 ||
         h.table_offset > b->size || b->size - h.table_offset < (uint64_t)h.nsections * sizeof(mpkb_section))
         return fail(C, "bad section table (%u sections at offset %llu)", h.nsections,
                     (unsigned long long)h.table_offset);
@@ -118,8 +124,29 @@ static bool sections(ctx *C, mpkb_blob *b)
         count[k] = s->count;
         size[k] = s->size;
     }
+    for (uint32_t k = 0; k < h.nsections; k++) /* distinct kinds, as many as sections: the first ones */
+        if (!where[k])
+            return fail(C, "no %s section", kinds[k].name);
     if (count[0] != 1)
         return fail(C, "META section must hold one record");
+    bool has_chunk = h.nsections == MPKB_NSECTIONS;
+    if (has_chunk != (((const mpkb_meta *)where[0])->chunk > 0))
+        return fail(C, "META says chunk %u but the file has %s chunk graph sections",
+                    ((const mpkb_meta *)where[0])->chunk, has_chunk ? "the" : "no");
+    if (has_chunk) {
+        if (count[9] != 1)
+            return fail(C, "CMETA section must hold one record");
+        mpkb_blob *c = calloc(1, sizeof *c);
+        if (!c)
+            return fail(C, "out of memory");
+        c->meta = where[9];
+        c->tasks = where[10], c->ntasks = count[10];
+        c->events = where[11], c->nevents = count[11];
+        c->triggers = where[12], c->ntriggers = count[12];
+        c->queues = where[13], c->nqueues = count[13];
+        c->qtasks = where[14], c->nqtasks = count[14];
+        b->chunk = c;
+    }
     b->hdr = (const mpkb_header *)d;
     b->meta = where[0];
     b->strings = where[1], b->strings_size = count[1];
@@ -130,6 +157,13 @@ static bool sections(ctx *C, mpkb_blob *b)
     b->queues = where[6], b->nqueues = count[6];
     b->qtasks = where[7], b->nqtasks = count[7];
     b->consts = where[8], b->consts_size = size[8];
+    if (b->chunk) {
+        mpkb_blob *c = (mpkb_blob *)b->chunk;
+        c->strings = b->strings, c->strings_size = b->strings_size;
+        c->tensors = b->tensors, c->ntensors = b->ntensors;
+        c->consts = b->consts, c->consts_size = b->consts_size;
+        c->data = b->data, c->size = b->size, c->hdr = (const mpkb_header *)d;
+    }
     if (!b->strings_size || b->strings[0] || b->strings[b->strings_size - 1])
         return fail(C, "STRINGS section must start and end with a NUL byte");
     return true;
@@ -240,7 +274,9 @@ static bool want(tcheck *T, bool cond, const char *what)
 
 static bool is_float(const mpkb_tensor *t) { return t && t->dtype != MPKB_I32; }
 static bool writable(const mpkb_tensor *t) { return t && (t->space == MPKB_SPACE_ARENA || t->space == MPKB_SPACE_STATE); }
+/* i32[n]: the step's tokens or positions, one per row (n = 1 in a decode step) */
 static bool is_i32_1(const mpkb_tensor *t) { return t && t->dtype == MPKB_I32 && mpkb_numel(t) == 1; }
+static bool is_i32_vec(const mpkb_tensor *t) { return t && t->dtype == MPKB_I32 && t->ndim == 1; }
 static uint64_t last_dim(const mpkb_tensor *t) { return t->dims[t->ndim - 1]; }
 static bool range_ok(int32_t lo, int32_t hi, uint64_t n) { return lo >= 0 && lo < hi && (uint64_t)hi <= n; }
 
@@ -269,10 +305,10 @@ static void check_slots(tcheck *T, const mpkb_task *t)
             continue;
         }
         snprintf(what, sizeof what, "operand %s must be %s%s", name,
-                 kind[k] & SK_F32 ? "f32" : kind[k] & SK_I32 ? "i32[1]" : kind[k] & SK_FLOAT ? "a float tensor" : "a tensor",
+                 kind[k] & SK_F32 ? "f32" : kind[k] & SK_I32 ? "i32[n]" : kind[k] & SK_FLOAT ? "a float tensor" : "a tensor",
                  kind[k] & SK_WRITE ? " in the arena or the state" : "");
         want(T, (!(kind[k] & SK_FLOAT) || is_float(x)) && (!(kind[k] & SK_F32) || x->dtype == MPKB_F32) &&
-                    (!(kind[k] & SK_I32) || is_i32_1(x)) && (!(kind[k] & SK_WRITE) || writable(x)),
+                    (!(kind[k] & SK_I32) || is_i32_vec(x)) && (!(kind[k] & SK_WRITE) || writable(x)),
              what);
     }
     if (T->ok && (t->flags & ~kinds_of[t->op].flags)) {
@@ -287,15 +323,19 @@ static void check_slots(tcheck *T, const mpkb_task *t)
 static void check_inputs(tcheck *T, const mpkb_task *t)
 {
     const mpkb_tensor *pos = opnd(T, t, MPKB_SLOT(inputs, pos));
-    want(T, T->b->tensors[t->inputs.token].space == MPKB_SPACE_ARENA && (!pos || pos->space == MPKB_SPACE_ARENA),
-         "token and pos must be in the arena");
+    const mpkb_tensor *tok = opnd(T, t, MPKB_SLOT(inputs, token));
+    if (want(T, tok->space == MPKB_SPACE_ARENA && (!pos || pos->space == MPKB_SPACE_ARENA),
+             "token and pos must be in the arena"))
+        want(T, !pos || pos->dims[0] == tok->dims[0], "token and pos must have one element per row");
 }
 
 static void check_embed(tcheck *T, const mpkb_task *t)
 {
     const mpkb_tensor *tab = opnd(T, t, MPKB_SLOT(embed, table)), *o = opnd(T, t, MPKB_SLOT(embed, out));
-    want(T, tab->ndim == 2 && mpkb_numel(o) == tab->dims[1] && range_ok(t->embed.lo, t->embed.hi, tab->dims[1]),
-         "table [V, H], out [1, H] and the column range do not agree");
+    const mpkb_tensor *ids = opnd(T, t, MPKB_SLOT(embed, ids));
+    want(T, tab->ndim == 2 && mpkb_numel(o) == (uint64_t)ids->dims[0] * tab->dims[1] &&
+                range_ok(t->embed.lo, t->embed.hi, tab->dims[1]),
+         "table [V, H], ids i32[n], out [n, H] and the column range do not agree");
 }
 
 static void check_matvec(tcheck *T, const mpkb_task *t)
@@ -331,12 +371,13 @@ static void check_attention(tcheck *T, const mpkb_task *t)
     const mpkb_tensor *qr = opnd(T, t, MPKB_SLOT(attention, q_rope)), *kr = opnd(T, t, MPKB_SLOT(attention, k_rope));
     if (!want(T, q->ndim == 3 && k->ndim == 3 && v->ndim == 3 && c->ndim == 4, "q, k, v need rank 3, cache 4"))
         return;
-    uint64_t H = q->dims[1], D = q->dims[2], G = c->dims[1], S = c->dims[2];
+    uint64_t R = q->dims[0], H = q->dims[1], D = q->dims[2], G = c->dims[1], S = c->dims[2];
     uint64_t B = (uint64_t)t->attention.block, n = (uint64_t)t->attention.chunks;
-    if (!want(T, q->dims[0] == 1 && k->dims[0] == 1 && v->dims[0] == 1, "one token per step") ||
+    const mpkb_tensor *pos = opnd(T, t, MPKB_SLOT(attention, pos));
+    if (!want(T, k->dims[0] == R && v->dims[0] == R && pos->dims[0] == R, "q, k, v and pos must have the same rows") ||
         !want(T, k->dims[1] == G && v->dims[1] == G && k->dims[2] == D && v->dims[2] == D &&
                      c->dims[0] == 2 && c->dims[3] == D && G && H % G == 0,
-              "q [1, H, D], k and v [1, G, D], cache [2, G, S, D] do not agree") ||
+              "q [n, H, D], k and v [n, G, D], cache [2, G, S, D] do not agree") ||
         !want(T, !qn || mpkb_numel(qn) == D, "q norm weight must be [D]") ||
         !want(T, !kn || mpkb_numel(kn) == D, "k norm weight must be [D]") ||
         !want(T, !qr || mpkb_numel(qr) * 2 == D, "q rope table must be f32[D/2]") ||
@@ -349,17 +390,17 @@ static void check_attention(tcheck *T, const mpkb_task *t)
               "chunks do not tile the cache (contiguous chunks, or blocks that divide it evenly)"))
         return;
     if (t->flags & MPKB_F_DIRECT)
-        want(T, n == 1 && mpkb_numel(o) == H * D, "direct out must be [1, H, D]");
+        want(T, n == 1 && mpkb_numel(o) == R * H * D, "direct out must be [n, H, D]");
     else
-        want(T, o->dtype == MPKB_F32 && o->ndim == 3 && o->dims[0] == H && o->dims[1] == n && o->dims[2] == D + 2,
-             "partials must be f32 [H, chunks, D + 2]");
+        want(T, o->dtype == MPKB_F32 && o->ndim == 3 && o->dims[0] == R * H && o->dims[1] == n && o->dims[2] == D + 2,
+             "partials must be f32 [n * H, chunks, D + 2]");
 }
 
 static void check_attn_merge(tcheck *T, const mpkb_task *t)
 {
     const mpkb_tensor *a = opnd(T, t, MPKB_SLOT(attn_merge, partials)), *o = opnd(T, t, MPKB_SLOT(attn_merge, out));
-    if (want(T, a->ndim == 3 && o->ndim == 3, "partials f32 [H, chunks, D + 2] and out [1, H, D] expected"))
-        want(T, a->dims[0] == o->dims[1] && a->dims[2] == (uint64_t)o->dims[2] + 2 && t->attn_merge.chunks > 0 &&
+    if (want(T, a->ndim == 3 && o->ndim == 3, "partials f32 [n * H, chunks, D + 2] and out [n, H, D] expected"))
+        want(T, a->dims[0] == (uint64_t)o->dims[0] * o->dims[1] && a->dims[2] == (uint64_t)o->dims[2] + 2 && t->attn_merge.chunks > 0 &&
                     a->dims[1] == (uint64_t)t->attn_merge.chunks && t->attn_merge.group > 0 &&
                     t->attn_merge.kv_head >= 0 &&
                     ((uint64_t)t->attn_merge.kv_head + 1) * (uint64_t)t->attn_merge.group <= o->dims[1],
@@ -377,7 +418,9 @@ static void check_argmax_part(tcheck *T, const mpkb_task *t)
 static void check_argmax_reduce(tcheck *T, const mpkb_task *t)
 {
     const mpkb_tensor *a = opnd(T, t, MPKB_SLOT(argmax_reduce, partials));
-    if (want(T, mpkb_numel(a) % 2 == 0, "partials f32 [tiles, 2] expected") && (t->flags & MPKB_F_ALL_RANKS))
+    const mpkb_tensor *o = opnd(T, t, MPKB_SLOT(argmax_reduce, out));
+    if (want(T, mpkb_numel(a) % 2 == 0 && mpkb_numel(o) == 1, "partials f32 [tiles, 2] and out i32[1] expected") &&
+        (t->flags & MPKB_F_ALL_RANKS))
         want(T, a->space == MPKB_SPACE_ARENA && t->argmax_reduce.cols_per_rank > 0 &&
                     (uint64_t)t->argmax_reduce.cols_per_rank * T->b->meta->tp <= INT32_MAX,
              "partials of every rank must be in the arena, with columns per rank > 0");
@@ -405,9 +448,10 @@ static void check_rope(tcheck *T, const mpkb_task *t)
 {
     const mpkb_tensor *x = opnd(T, t, MPKB_SLOT(rope, x)), *f = opnd(T, t, MPKB_SLOT(rope, inv_freq));
     const mpkb_tensor *o = opnd(T, t, MPKB_SLOT(rope, out));
-    want(T, x->ndim == 3 && x->dims[0] == 1 && mpkb_numel(f) * 2 == x->dims[2] && mpkb_numel(o) == mpkb_numel(x) &&
-                range_ok(t->rope.lo, t->rope.hi, x->dims[1]),
-         "x [1, H, D], inv_freq f32[D/2], out and the head range do not agree");
+    const mpkb_tensor *pos = opnd(T, t, MPKB_SLOT(rope, pos));
+    want(T, x->ndim == 3 && pos->dims[0] == x->dims[0] && mpkb_numel(f) * 2 == x->dims[2] &&
+                mpkb_numel(o) == mpkb_numel(x) && range_ok(t->rope.lo, t->rope.hi, (uint64_t)x->dims[0] * x->dims[1]),
+         "x [n, H, D], pos i32[n], inv_freq f32[D/2], out and the head range do not agree");
 }
 
 /* add, mul, silu: operands of out's size and a range inside it */
@@ -477,7 +521,7 @@ static void check_task(ctx *C, const mpkb_blob *b, uint32_t i, bool *ok)
 }
 
 /* Events and queues: a step terminates, statically and dynamically. */
-static bool graph(ctx *C, mpkb_blob *b)
+static bool graph(ctx *C, const mpkb_blob *b)
 {
     const mpkb_meta *m = b->meta;
     bool ok = true;
@@ -642,10 +686,9 @@ out:
     return ok;
 }
 
-static bool validate(ctx *C, mpkb_blob *b)
+/* One task graph: its metadata, every task, its events and queues. */
+static bool validate_graph(ctx *C, const mpkb_blob *b)
 {
-    if (!sections(C, b) || !tensors(C, b))
-        return false;
     const mpkb_meta *m = b->meta;
     if (m->name >= b->strings_size)
         return fail(C, "model name outside STRINGS");
@@ -654,12 +697,13 @@ static bool validate(ctx *C, mpkb_blob *b)
     const mpkb_tensor *tok = m->token_input < b->ntensors ? &b->tensors[m->token_input] : NULL;
     const mpkb_tensor *nxt = m->next_output < b->ntensors ? &b->tensors[m->next_output] : NULL;
     const mpkb_tensor *lg = m->logits < b->ntensors ? &b->tensors[m->logits] : NULL;
-    if (!tok || !is_i32_1(tok) || tok->space != MPKB_SPACE_ARENA || !nxt || !is_i32_1(nxt) ||
+    if (!tok || !is_i32_vec(tok) || tok->space != MPKB_SPACE_ARENA || !nxt || !is_i32_1(nxt) ||
         nxt->space != MPKB_SPACE_ARENA || !lg || !is_float(lg) || lg->space != MPKB_SPACE_ARENA ||
         mpkb_numel(lg) * m->tp != m->vocab || m->vocab == 0)
         return fail(C, "metadata: token, next-token and logits tensors missing or of the wrong kind");
     if (m->pos_input != MPKB_NONE &&
-        (m->pos_input >= b->ntensors || !is_i32_1(&b->tensors[m->pos_input]) ||
+        (m->pos_input >= b->ntensors || !is_i32_vec(&b->tensors[m->pos_input]) ||
+         b->tensors[m->pos_input].dims[0] != tok->dims[0] ||
          b->tensors[m->pos_input].space != MPKB_SPACE_ARENA))
         return fail(C, "metadata: the position tensor is of the wrong kind");
     if (m->neos > MPKB_MAX_EOS || m->max_seq == 0)
@@ -678,6 +722,38 @@ static bool validate(ctx *C, mpkb_blob *b)
     return ok && graph(C, b);
 }
 
+static bool validate(ctx *C, mpkb_blob *b)
+{
+    if (!sections(C, b) || !tensors(C, b))
+        return false;
+    const mpkb_meta *m = b->meta;
+    if (!validate_graph(C, b))
+        return false;
+    if (b->tensors[m->token_input].dims[0] != 1)
+        return fail(C, "metadata: the decode graph's token must be i32[1], not i32[%u]",
+                    b->tensors[m->token_input].dims[0]);
+    const mpkb_blob *c = b->chunk;
+    if (!c)
+        return true;
+    /* the chunk graph shares the tensors, so it must agree with META on
+     * everything they and the executors size */
+    const mpkb_meta *cm = c->meta;
+    if (cm->chunk != m->chunk || cm->workers != m->workers || cm->vocab != m->vocab || cm->max_seq != m->max_seq ||
+        cm->arena_size != m->arena_size || cm->state_size != m->state_size || cm->weight_size != m->weight_size ||
+        cm->tp != m->tp || cm->neos != m->neos || memcmp(cm->eos, m->eos, sizeof m->eos) != 0)
+        return fail(C, "the chunk graph's metadata (CMETA) disagrees with META");
+    ctx CC = {C->name, C->err};
+    char name[512];
+    snprintf(name, sizeof name, "%s: chunk graph", C->name);
+    CC.name = name;
+    if (!validate_graph(&CC, c))
+        return false;
+    if (c->tensors[cm->token_input].dims[0] != m->chunk)
+        return fail(&CC, "metadata: the token must be i32[%u] (the chunk), not i32[%u]", m->chunk,
+                    c->tensors[cm->token_input].dims[0]);
+    return true;
+}
+
 bool mpkb_parse(mpkb_blob *b, const void *data, size_t size, const char *name, FILE *err)
 {
     memset(b, 0, sizeof *b);
@@ -687,6 +763,7 @@ bool mpkb_parse(mpkb_blob *b, const void *data, size_t size, const char *name, F
     if (((uintptr_t)data & 7) != 0)
         return fail(&C, "internal: blob buffer not 8-byte aligned");
     if (!validate(&C, b)) {
+        free((void *)b->chunk);
         memset(b, 0, sizeof *b);
         return false;
     }
@@ -734,6 +811,7 @@ bool mpkb_open(mpkb_blob *b, const char *path, FILE *err)
 
 void mpkb_close(mpkb_blob *b)
 {
+    free((void *)b->chunk);
     free(b->owned);
     memset(b, 0, sizeof *b);
 }

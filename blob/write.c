@@ -29,6 +29,7 @@ static uint64_t align_up(uint64_t v) { return (v + MPKB_ALIGN - 1) / MPKB_ALIGN 
 
 void *mpkb_write(const mpkb_blob *b, size_t *size)
 {
+    const mpkb_blob *c = b->chunk;
     struct {
         uint32_t kind, count, esize;
         const void *data;
@@ -43,9 +44,18 @@ void *mpkb_write(const mpkb_blob *b, size_t *size)
         {MPKB_SEC_QTASKS, b->nqtasks, sizeof(uint32_t), b->qtasks},
         {MPKB_SEC_CONSTS, (uint32_t)b->consts_size, 1, b->consts},
     };
-    uint64_t at = align_up(sizeof(mpkb_header) + sizeof(mpkb_section) * MPKB_NSECTIONS);
+    int nsec = MPKB_NBASE_SECTIONS;
+    if (c) {
+        sec[nsec++] = (__typeof__(sec[0])){MPKB_SEC_CMETA, 1, sizeof(mpkb_meta), c->meta};
+        sec[nsec++] = (__typeof__(sec[0])){MPKB_SEC_CTASKS, c->ntasks, sizeof(mpkb_task), c->tasks};
+        sec[nsec++] = (__typeof__(sec[0])){MPKB_SEC_CEVENTS, c->nevents, sizeof(mpkb_event), c->events};
+        sec[nsec++] = (__typeof__(sec[0])){MPKB_SEC_CTRIGGERS, c->ntriggers, sizeof(uint32_t), c->triggers};
+        sec[nsec++] = (__typeof__(sec[0])){MPKB_SEC_CQUEUES, c->nqueues, sizeof(mpkb_queue), c->queues};
+        sec[nsec++] = (__typeof__(sec[0])){MPKB_SEC_CQTASKS, c->nqtasks, sizeof(uint32_t), c->qtasks};
+    }
+    uint64_t at = align_up(sizeof(mpkb_header) + sizeof(mpkb_section) * (size_t)nsec);
     mpkb_section table[MPKB_NSECTIONS];
-    for (int i = 0; i < MPKB_NSECTIONS; i++) {
+    for (int i = 0; i < nsec; i++) {
         uint64_t n = (uint64_t)sec[i].count * sec[i].esize;
         table[i] = (mpkb_section){.kind = sec[i].kind, .crc = mpkb_crc(sec[i].data, n), .offset = at,
                                   .size = n, .count = sec[i].count, .entry_size = sec[i].esize};
@@ -54,13 +64,13 @@ void *mpkb_write(const mpkb_blob *b, size_t *size)
     uint8_t *buf = calloc(1, at);
     if (!buf)
         return NULL;
-    for (int i = 0; i < MPKB_NSECTIONS; i++)
+    for (int i = 0; i < nsec; i++)
         if (table[i].size)
             memcpy(buf + table[i].offset, sec[i].data, table[i].size);
-    memcpy(buf + sizeof(mpkb_header), table, sizeof table);
-    mpkb_header h = {.version = MPKB_VERSION, .header_size = sizeof h, .file_size = at,
-                     .table_offset = sizeof h, .nsections = MPKB_NSECTIONS,
-                     .table_crc = mpkb_crc(table, sizeof table)};
+    memcpy(buf + sizeof(mpkb_header), table, sizeof *table * (size_t)nsec);
+    mpkb_header h = {.version = c ? MPKB_VERSION : MPKB_VERSION_DECODE, .header_size = sizeof h, .file_size = at,
+                     .table_offset = sizeof h, .nsections = (uint32_t)nsec,
+                     .table_crc = mpkb_crc(table, sizeof *table * (size_t)nsec)};
     memcpy(h.magic, MPKB_MAGIC, 8);
     h.header_crc = mpkb_crc(&h, sizeof h);
     memcpy(buf, &h, sizeof h);

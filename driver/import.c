@@ -550,7 +550,9 @@ static void emit_decls(FILE *o, const model *m)
         fprintf(o, "# Untied: the LM head has its own weight.\n"
                    "weight lm_head : bf16[vocab, hidden] = \"lm_head.weight\"\n");
     fprintf(o, "\nstate kv : bf16[layers, 2, kv_heads, max_seq, head_dim]\n"
-               "\ninput token : i32[1]\ninput pos : i32[1]\n");
+               "\n# Tokens per step: 1 when decoding; mpk build --chunk C also compiles the\n"
+               "# graph at n = C for the prompt, C tokens a step.\n"
+               "param n = 1\ninput token : i32[n]\ninput pos : i32[n]\n");
 }
 
 static void emit_graph(FILE *o, const model *m)
@@ -560,7 +562,8 @@ static void emit_graph(FILE *o, const model *m)
                "    for l in 0..layers {\n"
                "        x = %s(x, l, pos)\n"
                "    }\n"
-               "    x = rmsnorm(x, norm, eps)\n", archs[m->arch].block);
+               "    # The next token comes from the last row only.\n"
+               "    x = rmsnorm(slice(x, 0, n - 1, n), norm, eps)\n", archs[m->arch].block);
     if (m->tied)
         fprintf(o, "    # tie_word_embeddings: the LM head is the embedding table.\n"
                    "    logits = matmul(x, embed_tokens)\n");

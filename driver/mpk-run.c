@@ -91,7 +91,10 @@ static const char usage_text[] =
     "                     prompt give the same tokens\n"
     "  --order-seed S     CPU: order of tasks: 0 in order of readiness, else a\n"
     "                     random order seeded with S (default 1)\n"
-    "  --dump-logits FILE write the logits of every step as float32 (steps x vocab)\n"
+    "  --no-chunk         feed the prompt one token per step even when the blob\n"
+    "                     has a chunk graph (mpk build --chunk)\n"
+    "  --dump-logits FILE write the logits of every step as float32 (steps x vocab;\n"
+    "                     a chunked prompt has those of its last token only)\n"
     "  --stats            print load time, time to first token and per-token\n"
     "                     latency on standard error\n"
     "  -h, --help         print this help\n"
@@ -167,6 +170,7 @@ typedef struct {
     const char *stop[MAX_STOP];
     int nstop;
     uint64_t n, order_seed, watchdog;
+    bool no_chunk;          /* the prompt one token per step, chunk graph or not */
     mpk_sampler samp;   /* the flags', then (run) with generation_config.json's defaults */
     bool set_temperature, set_top_k, set_top_p, set_min_p, set_n;
     bool n_from_config; /* -n is generation_config.json's max_new_tokens: cut to fit the cache */
@@ -281,7 +285,7 @@ static int run_gpu(const options *o, const mpkb_blob *b, const void *const *tabl
 {
     const mpkb_meta *m = b->meta;
     mpk_gpu_opts go = {.schedule = o->schedule, .watchdog_ms = (uint32_t)o->watchdog, .trace = o->trace,
-                       .test_stall = (int32_t)o->stall, .progress = isatty(2) != 0};
+                       .test_stall = (int32_t)o->stall, .progress = isatty(2) != 0, .no_chunk = o->no_chunk};
     uint64_t steps = (uint64_t)np + o->n - 1;
     float *logits = NULL;
     int status = EXIT_RUN;
@@ -309,16 +313,19 @@ static int run_gpu(const options *o, const mpkb_blob *b, const void *const *tabl
     bool ok = mpk_gpu_generate(G, prompt, (uint32_t)np, (uint32_t)o->n, &o->samp, logits, print_token, k, &st);
     if (!sink_end(k, ok || k->made) || !ok)
         goto out;
-    if (lf && fwrite(logits, sizeof *logits * m->vocab, st.steps, lf) != st.steps) {
+    if (lf && fwrite(logits, sizeof *logits * m->vocab, st.logit_rows, lf) != st.logit_rows) {
         fprintf(stderr, "mpk-run: error: writing '%s' failed: %s\n", o->logits, strerror(errno));
         *lf_failed = true;
         goto out;
     }
     if (o->stats) {
         stats_line(k);
+        char chunks[64] = "";
+        if (st.chunk_steps)
+            snprintf(chunks, sizeof chunks, " in %u chunk steps of %u", st.chunk_steps, b->meta->chunk);
         fprintf(stderr, "mpk-run: gpu: %u steps (%s schedule, %d workers), time to first token %.2f ms "
-                        "(a %d-token prompt, %.0f tokens/s), ",
-                st.steps, o->schedule == MPK_SCHED_STATIC ? "static" : "dynamic", st.sms, st.ttft_ms, np,
+                        "(a %d-token prompt%s, %.0f tokens/s), ",
+                st.steps, o->schedule == MPK_SCHED_STATIC ? "static" : "dynamic", st.sms, st.ttft_ms, np, chunks,
                 st.ttft_ms > 0 ? np * 1e3 / st.ttft_ms : 0.0);
         if (st.made > 1) {
             fprintf(stderr, "mean per token %.3f ms, median per token %.3f ms, p99 per token %.3f ms, "
@@ -376,6 +383,29 @@ static bool cpu_step(cpu_run *c, int32_t tok, int32_t *next)
     return true;
 }
 
+/* The prompt tokens toks[0..n) at once: in chunk steps (mpk_cpu_prefill);
+ * --dump-logits gets the last token's logits, the only ones computed. */
+static bool cpu_prefill(cpu_run *c, const int32_t *toks, size_t n, int32_t *next)
+{
+    const mpkb_meta *m = c->b->meta;
+    if (c->fed.n + n > m->max_seq) {
+        fprintf(stderr, "mpk-run: error: the conversation fills the model's KV cache (%u positions; rebuild "
+                        "with -D max_seq=N)\n", m->max_seq);
+        return false;
+    }
+    if (!mpk_cpu_prefill(c->M, toks, (uint32_t)n, c->o->order_seed != 0, &c->o->samp, next, c->logits))
+        return false;
+    if (c->lf && fwrite(c->logits, sizeof *c->logits, m->vocab, c->lf) != m->vocab) {
+        fprintf(stderr, "mpk-run: error: writing '%s' failed: %s\n", c->o->logits, strerror(errno));
+        *c->lf_failed = true;
+        return false;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!mpk_ids_push(&c->fed, toks[i]))
+            mpk_out_of_memory();
+    return true;
+}
+
 /* Feeds toks[0..nt) after what was fed before (or from a fresh executor
  * when they do not continue it), then generates up to -n tokens into k. */
 static bool cpu_generate(cpu_run *c, const int32_t *toks, size_t nt, sink *k)
@@ -390,9 +420,14 @@ static bool cpu_generate(cpu_run *c, const int32_t *toks, size_t nt, sink *k)
             return false;
     }
     int32_t next = 0;
-    for (size_t i = same; i < nt; i++)
-        if (!cpu_step(c, toks[i], &next))
+    if (c->b->chunk && !c->o->no_chunk) {
+        if (!cpu_prefill(c, toks + same, nt - same, &next))
             return false;
+    } else {
+        for (size_t i = same; i < nt; i++)
+            if (!cpu_step(c, toks[i], &next))
+                return false;
+    }
     for (uint64_t made = 0; made < c->o->n; made++) {
         if (made == 0 && c->ttft == 0)
             c->ttft = mpk_now_ms() - c->t1;
@@ -761,7 +796,7 @@ int main(int argc, char **argv)
     enum {
         OPT_WEIGHTS = 256, OPT_CPU, OPT_PROMPT, OPT_SEED, OPT_LOGITS, OPT_STATS, OPT_VERSION, OPT_SCHEDULE,
         OPT_WATCHDOG, OPT_TRACE, OPT_STALL, OPT_TEXT, OPT_IDS, OPT_STOP, OPT_CHAT, OPT_CHAT_FORMAT, OPT_TOKENIZER,
-        OPT_ORDER_SEED, OPT_TEMPERATURE, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P
+        OPT_ORDER_SEED, OPT_TEMPERATURE, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_NO_CHUNK
     };
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
@@ -771,6 +806,7 @@ int main(int argc, char **argv)
         {"prompt-ids", required_argument, NULL, OPT_PROMPT},
         {"seed", required_argument, NULL, OPT_SEED},
         {"order-seed", required_argument, NULL, OPT_ORDER_SEED},
+        {"no-chunk", no_argument, NULL, OPT_NO_CHUNK},
         {"temperature", required_argument, NULL, OPT_TEMPERATURE},
         {"top-k", required_argument, NULL, OPT_TOP_K},
         {"top-p", required_argument, NULL, OPT_TOP_P},
@@ -845,6 +881,7 @@ int main(int argc, char **argv)
             if (!parse_u64(optarg, UINT64_MAX, &o.samp.seed))
                 return usage_error("--seed needs a non-negative integer, not '%s'", optarg);
             break;
+        case OPT_NO_CHUNK: o.no_chunk = true; break;
         case OPT_ORDER_SEED:
             if (!parse_u64(optarg, UINT64_MAX, &o.order_seed))
                 return usage_error("--order-seed needs a non-negative integer, not '%s'", optarg);

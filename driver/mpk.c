@@ -132,6 +132,7 @@ typedef struct {
     bool quiet, werror, timing, build, stats;
     const char *out_path, *emit, *dump;
     int64_t workers, tp;
+    int64_t chunk;          /* build: also the chunk graph, n = chunk (0: none) */
 } job;
 
 /* "dir/qwen3-8b.mpk" -> "qwen3-8b.mpkb" (in the current directory). */
@@ -172,6 +173,55 @@ static bool out_is_input(const mpk_ctx *c, const char *out)
     return same;
 }
 
+/* The value of param `name` of g, or NULL. */
+static const mpk_value *param_of(const mpk_graph *g, const char *name)
+{
+    for (int i = 0; i < g->params.n; i++) {
+        const mpk_param_value *p = g->params.items[i];
+        if (strcmp(p->name, name) == 0)
+            return &p->value;
+    }
+    return NULL;
+}
+
+/* The chunk graph of --chunk: the model again with -D n=chunk (after the
+ * user's -D), lowered like the decode graph. NULL after reporting. */
+static mpk_low *lower_chunk(const char *path, const mpk_options *opt, const job *j, mpk_ctx **cc)
+{
+    const char **defs2 = calloc((size_t)opt->ndefines + 2, sizeof *defs2);
+    char def[48];
+    if (!defs2)
+        mpk_out_of_memory();
+    memcpy(defs2, opt->defines, sizeof *defs2 * (size_t)opt->ndefines);
+    snprintf(def, sizeof def, "n=%lld", (long long)j->chunk);
+    defs2[opt->ndefines] = def;
+    mpk_options o2 = *opt;
+    o2.defines = defs2;
+    o2.ndefines = opt->ndefines + 1;
+    mpk_ctx *c = mpk_ctx_new(&o2, stderr);
+    *cc = c;
+    c->diag.max_errors = j->max_errors;
+    c->diag.no_warnings = true; /* the decode graph's compilation said them */
+    c->diag.werror = j->werror;
+    mpk_low *L = NULL;
+    if (mpk_load_file(c, path)) {
+        mpk_graph *g = c->diag.stopped ? NULL : mpk_sema(c);
+        if (g && !mpk_diag_failed(&c->diag)) {
+            mpk_lower_opts lo = {.workers = j->workers, .tp = j->tp, .dump = j->dump, .dump_out = stdout,
+                                 .rows = j->chunk};
+            L = mpk_lower(g, &lo, &c->diag);
+        }
+    }
+    if (!L || mpk_diag_failed(&c->diag)) {
+        fprintf(stderr, "mpk: %s: the chunk graph (--chunk %lld, n = %lld) did not build\n", path,
+                (long long)j->chunk, (long long)j->chunk);
+        mpk_low_free(L);
+        L = NULL;
+    }
+    free(defs2);
+    return L;
+}
+
 /* One compilation: load, check, and for build the graph or the blob. */
 static int compile(const char *path, const mpk_options *opt, const job *j)
 {
@@ -205,15 +255,37 @@ static int compile(const char *path, const mpk_options *opt, const job *j)
     } else if (status == 0 && j->build && j->emit) {
         status = write_graph(g, j->out_path);
     } else if (status == 0 && j->build) {
-        mpk_lower_opts lo = {.workers = j->workers, .tp = j->tp, .dump = j->dump, .dump_out = stdout};
-        mpk_low *L = mpk_lower(g, &lo, &c->diag);
+        mpk_lower_opts lo = {.workers = j->workers, .tp = j->tp, .dump = j->dump, .dump_out = stdout, .rows = 1};
+        mpk_low *L = mpk_lower(g, &lo, &c->diag), *Lc = NULL;
+        mpk_ctx *cc = NULL;
+        if (L && !mpk_diag_failed(&c->diag) && j->chunk) {
+            const mpk_value *n = param_of(g, "n");
+            if (!n || n->kind != MPK_V_INT || n->i != 1) {
+                mpk_error(&c->diag, (mpk_loc){0, 0, 0},
+                          "%s: --chunk needs a token-count param 'n' of default 1 (input token : i32[n], "
+                          "activations [n, hidden]; mpk import writes models so), but the model %s", path,
+                          n ? "sets n to another value" : "has none");
+            } else {
+                Lc = lower_chunk(path, opt, j, &cc);
+                if (!Lc)
+                    status = EXIT_MODEL;
+            }
+        }
         t3 = mpk_now_ms();
-        if (!L || mpk_diag_failed(&c->diag))
+        if (!L || mpk_diag_failed(&c->diag) || status)
             status = EXIT_MODEL;
-        else if (!mpk_emit(L, out))
+        else if (!mpk_emit(L, Lc, out))
             status = EXIT_USAGE;
-        else if (j->stats)
+        else if (j->stats) {
             mpk_low_stats(L, stderr);
+            if (Lc) {
+                fprintf(stderr, "chunk graph (n = %lld):\n", (long long)j->chunk);
+                mpk_low_stats(Lc, stderr);
+            }
+        }
+        mpk_low_free(Lc);
+        if (cc)
+            mpk_ctx_free(cc);
         if (L && j->timing) {
             fprintf(stderr, "mpk: time: %s: passes: ", path);
             mpk_low_times(L, stderr);
@@ -263,7 +335,7 @@ static int dump_blob(const char *path, const char *out_path, bool dot)
 int main(int argc, char **argv)
 {
     enum { OPT_EMIT = 256, OPT_MAX_ERRORS, OPT_TIME, OPT_VERSION, OPT_WERROR, OPT_WORKERS, OPT_STATS,
-           OPT_DUMP, OPT_DOT, OPT_TP };
+           OPT_DUMP, OPT_DOT, OPT_TP, OPT_CHUNK };
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
@@ -276,6 +348,7 @@ int main(int argc, char **argv)
         {"dump", required_argument, NULL, OPT_DUMP},
         {"dot", no_argument, NULL, OPT_DOT},
         {"tp", required_argument, NULL, OPT_TP},
+        {"chunk", required_argument, NULL, OPT_CHUNK},
         {NULL, 0, NULL, 0},
     };
     if (argc < 2) {
@@ -353,6 +426,16 @@ int main(int argc, char **argv)
             j.tp = v;
             break;
         }
+        case OPT_CHUNK: {
+            char *end;
+            errno = 0;
+            long v = strtol(optarg, &end, 10);
+            if (!*optarg || *end || errno || v < 2 || v > MPK_MAX_CHUNK)
+                return usage_error("--chunk needs a number of prompt tokens per step from 2 to %d, not '%s'",
+                                   MPK_MAX_CHUNK, optarg);
+            j.chunk = v;
+            break;
+        }
         case OPT_MAX_ERRORS: {
             char *end;
             errno = 0;
@@ -378,8 +461,12 @@ int main(int argc, char **argv)
     if (j.emit && strcmp(j.emit, "graph") != 0)
         return usage_error("unknown --emit kind '%s' (the kind is graph; without --emit, build writes "
                            "a blob)", j.emit);
-    if ((j.stats || j.dump || j.workers || j.tp) && (!build || j.emit))
-        return usage_error("%s", "--stats, --dump, --workers and --tp go with 'mpk build' of a blob");
+    if ((j.stats || j.dump || j.workers || j.tp || j.chunk) && (!build || j.emit))
+        return usage_error("%s", "--stats, --dump, --workers, --tp and --chunk go with 'mpk build' of a blob");
+    for (int i = 0; j.chunk && i < opt.ndefines; i++)
+        if (strncmp(defs[i], "n=", 2) == 0)
+            return usage_error("-D %s and --chunk %lld both set n: --chunk compiles the model at n = 1 and "
+                               "n = %lld", defs[i], (long long)j.chunk, (long long)j.chunk);
     if (dot && !dump)
         return usage_error("%s", "--dot goes with 'mpk dump'");
     if ((dump || import) && model_opts)

@@ -165,7 +165,7 @@ static int build(const char *src, const char *dir, const mpk_options *opt, int64
     mpk_lower_opts lo = {.workers = workers, .tp = tp, .dump_out = stdout};
     mpk_low *L = mpk_lower(g, &lo, &c->diag);
     if (L && !mpk_diag_failed(&c->diag))
-        status = mpk_emit(L, *blob) ? 0 : EXIT_USAGE;
+        status = mpk_emit(L, NULL, *blob) ? 0 : EXIT_USAGE;
     mpk_low_free(L);
     mpk_ctx_free(c);
     return status;

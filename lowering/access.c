@@ -107,18 +107,22 @@ static void access_matvec(acc *A, const mpkb_task *t)
         add(A, t->matvec.partials, true, lo_of(t->matvec.tile) * 2, lo_of(t->matvec.tile) * 2 + 2);
 }
 
-/* Its group's heads of q; k and v of its kv head; its chunk's rows of the
- * cache (contiguous: mpk-blob(5)), read and written; its output. */
+/* For each of the step's n rows: its group's heads of q, k and v of its kv
+ * head; its chunk's rows of the cache (contiguous: mpk-blob(5)), read and
+ * written; its output (or its chunk's partials) of each row. */
 static void access_attention(acc *A, const mpkb_task *t)
 {
     const mpkb_blob *tg = A->tg;
-    uint64_t heads = dim(tg, t->attention.q, 1), d = dim(tg, t->attention.q, 2), g = dim(tg, t->attention.cache, 1);
+    uint64_t n = dim(tg, t->attention.q, 0), heads = dim(tg, t->attention.q, 1), d = dim(tg, t->attention.q, 2);
+    uint64_t g = dim(tg, t->attention.cache, 1);
     uint64_t s = dim(tg, t->attention.cache, 2), kh = lo_of(t->attention.kv_head);
     uint64_t c = lo_of(t->attention.chunk), len = lo_of(t->attention.block), nch = lo_of(t->attention.chunks);
     uint64_t per = g ? heads / g : 0;
-    add(A, t->attention.q, false, kh * per * d, (kh + 1) * per * d);
-    add(A, t->attention.k, false, kh * d, (kh + 1) * d);
-    add(A, t->attention.v, false, kh * d, (kh + 1) * d);
+    for (uint64_t r = 0; r < n; r++) {
+        add(A, t->attention.q, false, (r * heads + kh * per) * d, (r * heads + (kh + 1) * per) * d);
+        add(A, t->attention.k, false, (r * g + kh) * d, (r * g + kh + 1) * d);
+        add(A, t->attention.v, false, (r * g + kh) * d, (r * g + kh + 1) * d);
+    }
     whole(A, t->attention.pos, false);
     whole(A, t->attention.q_norm, false);
     whole(A, t->attention.k_norm, false);
@@ -129,19 +133,25 @@ static void access_attention(acc *A, const mpkb_task *t)
         add(A, t->attention.cache, false, base + r0 * d, base + r1 * d);
         add(A, t->attention.cache, true, base + r0 * d, base + r1 * d);
     }
-    if (t->flags & MPKB_F_DIRECT)
-        add(A, t->attention.out, true, kh * per * d, (kh + 1) * per * d);
-    else
-        for (uint64_t h = kh * per; h < (kh + 1) * per; h++)
-            add(A, t->attention.out, true, (h * nch + c) * (d + 2), (h * nch + c + 1) * (d + 2));
+    for (uint64_t r = 0; r < n; r++)
+        if (t->flags & MPKB_F_DIRECT)
+            add(A, t->attention.out, true, (r * heads + kh * per) * d, (r * heads + (kh + 1) * per) * d);
+        else
+            for (uint64_t h = r * heads + kh * per; h < r * heads + (kh + 1) * per; h++)
+                add(A, t->attention.out, true, (h * nch + c) * (d + 2), (h * nch + c + 1) * (d + 2));
 }
 
+/* Per row: its kv head's query heads' partials, all chunks, and output. */
 static void access_attn_merge(acc *A, const mpkb_task *t)
 {
+    uint64_t n = dim(A->tg, t->attn_merge.out, 0), heads = dim(A->tg, t->attn_merge.out, 1);
     uint64_t d = dim(A->tg, t->attn_merge.out, 2), kh = lo_of(t->attn_merge.kv_head);
     uint64_t nch = lo_of(t->attn_merge.chunks), per = lo_of(t->attn_merge.group);
-    add(A, t->attn_merge.partials, false, kh * per * nch * (d + 2), (kh + 1) * per * nch * (d + 2));
-    add(A, t->attn_merge.out, true, kh * per * d, (kh + 1) * per * d);
+    for (uint64_t r = 0; r < n; r++) {
+        uint64_t h0 = r * heads + kh * per, h1 = r * heads + (kh + 1) * per;
+        add(A, t->attn_merge.partials, false, h0 * nch * (d + 2), h1 * nch * (d + 2));
+        add(A, t->attn_merge.out, true, h0 * d, h1 * d);
+    }
 }
 
 static void access_argmax_part(acc *A, const mpkb_task *t)

@@ -271,12 +271,6 @@ static int peel(fuser *F, const mpk_node *att, const mpk_tensor **x, int *gamma,
 static bool fuse_attention(fuser *F, const mpk_node *n)
 {
     mpk_low *L = F->L;
-    if (n->in[0]->dims[0] != 1) {
-        mpk_error(L->diag, n->loc, "attention over %lld tokens per step cannot be lowered yet: "
-                                  "mpk decodes one token per step",
-                  (long long)n->in[0]->dims[0]);
-        return false;
-    }
     mpk_kop *k = new_kop(F, K_ATTENTION, n, "attention");
     const mpk_tensor *q = n->in[0], *kk = n->in[1];
 #define A_(name) k->t[MPKB_SLOT(attention, name)]
@@ -423,6 +417,7 @@ static bool find_io(fuser *F)
         }
     }
     bool ok = true;
+    int64_t rows = L->opt.rows > 0 ? L->opt.rows : 1;
     if (L->next_lt < 0) {
         mpk_error(L->diag, (mpk_loc){0, 0, 0},
                   "graph '%s' has no output computed by argmax: mpk-run decodes greedily and "
@@ -438,9 +433,14 @@ static bool find_io(fuser *F)
                                        "the position (the pos of rope or attention), which are "
                                        "the inputs mpk-run provides", t->name);
             ok = false;
-        } else if (t->dtype != MPK_DT_I32 || numel_of(t) != 1) {
-            mpk_error(L->diag, t->loc, "input '%s' must be i32[1]: mpk decodes one token per step",
-                      t->name);
+        } else if (t->dtype != MPK_DT_I32 || t->ndim != 1 || t->dims[0] != rows) {
+            if (rows == 1)
+                mpk_error(L->diag, t->loc, "input '%s' must be i32[1] in the decode graph, one token per "
+                                           "step (with n = 1: a prompt chunk of C tokens is built by "
+                                           "mpk build --chunk C)", t->name);
+            else
+                mpk_error(L->diag, t->loc, "input '%s' must be i32[%lld] in the chunk graph (n = %lld)",
+                          t->name, (long long)rows, (long long)rows);
             ok = false;
         }
     }
@@ -508,29 +508,18 @@ bool mpk_fuse(mpk_low *L)
         case MPK_OP_MATMUL:
         case MPK_OP_ATTENTION: break;
         case MPK_OP_EMBED:
-            if (numel_of(n->in[1]) != 1) {
-                mpk_error(L->diag, n->loc, "embed of %lld tokens per step cannot be lowered yet: "
-                                          "mpk decodes one token per step",
-                          (long long)numel_of(n->in[1]));
-                ok = false;
-            } else
-                simple(&F, n, K_EMBED, "embed");
+            simple(&F, n, K_EMBED, "embed");
             break;
         case MPK_OP_RMSNORM: simple(&F, n, K_RMSNORM, "rmsnorm"); break;
-        case MPK_OP_ROPE:
-            if (n->in[0]->dims[0] != 1) {
-                mpk_error(L->diag, n->loc, "rope over %lld tokens per step cannot be lowered yet",
-                          (long long)n->in[0]->dims[0]);
-                ok = false;
-            } else
-                simple(&F, n, K_ROPE, "rope");
-            break;
+        case MPK_OP_ROPE: simple(&F, n, K_ROPE, "rope"); break;
         case MPK_OP_ADD: simple(&F, n, K_ADD, "add"); break;
         case MPK_OP_MUL: simple(&F, n, K_MUL, "mul"); break;
         case MPK_OP_SILU: simple(&F, n, K_SILU, "silu"); break;
         case MPK_OP_ARGMAX:
             if (n->in[0]->dims[0] != 1) {
-                mpk_error(L->diag, n->loc, "argmax over %lld rows cannot be lowered yet",
+                mpk_error(L->diag, n->loc, "argmax over %lld rows cannot be lowered: the next token is the "
+                                          "argmax of one row of logits (slice the last row, "
+                                          "slice(x, 0, n - 1, n), before the LM head)",
                           (long long)n->in[0]->dims[0]);
                 ok = false;
             } else

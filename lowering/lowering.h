@@ -37,7 +37,11 @@ typedef struct {
     int64_t tp;           /* tensor-parallel ranks (0 or 1: one GPU) */
     const char *dump;     /* pass after which to print the graph, or NULL */
     FILE *dump_out;
+    int64_t rows;         /* tokens per step: 1 (decode; 0 reads as 1), or the chunk */
 } mpk_lower_opts;
+
+/* The largest chunk (mpk build --chunk): tokens of one prompt step. */
+#define MPK_MAX_CHUNK 1024
 
 #define MPK_DEFAULT_WORKERS 132
 
@@ -148,10 +152,12 @@ typedef struct mpk_low {
 mpk_low *mpk_lower(const mpk_graph *g, const mpk_lower_opts *opt, mpk_diag *d);
 /* Write the blob to a file (by mpk_write_file: atomically for a regular
  * file, in place for a device or FIFO, through a symbolic link) or, path "-",
- * to standard output. Reports and returns false on failure. */
-bool mpk_emit(mpk_low *L, const char *path);
+ * to standard output: the decode graph L and, if Lc is not NULL, the chunk
+ * graph Lc, lowered from the same model with n = the chunk (mpk build
+ * --chunk). Reports and returns false on failure. */
+bool mpk_emit(mpk_low *L, mpk_low *Lc, const char *path);
 /* The blob as one malloc'd buffer (for tests). */
-void *mpk_emit_buffer(mpk_low *L, size_t *size);
+void *mpk_emit_buffer(mpk_low *L, mpk_low *Lc, size_t *size);
 void mpk_low_free(mpk_low *L);
 void mpk_low_stats(const mpk_low *L, FILE *out);
 /* "shard 0.01, fuse 0.40, ... verify 18.3 ms": each pass's time (--time). */

@@ -221,7 +221,7 @@ static void tile_attention(mpk_low *L, mpk_kop *k)
         return;
     int partials = -1;
     if (nch > 1) {
-        int64_t dims[3] = {heads, nch, d + 2};
+        int64_t dims[3] = {q->dims[0] * heads, nch, d + 2}; /* [n * H, chunks, D + 2] */
         partials = mpk_lt_new(L, MPK_DT_F32, 3, dims, MPKB_SPACE_ARENA,
                               mpk_arena_printf(L->arena, "attention partials of %s", k->label));
     }
@@ -319,7 +319,11 @@ bool mpk_tile(mpk_low *L)
             tile_range(L, k, MPKB_OP_RMSNORM, mpk_lt_numel(x) / x->dims[x->ndim - 1], 1);
             break;
         }
-        case K_ROPE: tile_range(L, k, MPKB_OP_ROPE, L->lt[k->t[MPKB_SLOT(rope, x)]].dims[1], 1); break;
+        case K_ROPE: { /* the n x H head vectors */
+            const mpk_ltensor *x = &L->lt[k->t[MPKB_SLOT(rope, x)]];
+            tile_range(L, k, MPKB_OP_ROPE, x->dims[0] * x->dims[1], 1);
+            break;
+        }
         case K_ADD: tile_range(L, k, MPKB_OP_ADD, mpk_lt_numel(&L->lt[k->t[MPKB_SLOT(add, a)]]), 2048); break;
         case K_MUL: tile_range(L, k, MPKB_OP_MUL, mpk_lt_numel(&L->lt[k->t[MPKB_SLOT(mul, a)]]), 2048); break;
         case K_SILU: tile_range(L, k, MPKB_OP_SILU, mpk_lt_numel(&L->lt[k->t[MPKB_SLOT(silu, x)]]), 2048); break;

@@ -77,7 +77,8 @@ typedef struct mpk_cpu mpk_cpu;
  * mpk_bind_weights. seed 0 runs the ready tasks in the order they became
  * ready; any other seed in a random order (over all ranks' tasks). */
 mpk_cpu *mpk_cpu_new(const mpkb_blob *b, const void *const *const *weights, uint64_t seed, FILE *err);
-/* One decode step with this token (its position is the step count so far).
+/* One decode step with this token (its position is the count of positions
+ * so far: prompt tokens and decode steps).
  * Sets *next to the next token: the blob's greedy argmax when s is NULL or
  * greedy (mpk_sampler_greedy), else drawn by mpk_sample from all ranks'
  * logits with the step's position as the counter. If logits is not NULL,
@@ -86,6 +87,12 @@ mpk_cpu *mpk_cpu_new(const mpkb_blob *b, const void *const *const *weights, uint
  * out of range, a stall, no finite logit). */
 bool mpk_cpu_step(mpk_cpu *M, int32_t token, bool random_order, const mpk_sampler *s, int32_t *next,
                   float *logits);
+/* The n > 0 prompt tokens from the current position on: in chunk steps of
+ * the blob's chunk graph when it has one (ceil(n / chunk) steps), else a
+ * decode step each. *next and logits as for mpk_cpu_step, from the last
+ * token's logits (the only ones a chunk step computes). */
+bool mpk_cpu_prefill(mpk_cpu *M, const int32_t *tokens, uint32_t n, bool random_order, const mpk_sampler *s,
+                     int32_t *next, float *logits);
 void mpk_cpu_free(mpk_cpu *M);
 
 /* Bind a blob's weights to a checkpoint for rank `rank` of meta.tp: the
@@ -105,6 +112,7 @@ typedef struct {
     const char *trace;      /* write a Chrome trace JSON here, or NULL */
     int32_t test_stall;     /* test only: this task never signals (-1: none) */
     bool progress;          /* a progress bar on err while loading weights */
+    bool no_chunk;          /* the prompt a token a step even when the blob has a chunk graph */
 } mpk_gpu_opts;
 
 typedef struct {
@@ -113,7 +121,9 @@ typedef struct {
     double mean_token_ms;   /* their mean */
     double p99_token_ms;    /* their 99th percentile */
     double wall_ms;         /* the launch, start to end */
-    uint32_t steps, made;   /* steps run, tokens generated */
+    uint32_t steps, made;   /* steps run (chunk steps too), tokens generated */
+    uint32_t chunk_steps;   /* the prompt's chunk steps (0: a token a step) */
+    uint32_t logit_rows;    /* rows written to mpk_gpu_generate's logits */
     int sms;                /* worker CTAs */
     uint32_t trace_events;
 } mpk_gpu_stats;
@@ -127,11 +137,14 @@ typedef void (*mpk_token_fn)(void *ctx, int32_t token);
 mpk_gpu *mpk_gpu_new(const mpkb_blob *b, const void *const *weights, const mpk_gpu_opts *o, FILE *err);
 /* Milliseconds mpk_gpu_new took (mostly the weights), and their bytes. */
 double mpk_gpu_load_ms(const mpk_gpu *G, uint64_t *bytes);
-/* One launch: the np prompt tokens, then up to ntok ones (fewer at an
- * end-of-sequence id) chosen by sampler s (NULL or greedy: the argmax; see
- * mpk/sample.h), each passed to on_token as it arrives. logits, if not
- * NULL, receives (np + ntok - 1) x vocab floats: the logits of every step
- * run. The blob's max_seq must hold np + ntok - 1 positions. */
+/* One launch: the np prompt tokens (in chunk steps when the blob has a
+ * chunk graph and o->no_chunk is not set), then up to ntok ones (fewer at
+ * an end-of-sequence id) chosen by sampler s (NULL or greedy: the argmax;
+ * see mpk/sample.h), each passed to on_token as it arrives. logits, if not
+ * NULL, receives st->logit_rows x vocab floats, at most (np + ntok - 1):
+ * the logits of every step run, the prompt's a row a position, or, in
+ * chunk steps, only of its last position. The blob's max_seq must hold
+ * np + ntok - 1 positions. */
 bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np, uint32_t ntok, const mpk_sampler *s,
                       float *logits, mpk_token_fn on_token, void *ctx, mpk_gpu_stats *st);
 void mpk_gpu_free(mpk_gpu *G);

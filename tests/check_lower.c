@@ -61,7 +61,7 @@ static void build(built *B, const char *src, int64_t workers) { build_tp(B, src,
  * rank `rank`'s part of each (whole, seeded) weight. */
 static void load_rank(built *B, uint32_t rank)
 {
-    B->buf = mpk_emit_buffer(B->L, &B->size);
+    B->buf = mpk_emit_buffer(B->L, NULL, &B->size);
     ck_assert_ptr_nonnull(B->buf);
     ck_assert(mpkb_parse(&B->b, B->buf, B->size, "test.mpkb", stderr));
     B->table = calloc(B->b.ntensors, sizeof *B->table);
@@ -452,7 +452,7 @@ START_TEST(test_blob_damage)
         bool ok = mpkb_parse(&b, copy, B.size, "x", devnull);
         /* only padding between sections can change unnoticed */
         if (ok)
-            ck_assert_msg(i >= sizeof(mpkb_header) + MPKB_NSECTIONS * sizeof(mpkb_section), "byte %zu", i);
+            ck_assert_msg(i >= sizeof(mpkb_header) + MPKB_NBASE_SECTIONS * sizeof(mpkb_section), "byte %zu", i);
     }
     for (size_t n = 0; n < B.size; n += n < 1024 ? 1 : 211)
         ck_assert(!mpkb_parse(&b, B.buf, n, "x", devnull));

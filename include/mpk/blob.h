@@ -4,7 +4,11 @@
  * (runtime/). man 5 mpk-blob specifies the same format for people.
  *
  * A blob is a task graph for ONE decode step; the runtime repeats it for
- * every step (a prompt token or a generated one). Everything is
+ * every step (a prompt token or a generated one). A blob built with a
+ * chunk (mpk build --chunk C) holds a second task graph over the same
+ * tensors, weights, state and arena: the chunk graph, whose step feeds C
+ * prompt tokens at once (rows of [C, ...] activations); the runtime runs a
+ * prompt in chunk steps, then decodes with the first graph. Everything is
  * little-endian with fixed widths; structs here are the exact on-disk
  * records (the _Static_asserts pin their sizes).
  *
@@ -14,7 +18,8 @@
  *   sections         each at an offset that is a multiple of MPKB_ALIGN,
  *                    each covered by a CRC-32 (zlib's crc32) in the table
  *
- * Sections (one of each kind, all required, in any order)
+ * Sections (one of each kind, in any order; the first nine required, the
+ * six C* ones, the chunk graph, present together iff META.chunk > 0)
  *   META      one mpkb_meta: model facts and where things are
  *   STRINGS   NUL-terminated UTF-8 strings; others refer to them by byte
  *             offset; the section starts with an empty string (offset 0)
@@ -28,6 +33,9 @@
  *   QTASKS    uint32_t[]: task indices; queue q runs
  *             QTASKS[q.first .. q.first + q.count) in that order
  *   CONSTS    raw bytes of MPKB_SPACE_CONST tensors (rope frequencies)
+ *   CMETA, CTASKS, CEVENTS, CTRIGGERS, CQUEUES, CQTASKS
+ *             the chunk graph's META, TASKS, ... in the same formats; its
+ *             tasks name tensors of the one TENSORS table
  *
  * Memory spaces. A tensor lives in one of:
  *   ARENA   activations, inputs and outputs: one buffer of meta.arena_size
@@ -82,7 +90,8 @@
 #endif
 
 #define MPKB_MAGIC "MPKB\r\n\x1a\n" /* 8 bytes: catches text-mode damage */
-#define MPKB_VERSION 2u
+#define MPKB_VERSION 3u  /* a blob with a chunk graph */
+#define MPKB_VERSION_DECODE 2u /* a blob without: written so, as before chunks */
 #define MPKB_ALIGN 64u
 #define MPKB_NONE 0xffffffffu
 #define MPKB_MAX_DIMS 6
@@ -116,9 +125,11 @@ typedef struct {
 enum mpkb_section_kind {
     MPKB_SEC_META = 1, MPKB_SEC_STRINGS, MPKB_SEC_TENSORS, MPKB_SEC_TASKS,
     MPKB_SEC_EVENTS, MPKB_SEC_TRIGGERS, MPKB_SEC_QUEUES, MPKB_SEC_QTASKS,
-    MPKB_SEC_CONSTS, MPKB_SEC_COUNT_PLUS_ONE
+    MPKB_SEC_CONSTS, MPKB_SEC_CMETA, MPKB_SEC_CTASKS, MPKB_SEC_CEVENTS, MPKB_SEC_CTRIGGERS,
+    MPKB_SEC_CQUEUES, MPKB_SEC_CQTASKS, MPKB_SEC_COUNT_PLUS_ONE
 };
 #define MPKB_NSECTIONS (MPKB_SEC_COUNT_PLUS_ONE - 1)
+#define MPKB_NBASE_SECTIONS MPKB_SEC_CONSTS /* without a chunk graph */
 
 typedef struct {
     uint32_t kind;          /* mpkb_section_kind */
@@ -134,10 +145,10 @@ typedef struct {
     uint32_t workers;       /* worker count the placement assumed */
     uint32_t vocab;         /* the model's vocabulary: tp x the logits' columns */
     uint32_t max_seq;       /* positions the state holds: prompt + generated */
-    uint32_t token_input;   /* tensor: i32[1], the token of this step */
-    uint32_t pos_input;     /* tensor: i32[1], the position (= step), or NONE */
+    uint32_t token_input;   /* tensor: i32[n], the tokens of this step (n = 1, or the chunk) */
+    uint32_t pos_input;     /* tensor: i32[n], their positions, or NONE */
     uint32_t next_output;   /* tensor: i32[1], the greedy next token */
-    uint32_t logits;        /* tensor: [1, vocab], read for --dump-logits */
+    uint32_t logits;        /* tensor: [1, vocab] (the last row's), read for --dump-logits */
     uint32_t step_event;    /* the event that ends a step (lag 1) */
     uint32_t neos;          /* end-of-sequence ids in eos[] */
     int32_t eos[MPKB_MAX_EOS];
@@ -146,7 +157,8 @@ typedef struct {
     uint64_t weight_size;   /* bytes of loaded weights */
     uint64_t bytes_per_step;/* bytes the tasks read and write in one step */
     uint32_t tp;            /* ranks (1: one GPU); see "Tensor parallelism" */
-    uint32_t reserved[7];   /* zero */
+    uint32_t chunk;         /* rows of a chunk step: 0 in a blob without a chunk graph */
+    uint32_t reserved[6];   /* zero */
 } mpkb_meta;
 
 typedef enum {
@@ -322,6 +334,10 @@ typedef struct mpkb_blob {
     uint32_t nqtasks;
     const uint8_t *consts;
     uint64_t consts_size;
+    /* the chunk graph (meta->chunk > 0), else NULL: a view with its own
+     * meta, tasks, events, triggers and queues, and this blob's strings,
+     * tensors and consts (its chunk is NULL) */
+    const struct mpkb_blob *chunk;
     /* a read blob only: the file */
     const uint8_t *data;
     size_t size;

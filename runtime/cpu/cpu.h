@@ -154,6 +154,7 @@ typedef struct {
     uint8_t *arena;             /* meta.arena_size bytes, NaN before written */
     uint8_t *state;             /* meta.state_size bytes, zeroed at start */
     uint64_t *count;            /* [nevents] event counters, monotonic */
+    uint64_t *ccount;           /* the chunk graph's, or NULL */
 } cpu_rank;
 
 typedef struct {
@@ -161,8 +162,9 @@ typedef struct {
     const cpu_rank *rank;       /* the rank running the task */
     const cpu_rank *ranks;      /* all nranks (meta.tp): allreduce, argmax_reduce */
     uint32_t nranks;
-    int32_t token;              /* this step's input token */
-    uint64_t step;              /* steps run so far: this step's position */
+    const int32_t *tokens;      /* this step's input tokens, one per row */
+    const int32_t *positions;   /* and their positions */
+    uint32_t nrows;             /* 1 in a decode step, the chunk in a chunk step */
     FILE *err;                  /* runtime errors, one line each */
     /* Scratch, sized by mpk_cpu_new from the blob so no op allocates: */
     float *scratch;             /* [2 * (max dim + 2)]: a matvec input row,

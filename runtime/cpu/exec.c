@@ -18,6 +18,13 @@
  * drawn from the step's logits, every rank's part in rank order, by
  * mpk_sample (sample.c).
  *
+ * A blob with a chunk graph runs a prompt (mpk_cpu_prefill) in chunk
+ * steps of C rows: the graph's own event counters and step count, the
+ * same arena and state. A last piece of v < C tokens fills rows v..C-1
+ * with copies of row v-1 (its token at its position): they compute and
+ * store exactly what row v-1 does, so the padding changes nothing, and
+ * the last row is always the prompt's last token.
+ *
  * mpk_bind_weights, at the end, binds a blob's weight tensors to a
  * checkpoint (runtime/weights.c) for one rank, copying out its part of a
  * split weight.
@@ -34,8 +41,9 @@ struct mpk_cpu {
     const mpkb_blob *b;
     cpu_rank *ranks;            /* meta.tp of them */
     uint32_t nranks;
-    uint64_t step;
-    int32_t token;
+    uint64_t step, cstep;       /* decode and chunk steps run */
+    uint64_t pos;               /* positions in the cache so far */
+    int32_t *rows_tok, *rows_pos; /* a step's inputs, [max(1, chunk)] */
     uint64_t rng;
     FILE *err;
     /* every task's scratch, sized for the blob's largest (cpu_ctx): */
@@ -62,23 +70,27 @@ static uint64_t per_step(const mpk_cpu *M, const mpkb_event *ev)
     return (uint64_t)ev->triggers * ((ev->flags & MPKB_EV_ALL_RANKS) ? M->nranks : 1);
 }
 
-/* One step: tasks in a random order among the ready ones of every rank
- * (seed 0: in the order they became ready); ready[] holds rank * ntasks +
- * task. */
-static bool step(mpk_cpu *M, bool random_order, uint32_t *ready)
+/* One step of graph b (the decode graph, or the chunk graph with chunk
+ * set) with M->rows_tok/rows_pos as its inputs: tasks in a random order
+ * among the ready ones of every rank (seed 0: in the order they became
+ * ready); ready[] holds rank * ntasks + task. */
+static bool step(mpk_cpu *M, bool chunk, bool random_order, uint32_t *ready)
 {
-    const mpkb_blob *b = M->b;
+    const mpkb_blob *b = chunk ? M->b->chunk : M->b;
+    uint64_t sn = chunk ? M->cstep : M->step;
+#define COUNT_(r) (chunk ? M->ranks[r].ccount : M->ranks[r].count)
     uint32_t n = 0, ran = 0;
     for (uint32_t r = 0; r < M->nranks; r++)
         for (uint32_t e = 0; e < b->nevents; e++) {
             const mpkb_event *ev = &b->events[e];
-            uint64_t c = M->ranks[r].count[e], need = per_step(M, ev);
-            if (c >= (M->step + 1 - ev->lag) * need && (ev->lag || c == M->step * need || need == 0))
+            uint64_t c = COUNT_(r)[e], need = per_step(M, ev);
+            if (c >= (sn + 1 - ev->lag) * need && (ev->lag || c == sn * need || need == 0))
                 for (uint32_t t = ev->first_task; t < ev->first_task + ev->ntasks; t++)
                     ready[n++] = r * b->ntasks + t;
         }
-    cpu_ctx ctx = {.b = b, .ranks = M->ranks, .nranks = M->nranks, .token = M->token, .step = M->step,
-                   .err = M->err, .scratch = M->scratch, .scores = M->scores, .rows = M->rows};
+    cpu_ctx ctx = {.b = b, .ranks = M->ranks, .nranks = M->nranks, .tokens = M->rows_tok,
+                   .positions = M->rows_pos, .nrows = chunk ? b->meta->chunk : 1, .err = M->err,
+                   .scratch = M->scratch, .scores = M->scores, .rows = M->rows};
     uint32_t head = 0;
     while (head < n) {
         uint32_t pick = head;
@@ -98,16 +110,21 @@ static bool step(mpk_cpu *M, bool random_order, uint32_t *ready)
             const mpkb_event *ev = &b->events[e];
             bool all = ev->flags & MPKB_EV_ALL_RANKS;
             for (uint32_t q = all ? 0 : r; q < (all ? M->nranks : r + 1); q++)
-                if (++M->ranks[q].count[e] == (M->step + 1) * per_step(M, ev) && !ev->lag)
+                if (++COUNT_(q)[e] == (sn + 1) * per_step(M, ev) && !ev->lag)
                     for (uint32_t c = ev->first_task; c < ev->first_task + ev->ntasks; c++)
                         ready[n++] = q * b->ntasks + c;
         }
     }
+#undef COUNT_
     if (ran != b->ntasks * M->nranks) {
-        fprintf(M->err, "mpk-run: step %llu stalled: %u of %u tasks never became ready\n",
-                (unsigned long long)M->step, b->ntasks * M->nranks - ran, b->ntasks * M->nranks);
+        fprintf(M->err, "mpk-run: %sstep %llu stalled: %u of %u tasks never became ready\n", chunk ? "chunk " : "",
+                (unsigned long long)sn, b->ntasks * M->nranks - ran, b->ntasks * M->nranks);
         return false;
     }
+    if (chunk)
+        M->cstep++;
+    else
+        M->step++;
     return true;
 }
 
@@ -129,9 +146,12 @@ mpk_cpu *mpk_cpu_new(const mpkb_blob *b, const void *const *const *weights, uint
     for (uint32_t i = 0; i < b->ntensors; i++)
         for (int d = 0; d < b->tensors[i].ndim; d++)
             maxk = b->tensors[i].dims[d] > maxk ? b->tensors[i].dims[d] : maxk;
-    for (uint32_t i = 0; i < b->ntasks; i++) /* a chunk holds at most the whole cache */
-        if (b->tasks[i].op == MPKB_OP_ATTENTION && b->tensors[b->tasks[i].attention.cache].dims[2] > maxs)
-            maxs = b->tensors[b->tasks[i].attention.cache].dims[2];
+    for (uint32_t i = 0; i < b->ntensors; i++) /* a chunk holds at most the whole cache */
+        if (b->tensors[i].space == MPKB_SPACE_STATE && b->tensors[i].ndim == 4 && b->tensors[i].dims[2] > maxs)
+            maxs = b->tensors[i].dims[2];
+    uint32_t nt = b->ntasks, rows = b->chunk ? b->meta->chunk : 1;
+    if (b->chunk && b->chunk->ntasks > nt)
+        nt = b->chunk->ntasks;
     bool ok = true;
     for (uint32_t r = 0; r < M->nranks; r++) {
         cpu_rank *R = &M->ranks[r];
@@ -139,15 +159,18 @@ mpk_cpu *mpk_cpu_new(const mpkb_blob *b, const void *const *const *weights, uint
         R->arena = malloc(b->meta->arena_size ? b->meta->arena_size : 1);
         R->state = calloc(1, b->meta->state_size ? b->meta->state_size : 1);
         R->count = calloc(b->nevents, sizeof *R->count);
-        ok &= R->arena && R->state && R->count;
+        R->ccount = b->chunk ? calloc(b->chunk->nevents, sizeof *R->ccount) : NULL;
+        ok &= R->arena && R->state && R->count && (!b->chunk || R->ccount);
         if (R->arena) /* NaN in every float dtype */
             memset(R->arena, 0xff, b->meta->arena_size);
     }
     M->scratch = malloc(sizeof(float) * 2 * (maxk + 2));
     M->scores = malloc(sizeof(float) * (maxs + 1));
     M->rows = malloc(sizeof(uint64_t) * (maxs + 1));
-    M->ready = malloc(sizeof *M->ready * ((size_t)b->ntasks * M->nranks + 1));
-    if (!ok || !M->scratch || !M->scores || !M->rows || !M->ready) {
+    M->ready = malloc(sizeof *M->ready * ((size_t)nt * M->nranks + 1));
+    M->rows_tok = malloc(sizeof *M->rows_tok * rows);
+    M->rows_pos = malloc(sizeof *M->rows_pos * rows);
+    if (!ok || !M->scratch || !M->scores || !M->rows || !M->ready || !M->rows_tok || !M->rows_pos) {
         fprintf(err, "mpk-run: out of memory for the arena (%llu bytes) and state (%llu bytes)\n",
                 (unsigned long long)b->meta->arena_size, (unsigned long long)b->meta->state_size);
         mpk_cpu_free(M);
@@ -164,7 +187,10 @@ void mpk_cpu_free(mpk_cpu *M)
         free(M->ranks[r].arena);
         free(M->ranks[r].state);
         free(M->ranks[r].count);
+        free(M->ranks[r].ccount);
     }
+    free(M->rows_tok);
+    free(M->rows_pos);
     free(M->ranks);
     free(M->scratch);
     free(M->scores);
@@ -177,12 +203,12 @@ void mpk_cpu_free(mpk_cpu *M)
 
 /* A step whose logits have no finite value, or whose chosen token's logit
  * is not finite (a NaN or inf in a weight, an overflow), picked its token
- * from garbage: an error naming the step, not a silent answer. The GPU
- * executor prints the same line. */
-static bool logits_finite(const mpk_cpu *M, int32_t next)
+ * from garbage: an error naming the step (its last row's position), not a
+ * silent answer. The GPU executor prints the same line. g: the graph that
+ * ran (the logits tensor is its own). */
+static bool logits_finite(const mpk_cpu *M, const mpkb_blob *g, uint64_t at, int32_t next)
 {
-    const mpkb_blob *b = M->b;
-    const mpkb_tensor *lg = &b->tensors[b->meta->logits];
+    const mpkb_tensor *lg = &g->tensors[g->meta->logits];
     uint64_t cols = mpkb_numel(lg);
     bool any = false;
     for (uint32_t r = 0; r < M->nranks && !any; r++)
@@ -190,35 +216,32 @@ static bool logits_finite(const mpk_cpu *M, int32_t next)
             any = isfinite(ld(lg->dtype, M->ranks[r].arena + lg->offset, i));
     if (next < 0 || (uint64_t)next >= cols * M->nranks) {
         fprintf(M->err, "mpk-run: error: step %llu: the chosen token %d is outside the logits (0..%llu)\n",
-                (unsigned long long)M->step, next, (unsigned long long)(cols * M->nranks - 1));
+                (unsigned long long)at, next, (unsigned long long)(cols * M->nranks - 1));
         return false;
     }
     float chosen = ld(lg->dtype, M->ranks[(uint64_t)next / cols].arena + lg->offset, (uint64_t)next % cols);
     if (!any)
-        fprintf(M->err, "mpk-run: error: step %llu: the logits have no finite value\n",
-                (unsigned long long)M->step);
+        fprintf(M->err, "mpk-run: error: step %llu: the logits have no finite value\n", (unsigned long long)at);
     else if (!isfinite(chosen))
         fprintf(M->err, "mpk-run: error: step %llu: the logit of the chosen token %d is not finite (%s)\n",
-                (unsigned long long)M->step, next, isnan(chosen) ? "nan" : chosen > 0 ? "inf" : "-inf");
+                (unsigned long long)at, next, isnan(chosen) ? "nan" : chosen > 0 ? "inf" : "-inf");
     return any && isfinite(chosen);
 }
 
 /* Every rank's logits, in rank order, into dst (cols * nranks floats). */
-static void gather_logits(const mpk_cpu *M, float *dst)
+static void gather_logits(const mpk_cpu *M, const mpkb_blob *g, float *dst)
 {
-    const mpkb_blob *b = M->b;
-    const mpkb_tensor *lg = &b->tensors[b->meta->logits];
+    const mpkb_tensor *lg = &g->tensors[g->meta->logits];
     uint64_t cols = mpkb_numel(lg);
     for (uint32_t r = 0; r < M->nranks; r++)
         for (uint64_t i = 0; i < cols; i++)
             dst[r * cols + i] = ld(lg->dtype, M->ranks[r].arena + lg->offset, i);
 }
 
-/* The step's token drawn by sampler s, its position the counter. */
-static bool sample_next(mpk_cpu *M, const mpk_sampler *s, int32_t *next)
+/* The step's token drawn by sampler s, the position at its counter. */
+static bool sample_next(mpk_cpu *M, const mpkb_blob *g, uint64_t at, const mpk_sampler *s, int32_t *next)
 {
-    const mpkb_blob *b = M->b;
-    uint64_t vocab = mpkb_numel(&b->tensors[b->meta->logits]) * M->nranks;
+    uint64_t vocab = mpkb_numel(&g->tensors[g->meta->logits]) * M->nranks;
     if (!M->all) {
         M->all = malloc(sizeof *M->all * vocab);
         M->sample_scratch = malloc(mpk_sample_scratch((uint32_t)vocab));
@@ -227,8 +250,8 @@ static bool sample_next(mpk_cpu *M, const mpk_sampler *s, int32_t *next)
             return false;
         }
     }
-    gather_logits(M, M->all);
-    *next = mpk_sample(M->all, (uint32_t)vocab, s, (uint32_t)M->step, M->sample_scratch);
+    gather_logits(M, g, M->all);
+    *next = mpk_sample(M->all, (uint32_t)vocab, s, (uint32_t)at, M->sample_scratch);
     if (*next >= 0)
         return true;
     bool any = false;
@@ -236,41 +259,74 @@ static bool sample_next(mpk_cpu *M, const mpk_sampler *s, int32_t *next)
         any = isfinite(M->all[i]);
     if (any)
         fprintf(M->err, "mpk-run: error: step %llu: no logit divided by the temperature %g is finite\n",
-                (unsigned long long)M->step, (double)s->temperature);
+                (unsigned long long)at, (double)s->temperature);
     else
-        fprintf(M->err, "mpk-run: error: step %llu: the logits have no finite value\n",
-                (unsigned long long)M->step);
+        fprintf(M->err, "mpk-run: error: step %llu: the logits have no finite value\n", (unsigned long long)at);
     return false;
+}
+
+/* After a step of graph g whose last row is position at: the next token
+ * (the blob's argmax, or drawn by s) and the logits. */
+static bool finish(mpk_cpu *M, const mpkb_blob *g, uint64_t at, const mpk_sampler *s, int32_t *next, float *logits)
+{
+    if (!mpk_sampler_greedy(s)) {
+        if (!sample_next(M, g, at, s, next) || !logits_finite(M, g, at, *next))
+            return false;
+        if (logits)
+            memcpy(logits, M->all, sizeof *logits * mpkb_numel(&g->tensors[g->meta->logits]) * M->nranks);
+        return true;
+    }
+    uint64_t off = g->tensors[g->meta->next_output].offset;
+    *next = ld_i32(M->ranks[0].arena + off);
+    for (uint32_t r = 1; r < M->nranks; r++)
+        if (ld_i32(M->ranks[r].arena + off) != *next) { /* every rank reduces the same partials */
+            fprintf(M->err, "mpk-run: step %llu: rank %u picked token %d, rank 0 token %d\n",
+                    (unsigned long long)at, r, ld_i32(M->ranks[r].arena + off), *next);
+            return false;
+        }
+    if (!logits_finite(M, g, at, *next))
+        return false;
+    if (logits)
+        gather_logits(M, g, logits);
+    return true;
 }
 
 bool mpk_cpu_step(mpk_cpu *M, int32_t token, bool random_order, const mpk_sampler *s, int32_t *next,
                   float *logits)
 {
-    const mpkb_blob *b = M->b;
-    M->token = token;
-    if (!step(M, random_order, M->ready))
+    uint64_t at = M->pos;
+    M->rows_tok[0] = token;
+    M->rows_pos[0] = (int32_t)at;
+    if (!step(M, false, random_order, M->ready))
         return false;
-    if (!mpk_sampler_greedy(s)) {
-        if (!sample_next(M, s, next) || !logits_finite(M, *next))
-            return false;
-        if (logits)
-            memcpy(logits, M->all, sizeof *logits * mpkb_numel(&b->tensors[b->meta->logits]) * M->nranks);
-        M->step++;
+    M->pos++;
+    return finish(M, M->b, at, s, next, logits);
+}
+
+bool mpk_cpu_prefill(mpk_cpu *M, const int32_t *tokens, uint32_t n, bool random_order, const mpk_sampler *s,
+                     int32_t *next, float *logits)
+{
+    const mpkb_blob *c = M->b->chunk;
+    if (!c) {
+        for (uint32_t i = 0; i < n; i++)
+            if (!mpk_cpu_step(M, tokens[i], random_order, s, next, i + 1 == n ? logits : NULL))
+                return false;
         return true;
     }
-    uint64_t at = b->tensors[b->meta->next_output].offset;
-    *next = ld_i32(M->ranks[0].arena + at);
-    for (uint32_t r = 1; r < M->nranks; r++)
-        if (ld_i32(M->ranks[r].arena + at) != *next) { /* every rank reduces the same partials */
-            fprintf(M->err, "mpk-run: step %llu: rank %u picked token %d, rank 0 token %d\n",
-                    (unsigned long long)M->step, r, ld_i32(M->ranks[r].arena + at), *next);
-            return false;
+    uint32_t C = c->meta->chunk;
+    for (uint32_t i = 0; i < n; i += C) {
+        uint32_t v = n - i < C ? n - i : C;
+        for (uint32_t r = 0; r < C; r++) { /* rows past v: row v - 1 again */
+            uint32_t k = r < v ? r : v - 1;
+            M->rows_tok[r] = tokens[i + k];
+            M->rows_pos[r] = (int32_t)(M->pos + k);
         }
-    if (!logits_finite(M, *next))
-        return false;
-    if (logits)
-        gather_logits(M, logits);
-    M->step++;
+        if (!step(M, true, random_order, M->ready))
+            return false;
+        M->pos += v;
+        if (i + v == n)
+            return finish(M, c, M->pos - 1, s, next, logits);
+    }
     return true;
 }
 

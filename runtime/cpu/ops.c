@@ -87,25 +87,42 @@ static void put_partial(uint8_t *partials, int32_t tile, float best, int32_t at)
 
 static bool op_inputs(const cpu_ctx *c, const mpkb_task *t)
 {
-    st_i32(ptr(c, t->inputs.token), c->token);
-    if (t->inputs.pos != MPKB_NONE)
-        st_i32(ptr(c, t->inputs.pos), (int32_t)c->step);
+    for (uint32_t r = 0; r < c->nrows; r++) {
+        st_i32(ptr(c, t->inputs.token) + 4 * r, c->tokens[r]);
+        if (t->inputs.pos != MPKB_NONE)
+            st_i32(ptr(c, t->inputs.pos) + 4 * r, c->positions[r]);
+    }
+    return true;
+}
+
+/* Row r's position (an i32[n] tensor), checked against the cache's S. */
+static bool position(const cpu_ctx *c, uint32_t pos_t, uint64_t r, uint64_t S, int32_t *pos)
+{
+    *pos = ld_i32(ptr(c, pos_t) + 4 * r);
+    if (*pos < 0 || (uint64_t)*pos >= S) {
+        fprintf(c->err, "mpk-run: position %d is outside the KV cache (%llu positions)\n", *pos,
+                (unsigned long long)S);
+        return false;
+    }
     return true;
 }
 
 static bool op_embed(const cpu_ctx *c, const mpkb_task *t)
 {
     const mpkb_tensor *tab = tn(c, t->embed.table);
-    int32_t id = ld_i32(ptr(c, t->embed.ids));
-    if (id < 0 || (uint64_t)id >= tab->dims[0]) {
-        fprintf(c->err, "mpk-run: token id %d is outside the vocabulary (0..%u)\n", id, tab->dims[0] - 1);
-        return false;
-    }
+    uint64_t rows = tn(c, t->embed.ids)->dims[0], H = tab->dims[1];
     const uint8_t *tp = ptr(c, t->embed.table);
     uint8_t *op = ptr(c, t->embed.out);
     uint32_t od = dt(c, t->embed.out);
-    for (uint64_t i = (uint64_t)t->embed.lo; i < (uint64_t)t->embed.hi; i++)
-        st(od, op, i, ld(tab->dtype, tp, (uint64_t)id * tab->dims[1] + i));
+    for (uint64_t r = 0; r < rows; r++) {
+        int32_t id = ld_i32(ptr(c, t->embed.ids) + 4 * r);
+        if (id < 0 || (uint64_t)id >= tab->dims[0]) {
+            fprintf(c->err, "mpk-run: token id %d is outside the vocabulary (0..%u)\n", id, tab->dims[0] - 1);
+            return false;
+        }
+        for (uint64_t i = (uint64_t)t->embed.lo; i < (uint64_t)t->embed.hi; i++)
+            st(od, op, r * H + i, ld(tab->dtype, tp, (uint64_t)id * H + i));
+    }
     return true;
 }
 
@@ -160,76 +177,81 @@ static bool op_matvec(const cpu_ctx *c, const mpkb_task *t)
 }
 
 /* KV head kv_head's query heads over chunk `chunk` of `chunks` of the
- * cache: the chunk holding pos first appends k and v there (k normed and
- * roped), then each head's q (normed and roped) attends to the chunk's
- * positions up to pos. DIRECT: one chunk, the result goes to out; else out
- * gets the chunk's unnormalised sum, max and denominator for attn_merge. */
+ * cache, for each of the step's n rows: first every row whose position
+ * falls in the chunk appends its k and v there (k normed and roped), then
+ * each row's heads' q (normed and roped) attend to the chunk's positions
+ * up to the row's (causal: a row sees the prompt up to itself). DIRECT:
+ * one chunk, the result goes to out; else out gets the chunk's
+ * unnormalised sum, max and denominator per row and head for attn_merge. */
 static bool op_attention(const cpu_ctx *c, const mpkb_task *t)
 {
     const mpkb_tensor *q = tn(c, t->attention.q), *cache = tn(c, t->attention.cache);
-    uint64_t H = q->dims[1], D = q->dims[2], G = cache->dims[1], S = cache->dims[2];
+    uint64_t R = q->dims[0], H = q->dims[1], D = q->dims[2], G = cache->dims[1], S = cache->dims[2];
     uint64_t g = (uint64_t)t->attention.kv_head, ch = (uint64_t)t->attention.chunk;
     uint64_t B = (uint64_t)t->attention.block, nch = (uint64_t)t->attention.chunks;
     uint64_t per = H / G, P = mpkb_kv_blocks(S, B, nch);
-    int32_t pos = ld_i32(ptr(c, t->attention.pos));
-    if (pos < 0 || (uint64_t)pos >= S) {
-        fprintf(c->err, "mpk-run: position %d is outside the KV cache (%llu positions)\n", pos,
-                (unsigned long long)S);
-        return false;
-    }
     uint8_t *cp = ptr(c, t->attention.cache);
     uint32_t cd = cache->dtype;
     float *v = c->scratch;
     uint64_t kb = (0 * G + g) * S, vb = (1 * G + g) * S; /* rows of head g's planes */
-    if (((uint64_t)pos / B) % nch == ch) {
-        /* append k and v at pos's row */
+    for (uint64_t r = 0; r < R; r++) {
+        int32_t pos;
+        if (!position(c, t->attention.pos, r, S, &pos))
+            return false;
+        if (((uint64_t)pos / B) % nch != ch)
+            continue;
+        /* append row r's k and v at pos's cache row */
         uint64_t row = mpkb_kv_row((uint64_t)pos, B, nch, P);
-        load_row(c, t->attention.k, g * D, D, v);
+        load_row(c, t->attention.k, (r * G + g) * D, D, v);
         norm_rope(c, v, D, t->attention.k_norm, t->attention.k_eps, t->attention.k_rope, pos);
         const uint8_t *vp = ptr(c, t->attention.v);
         uint32_t vd = dt(c, t->attention.v);
         for (uint64_t i = 0; i < D; i++) {
             st(cd, cp, (kb + row) * D + i, v[i]);
-            st(cd, cp, (vb + row) * D + i, ld(vd, vp, g * D + i));
+            st(cd, cp, (vb + row) * D + i, ld(vd, vp, (r * G + g) * D + i));
         }
     }
-    /* the chunk's positions up to pos, as cache rows, in order */
-    uint64_t n = 0, *rows = c->rows;
-    for (uint64_t b = ch; b * B <= (uint64_t)pos; b += nch)
-        for (uint64_t j = b * B; j < (b + 1) * B && j <= (uint64_t)pos; j++)
-            rows[n++] = mpkb_kv_row(j, B, nch, P);
     uint8_t *op = ptr(c, t->attention.out);
     uint32_t od = dt(c, t->attention.out);
     float *acc = v + D, *s = c->scores;
-    for (uint64_t h = g * per; h < (g + 1) * per; h++) {
-        load_row(c, t->attention.q, h * D, D, v);
-        norm_rope(c, v, D, t->attention.q_norm, t->attention.q_eps, t->attention.q_rope, pos);
-        float mx = -INFINITY, sum = 0;
-        for (uint64_t j = 0; j < n; j++) {
-            float dot = 0;
+    for (uint64_t r = 0; r < R; r++) {
+        int32_t pos;
+        (void)position(c, t->attention.pos, r, S, &pos); /* checked above */
+        /* the chunk's positions up to pos, as cache rows, in order */
+        uint64_t n = 0, *rows = c->rows;
+        for (uint64_t b = ch; b * B <= (uint64_t)pos; b += nch)
+            for (uint64_t j = b * B; j < (b + 1) * B && j <= (uint64_t)pos; j++)
+                rows[n++] = mpkb_kv_row(j, B, nch, P);
+        for (uint64_t h = r * H + g * per; h < r * H + (g + 1) * per; h++) {
+            load_row(c, t->attention.q, h * D, D, v);
+            norm_rope(c, v, D, t->attention.q_norm, t->attention.q_eps, t->attention.q_rope, pos);
+            float mx = -INFINITY, sum = 0;
+            for (uint64_t j = 0; j < n; j++) {
+                float dot = 0;
+                for (uint64_t i = 0; i < D; i++)
+                    dot += v[i] * ld(cd, cp, (kb + rows[j]) * D + i);
+                s[j] = dot * t->attention.scale;
+                if (s[j] > mx)
+                    mx = s[j];
+            }
             for (uint64_t i = 0; i < D; i++)
-                dot += v[i] * ld(cd, cp, (kb + rows[j]) * D + i);
-            s[j] = dot * t->attention.scale;
-            if (s[j] > mx)
-                mx = s[j];
-        }
-        for (uint64_t i = 0; i < D; i++)
-            acc[i] = 0;
-        for (uint64_t j = 0; j < n; j++) {
-            float p = expf(s[j] - mx);
-            sum += p;
-            for (uint64_t i = 0; i < D; i++)
-                acc[i] += p * ld(cd, cp, (vb + rows[j]) * D + i);
-        }
-        if (t->flags & MPKB_F_DIRECT) {
-            for (uint64_t i = 0; i < D; i++)
-                st(od, op, h * D + i, acc[i] / sum);
-        } else { /* partials f32 [H, chunks, D + 2] */
-            uint64_t base = (h * nch + ch) * (D + 2);
-            for (uint64_t i = 0; i < D; i++)
-                st(MPKB_F32, op, base + i, acc[i]);
-            st(MPKB_F32, op, base + D, n ? mx : -INFINITY);
-            st(MPKB_F32, op, base + D + 1, sum);
+                acc[i] = 0;
+            for (uint64_t j = 0; j < n; j++) {
+                float p = expf(s[j] - mx);
+                sum += p;
+                for (uint64_t i = 0; i < D; i++)
+                    acc[i] += p * ld(cd, cp, (vb + rows[j]) * D + i);
+            }
+            if (t->flags & MPKB_F_DIRECT) {
+                for (uint64_t i = 0; i < D; i++)
+                    st(od, op, h * D + i, acc[i] / sum);
+            } else { /* partials f32 [n * H, chunks, D + 2] */
+                uint64_t base = (h * nch + ch) * (D + 2);
+                for (uint64_t i = 0; i < D; i++)
+                    st(MPKB_F32, op, base + i, acc[i]);
+                st(MPKB_F32, op, base + D, n ? mx : -INFINITY);
+                st(MPKB_F32, op, base + D + 1, sum);
+            }
         }
     }
     return true;
@@ -242,10 +264,11 @@ static bool op_attn_merge(const cpu_ctx *c, const mpkb_task *t)
 {
     const mpkb_tensor *o = tn(c, t->attn_merge.out);
     uint64_t D = o->dims[2], nch = (uint64_t)t->attn_merge.chunks, per = (uint64_t)t->attn_merge.group;
-    uint64_t g = (uint64_t)t->attn_merge.kv_head;
+    uint64_t g = (uint64_t)t->attn_merge.kv_head, R = o->dims[0], H = o->dims[1];
     const uint8_t *pp = ptr(c, t->attn_merge.partials);
     uint8_t *op = ptr(c, t->attn_merge.out);
-    for (uint64_t h = g * per; h < (g + 1) * per; h++) {
+    for (uint64_t hr = 0; hr < R * per; hr++) { /* row hr / per, head g * per + hr % per */
+        uint64_t h = hr / per * H + g * per + hr % per;
         float mx = -INFINITY, sum = 0;
         for (uint64_t ch = 0; ch < nch; ch++) {
             float m = ld(MPKB_F32, pp, (h * nch + ch) * (D + 2) + D);
@@ -320,12 +343,13 @@ static bool op_rmsnorm(const cpu_ctx *c, const mpkb_task *t)
     return true;
 }
 
-/* Heads lo..hi of x [1, H, D], rotated by pos. */
+/* Head vectors lo..hi of x [n, H, D] (row h / H), rotated by their row's
+ * position. */
 static bool op_rope(const cpu_ctx *c, const mpkb_task *t)
 {
-    uint64_t d = tn(c, t->rope.x)->dims[2];
-    int32_t pos = ld_i32(ptr(c, t->rope.pos));
+    uint64_t d = tn(c, t->rope.x)->dims[2], H = tn(c, t->rope.x)->dims[1];
     for (uint64_t h = (uint64_t)t->rope.lo; h < (uint64_t)t->rope.hi; h++) {
+        int32_t pos = ld_i32(ptr(c, t->rope.pos) + 4 * (h / H));
         load_row(c, t->rope.x, h * d, d, c->scratch);
         norm_rope(c, c->scratch, d, MPKB_NONE, 0, t->rope.inv_freq, pos);
         store_row(c, t->rope.out, h * d, d, c->scratch);

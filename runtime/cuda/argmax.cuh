@@ -54,10 +54,14 @@ __device__ bool op_argmax_reduce(const kparams &P, const mpkb_task *t, uint32_t 
 {
     __shared__ int32_t s_tok;
     __shared__ bool s_bad;
-    if (P.sampling) {
+    const kgraph &G = P.gr[gs_graph(P, step)];
+    uint32_t at_pos = gs_last_pos(P, step); /* the row the logits are of */
+    bool made = at_pos + 1 >= P.np;        /* a generated token, not a prompt step's */
+    if (P.sampling && made) {
         /* the draw replaces the greedy token; its counter is the position
-         * of the step's input token, which is the step here */
-        int32_t why = 0, tok = sample_token(P, step, sm, &why);
+         * of the row the logits are of. A prompt step's token is never
+         * used, so it is not drawn (the argmax below checks its logits) */
+        int32_t why = 0, tok = sample_token(P, G.logits, at_pos, sm, &why);
         if (threadIdx.x == 0) {
             s_bad = tok < 0;
             if (s_bad)
@@ -89,14 +93,14 @@ __device__ bool op_argmax_reduce(const kparams &P, const mpkb_task *t, uint32_t 
     __syncthreads();
     if (s_bad)
         return false;
-    if (P.dump)
+    if (P.dump && step >= P.dump_first)
         for (uint32_t i = threadIdx.x; i < P.vocab; i += NT)
-            P.dump[(uint64_t)step * P.vocab + i] = ldx(P.logits_dtype, P.logits, i);
-    if (threadIdx.x == 0 && P.tp[t->argmax_reduce.out] == P.next_out) {
+            P.dump[(uint64_t)(step - P.dump_first) * P.vocab + i] = ldx(P.logits_dtype, G.logits, i);
+    if (threadIdx.x == 0 && P.tp[t->argmax_reduce.out] == G.next_out) {
         int32_t tok = s_tok;
         bool last = step + 1 >= P.max_steps;
-        if (step + 1 >= P.np) {
-            uint32_t k = step + 1 - P.np;
+        if (made) {
+            uint32_t k = at_pos + 1 - P.np;
             P.htokens[k] = tok;
             P.htimes[k] = gtimer();
             bool eos = false;

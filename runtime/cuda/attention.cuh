@@ -1,8 +1,10 @@
 /*
- * attention.cuh - ATTENTION: decode attention of one kv head over one chunk
- * of the KV cache (man 5 mpk-blob): the q heads of the group and the new
- * k (each rmsnormed and roped where the task says), the new k and v
- * appended at the step's position by the chunk that holds it, an online
+ * attention.cuh - ATTENTION: attention of one kv head over one chunk of
+ * the KV cache (man 5 mpk-blob) for each row of the step (one when
+ * decoding, the chunk's tokens in a prompt chunk): the q heads of the
+ * group and the new k (each rmsnormed and roped where the task says), the
+ * new k and v of every row appended at its position by the chunk that
+ * holds it, then per row (causal: up to its own position) an online
  * softmax over groups of ABLK positions whose bf16 K and V rows are copied
  * in with cp.async; one chunk writes the output itself (MPKB_F_DIRECT),
  * several write partials for ATTN_MERGE.
@@ -69,10 +71,10 @@ __device__ void warp_norm_rope(const kparams &P, float *v, uint32_t D, uint32_t 
     }
 }
 
-/* Decode attention for kv head g over one chunk's positions (blocks c,
- * c + n, ... of B positions, stored together in the cache; see man 5
- * mpk-blob), with an online softmax over groups of ABLK positions. */
-__device__ bool op_attention(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
+/* The attention of row r (position pos) of q's group heads over chunk c,
+ * the chunk's K and V already in the cache: an online softmax over groups
+ * of ABLK positions up to pos, then the row's output or partials. */
+__device__ void attend_row(const kparams &P, const mpkb_task *t, uint32_t r, int32_t pos, float *sm, bool last)
 {
     const mpkb_tensor *Q = &P.tensors[t->attention.q], *CA = &P.tensors[t->attention.cache];
     uint32_t H = Q->dims[1], D = Q->dims[2], G = CA->dims[1], S = CA->dims[2];
@@ -80,44 +82,24 @@ __device__ bool op_attention(const kparams &P, const mpkb_task *t, uint32_t step
     uint32_t B = (uint32_t)t->attention.block, nch = (uint32_t)t->attention.chunks;
     uint32_t per = H / G, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     uint32_t PB = (uint32_t)(((uint64_t)S + (uint64_t)B * nch - 1) / ((uint64_t)B * nch)); /* blocks per chunk */
-    int32_t pos = __ldcg((const int32_t *)P.tp[t->attention.pos]);
-    if (pos < 0 || (uint32_t)pos >= S) {
-        if (threadIdx.x == 0)
-            raise_error(P, ERR_POS, (int32_t)step, (int32_t)task, -1, pos, S, 0, 0);
-        return false;
-    }
     uint8_t *cp = P.tp[t->attention.cache];
     uint32_t cd = CA->dtype;
-    float *qs = sm, *kv = qs + per * D, *sc = kv + D, *mrun = sc + per * ABLK, *lrun = mrun + per,
-          *alpha = lrun + per;
-    /* bf16 K and V rows of a group of positions, copied in with one round of
-     * cp.async instead of one dependent load per position */
+    float *qs = sm, *sc = qs + per * D + D, *mrun = sc + per * ABLK, *lrun = mrun + per, *alpha = lrun + per;
     unsigned short *kbuf = (unsigned short *)(((uintptr_t)(sm + at_floats(per, D)) + 15) & ~(uintptr_t)15);
     unsigned short *vbuf = kbuf + ABLK * D;
     bool stage = cd == MPKB_BF16 && D % 8 == 0;
     uint64_t kbase = ((uint64_t)0 * G + g) * S * D, vbase = ((uint64_t)1 * G + g) * S * D;
-    uint32_t pb = (uint32_t)pos / B;
-    if (pb % nch == c && warp == 0) { /* append k (normed, roped) and v at pos's row */
-        uint64_t row = ((uint64_t)(pb % nch) * PB + pb / nch) * B + (uint32_t)pos % B;
-        for (uint32_t i = lane; i < D; i += 32)
-            kv[i] = ldx(P.tensors[t->attention.k].dtype, P.tp[t->attention.k], (uint64_t)g * D + i);
-        __syncwarp();
-        warp_norm_rope(P, kv, D, t->attention.k_norm, t->attention.k_eps, t->attention.k_rope, pos);
-        for (uint32_t i = lane; i < D; i += 32) {
-            stx(cd, cp, kbase + row * D + i, kv[i]);
-            stx(cd, cp, vbase + row * D + i, ldx(P.tensors[t->attention.v].dtype, P.tp[t->attention.v], (uint64_t)g * D + i));
-        }
-    }
+    uint32_t head0 = r * H + g * per; /* the row's first head of the group, in q and out */
     for (uint32_t h = warp; h < per; h += NW) {
         float *q = qs + h * D;
         for (uint32_t i = lane; i < D; i += 32)
-            q[i] = ldx(Q->dtype, P.tp[t->attention.q], (uint64_t)(g * per + h) * D + i);
+            q[i] = ldx(Q->dtype, P.tp[t->attention.q], (uint64_t)(head0 + h) * D + i);
         __syncwarp();
         warp_norm_rope(P, q, D, t->attention.q_norm, t->attention.q_eps, t->attention.q_rope, pos);
         if (lane == 0)
             mrun[h] = -INFINITY, lrun[h] = 0;
     }
-    __syncthreads(); /* q ready, the appended row visible to the CTA */
+    __syncthreads(); /* q ready */
     float acc[AOUT];
 #pragma unroll
     for (int u = 0; u < AOUT; u++)
@@ -248,7 +230,7 @@ __device__ bool op_attention(const kparams &P, const mpkb_task *t, uint32_t step
     for (int u = 0; u < AOUT; u++) {
         uint32_t o = threadIdx.x + NT * u;
         if (o < nout) {
-            uint32_t h = o / D, d = o % D, head = g * per + h;
+            uint32_t h = o / D, d = o % D, head = head0 + h;
             if (t->flags & MPKB_F_DIRECT) {
                 stx(od, op, (uint64_t)head * D + d, acc[u] / lrun[h]);
             } else {
@@ -261,6 +243,57 @@ __device__ bool op_attention(const kparams &P, const mpkb_task *t, uint32_t step
             }
         }
     }
+    if (!last)
+        __syncthreads(); /* sm is the next row's */
+}
+
+/* Attention for kv head g over one chunk's positions (blocks c, c + n, ...
+ * of B positions, stored together in the cache; see man 5 mpk-blob), for
+ * each of the step's rows: first every row whose position lies in the
+ * chunk appends its k (normed, roped) and v, then each row attends up to
+ * its own position. */
+__device__ bool op_attention(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
+{
+    const mpkb_tensor *Q = &P.tensors[t->attention.q], *CA = &P.tensors[t->attention.cache];
+    uint32_t R = Q->dims[0], H = Q->dims[1], D = Q->dims[2], G = CA->dims[1], S = CA->dims[2];
+    uint32_t g = (uint32_t)t->attention.kv_head, c = (uint32_t)t->attention.chunk;
+    uint32_t B = (uint32_t)t->attention.block, nch = (uint32_t)t->attention.chunks;
+    uint32_t per = H / G, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    uint32_t PB = (uint32_t)(((uint64_t)S + (uint64_t)B * nch - 1) / ((uint64_t)B * nch)); /* blocks per chunk */
+    const int32_t *posv = (const int32_t *)P.tp[t->attention.pos];
+    for (uint32_t r = 0; r < R; r++) {
+        int32_t pos = __ldcg(posv + r);
+        if (pos < 0 || (uint32_t)pos >= S) {
+            if (threadIdx.x == 0)
+                raise_error(P, ERR_POS, (int32_t)step, (int32_t)task, -1, pos, S, 0, 0);
+            return false;
+        }
+    }
+    uint8_t *cp = P.tp[t->attention.cache];
+    uint32_t cd = CA->dtype;
+    float *kv = sm + per * D;
+    uint64_t kbase = ((uint64_t)0 * G + g) * S * D, vbase = ((uint64_t)1 * G + g) * S * D;
+    if (warp == 0)
+        for (uint32_t r = 0; r < R; r++) { /* append row r's k (normed, roped) and v at its row */
+            int32_t pos = __ldcg(posv + r);
+            uint32_t pb = (uint32_t)pos / B;
+            if (pb % nch != c)
+                continue;
+            uint64_t row = ((uint64_t)(pb % nch) * PB + pb / nch) * B + (uint32_t)pos % B;
+            uint64_t at = ((uint64_t)r * G + g) * D;
+            for (uint32_t i = lane; i < D; i += 32)
+                kv[i] = ldx(P.tensors[t->attention.k].dtype, P.tp[t->attention.k], at + i);
+            __syncwarp();
+            warp_norm_rope(P, kv, D, t->attention.k_norm, t->attention.k_eps, t->attention.k_rope, pos);
+            for (uint32_t i = lane; i < D; i += 32) {
+                stx(cd, cp, kbase + row * D + i, kv[i]);
+                stx(cd, cp, vbase + row * D + i, ldx(P.tensors[t->attention.v].dtype, P.tp[t->attention.v], at + i));
+            }
+            __syncwarp();
+        }
+    __syncthreads(); /* the appended rows visible to the CTA */
+    for (uint32_t r = 0; r < R; r++)
+        attend_row(P, t, r, __ldcg(posv + r), sm, r + 1 == R);
     return true;
 }
 

@@ -282,4 +282,17 @@ __device__ void raise_error(const kparams &P, int kind, int32_t step, int32_t ta
     atomicExch(&P.ctl->abort, 1);
 }
 
+/* Global step gs of a launch (shared.h): its graph (1: the chunk graph),
+ * its step in that graph, and the position of its last row. */
+__device__ __forceinline__ uint32_t gs_graph(const kparams &P, uint32_t gs) { return gs < P.nchunk ? 1u : 0u; }
+__device__ __forceinline__ uint32_t gs_local(const kparams &P, uint32_t gs) { return gs < P.nchunk ? gs : gs - P.nchunk; }
+__device__ __forceinline__ uint32_t gs_last_pos(const kparams &P, uint32_t gs)
+{
+    if (gs < P.nchunk) {
+        uint32_t end = (gs + 1) * P.chunk;
+        return (end < P.np ? end : P.np) - 1;
+    }
+    return (P.nchunk ? P.np : 0) + gs - P.nchunk;
+}
+
 #endif

@@ -19,16 +19,31 @@ SMEM_NONE(mul)
 SMEM_NONE(silu)
 SMEM_NONE(copy)
 
-/* The step's token (the prompt's, else the one the last step made) and its
- * position. */
+/* The step's tokens and positions. A chunk step (global step gs <
+ * nchunk): rows r of prompt positions gs * chunk + r, the rows past the
+ * prompt's end repeating its last token at its position (they compute what
+ * that row does, so nothing changes). A decode step: the prompt's token at
+ * its position while the prompt lasts (a prompt fed a token a step), else
+ * the token the step before made (after chunk steps, the chunk graph's). */
 __device__ bool op_inputs(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
 {
     (void)task, (void)sm;
-    if (threadIdx.x == 0) {
-        int32_t tok = step < P.np ? P.prompt[step] : __ldcg((const int32_t *)P.next_out);
-        __stcg((int32_t *)P.tp[t->inputs.token], tok);
-        if (t->inputs.pos != MPKB_NONE)
-            __stcg((int32_t *)P.tp[t->inputs.pos], (int32_t)step);
+    int32_t *tok = (int32_t *)P.tp[t->inputs.token];
+    int32_t *pos = t->inputs.pos != MPKB_NONE ? (int32_t *)P.tp[t->inputs.pos] : NULL;
+    if (step < P.nchunk) {
+        for (uint32_t r = threadIdx.x; r < P.chunk; r += NT) {
+            uint32_t p = step * P.chunk + r;
+            p = p < P.np ? p : P.np - 1;
+            __stcg(tok + r, P.prompt[p]);
+            if (pos)
+                __stcg(pos + r, (int32_t)p);
+        }
+    } else if (threadIdx.x == 0) {
+        uint32_t p = gs_last_pos(P, step);
+        const kgraph &G = P.gr[step == P.nchunk && P.nchunk ? 1 : 0]; /* who made the token */
+        __stcg(tok, p < P.np ? P.prompt[p] : __ldcg((const int32_t *)G.next_out));
+        if (pos)
+            __stcg(pos, (int32_t)p);
     }
     return true;
 }
@@ -37,16 +52,20 @@ __device__ bool op_embed(const kparams &P, const mpkb_task *t, uint32_t step, ui
 {
     (void)sm;
     const mpkb_tensor *tab = &P.tensors[t->embed.table];
-    int32_t id = __ldcg((const int32_t *)P.tp[t->embed.ids]);
-    if (id < 0 || (uint32_t)id >= tab->dims[0]) {
-        if (threadIdx.x == 0)
-            raise_error(P, ERR_TOKEN, (int32_t)step, (int32_t)task, -1, id, tab->dims[0], 0, 0);
-        return false;
+    uint32_t rows = P.tensors[t->embed.ids].dims[0];
+    uint64_t Hd = tab->dims[1];
+    for (uint32_t r = 0; r < rows; r++) { /* each row of the step */
+        int32_t id = __ldcg((const int32_t *)P.tp[t->embed.ids] + r);
+        if (id < 0 || (uint32_t)id >= tab->dims[0]) {
+            if (threadIdx.x == 0)
+                raise_error(P, ERR_TOKEN, (int32_t)step, (int32_t)task, -1, id, tab->dims[0], 0, 0);
+            return false;
+        }
+        tview src = view(P, t->embed.table);
+        uint32_t od = P.tensors[t->embed.out].dtype;
+        for (uint64_t c = (uint64_t)t->embed.lo + threadIdx.x; c < (uint64_t)t->embed.hi; c += NT)
+            stx(od, P.tp[t->embed.out], r * Hd + c, ldv(src, (uint64_t)id * Hd + c));
     }
-    tview src = view(P, t->embed.table);
-    uint32_t od = P.tensors[t->embed.out].dtype;
-    for (uint64_t c = (uint64_t)t->embed.lo + threadIdx.x; c < (uint64_t)t->embed.hi; c += NT)
-        stx(od, P.tp[t->embed.out], c, ldv(src, (uint64_t)id * tab->dims[1] + c));
     return true;
 }
 
@@ -70,18 +89,19 @@ __device__ bool op_rmsnorm(const kparams &P, const mpkb_task *t, uint32_t step, 
     return true;
 }
 
-/* Heads [lo, hi) of x [1, H, D]: the rotate-half rope at the step's
- * position. */
+/* Head vectors [lo, hi) of x [n, H, D] (vector v in row v / H): the
+ * rotate-half rope at its row's position. */
 __device__ bool op_rope(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
 {
     (void)step, (void)task, (void)sm;
     uint64_t lo = (uint64_t)t->rope.lo, hi = (uint64_t)t->rope.hi;
-    uint64_t d = P.tensors[t->rope.x].dims[2], half = d / 2;
-    int32_t pos = __ldcg((const int32_t *)P.tp[t->rope.pos]);
+    uint64_t d = P.tensors[t->rope.x].dims[2], half = d / 2, H = P.tensors[t->rope.x].dims[1];
+    const int32_t *posv = (const int32_t *)P.tp[t->rope.pos];
     tview x = view(P, t->rope.x), f = view(P, t->rope.inv_freq);
     uint32_t od = P.tensors[t->rope.out].dtype;
     for (uint64_t k = threadIdx.x; k < (hi - lo) * half; k += NT) {
         uint64_t h = lo + k / half, i = k % half;
+        int32_t pos = __ldcg(posv + h / H);
         float ang = (float)pos * ldv(f, i);
         float c = cosf(ang), s = sinf(ang);
         float a = ldv(x, h * d + i), b = ldv(x, h * d + i + half);

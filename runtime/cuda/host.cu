@@ -31,11 +31,15 @@ struct mpk_gpu {
     float temperature;            /* this launch's sampler's, for messages */
     uint8_t *weights, *arena, *state, *consts;
     uint8_t **tp;
-    mpkb_task *tasks;
-    mpkb_event *events;
     mpkb_tensor *tensors;
-    uint32_t *triggers, *cta_tasks, *cta_first;
-    unsigned *count;
+    struct {                      /* [0] the decode graph, [1] the chunk graph */
+        const mpkb_blob *b;       /* NULL: none */
+        mpkb_task *tasks;
+        mpkb_event *events;
+        uint32_t *triggers, *cta_tasks, *cta_first;
+        unsigned *count;
+    } g[2];
+    uint32_t nchunk;              /* this launch's chunk steps, for messages */
     dev_ctl *ctl;
     uint8_t **hptr;               /* host copy of tp */
     double load_ms;
@@ -131,13 +135,21 @@ static bool check_limits(mpk_gpu *G, const cudaDeviceProp *p)
         fprintf(G->err, "mpk-run: error: the blob is built for %u GPUs; the GPU executor runs one\n", b->meta->tp);
         return false;
     }
-    for (uint32_t i = 0; i < b->ntasks; i++) {
-        size_t s = 0;
-        if (!mpk_kernel_task_smem(b, i, &s, why, sizeof why)) {
-            fprintf(G->err, "mpk-run: error: task %u (%s): %s\n", i, mpkb_str(b, b->tasks[i].label), why);
-            return false;
+    for (const mpkb_blob *gb = b; gb; gb = gb == b ? b->chunk : NULL)
+        for (uint32_t i = 0; i < gb->ntasks; i++) {
+            size_t s = 0;
+            if (!mpk_kernel_task_smem(gb, i, &s, why, sizeof why)) {
+                fprintf(G->err, "mpk-run: error: %stask %u (%s): %s\n", gb == b ? "" : "chunk graph: ", i,
+                        mpkb_str(b, gb->tasks[i].label), why);
+                return false;
+            }
+            need = s > need ? s : need;
         }
-        need = s > need ? s : need;
+    if (b->chunk && b->tensors[b->chunk->meta->logits].dtype != b->tensors[b->meta->logits].dtype) {
+        fprintf(G->err, "mpk-run: error: the chunk graph's logits are %s, the decode graph's %s\n",
+                mpkb_dtype_name(b->tensors[b->chunk->meta->logits].dtype),
+                mpkb_dtype_name(b->tensors[b->meta->logits].dtype));
+        return false;
     }
     need = (need + 255) & ~(size_t)255;
     cudaFuncAttributes fa;
@@ -229,36 +241,43 @@ extern "C" mpk_gpu *mpk_gpu_new(const mpkb_blob *b, const void *const *weights, 
         }
         G->hptr[i] = q;
     }
-    /* static schedule: CTA c runs queues c, c + G, ... merged in task order */
-    cfirst = (uint32_t *)calloc((size_t)G->sms + 1, sizeof *cfirst);
-    ctasks = (uint32_t *)calloc((size_t)b->ntasks + 1, sizeof *ctasks);
-    if (!cfirst || !ctasks)
-        goto fail;
-    for (int c = 0, k = 0; c < G->sms; c++) {
-        cfirst[c] = (uint32_t)k;
-        for (uint32_t q = (uint32_t)c; q < b->nqueues; q += (uint32_t)G->sms)
-            for (uint32_t j = 0; j < b->queues[q].count; j++)
-                ctasks[k++] = b->qtasks[b->queues[q].first + j];
-        qsort(ctasks + cfirst[c], (size_t)k - cfirst[c], sizeof *ctasks, cmp_u32);
-        cfirst[c + 1] = (uint32_t)k;
-    }
     if (!CK(cudaMalloc((void **)&G->tp, sizeof *G->tp * (b->ntensors + 1))) ||
-        !CK(cudaMalloc((void **)&G->tasks, sizeof *G->tasks * (b->ntasks + 1))) ||
-        !CK(cudaMalloc((void **)&G->events, sizeof *G->events * (b->nevents + 1))) ||
         !CK(cudaMalloc((void **)&G->tensors, sizeof *G->tensors * (b->ntensors + 1))) ||
-        !CK(cudaMalloc((void **)&G->triggers, sizeof *G->triggers * (b->ntriggers + 1))) ||
-        !CK(cudaMalloc((void **)&G->cta_tasks, sizeof *G->cta_tasks * (b->ntasks + 1))) ||
-        !CK(cudaMalloc((void **)&G->cta_first, sizeof *G->cta_first * ((size_t)G->sms + 1))) ||
-        !CK(cudaMalloc((void **)&G->count, sizeof *G->count * (b->nevents + 1))) ||
         !CK(cudaMalloc((void **)&G->ctl, sizeof *G->ctl)) ||
         !CK(cudaMemcpy(G->tp, G->hptr, sizeof *G->tp * b->ntensors, cudaMemcpyHostToDevice)) ||
-        !CK(cudaMemcpy(G->tasks, b->tasks, sizeof *G->tasks * b->ntasks, cudaMemcpyHostToDevice)) ||
-        !CK(cudaMemcpy(G->events, b->events, sizeof *G->events * b->nevents, cudaMemcpyHostToDevice)) ||
-        !CK(cudaMemcpy(G->tensors, b->tensors, sizeof *G->tensors * b->ntensors, cudaMemcpyHostToDevice)) ||
-        !CK(cudaMemcpy(G->triggers, b->triggers, sizeof *G->triggers * b->ntriggers, cudaMemcpyHostToDevice)) ||
-        !CK(cudaMemcpy(G->cta_tasks, ctasks, sizeof *ctasks * b->ntasks, cudaMemcpyHostToDevice)) ||
-        !CK(cudaMemcpy(G->cta_first, cfirst, sizeof *cfirst * ((size_t)G->sms + 1), cudaMemcpyHostToDevice)))
+        !CK(cudaMemcpy(G->tensors, b->tensors, sizeof *G->tensors * b->ntensors, cudaMemcpyHostToDevice)))
         goto fail;
+    G->g[0].b = b, G->g[1].b = b->chunk;
+    for (int gi = 0; gi < 2 && G->g[gi].b; gi++) {
+        const mpkb_blob *gb = G->g[gi].b;
+        /* static schedule: CTA c runs queues c, c + G, ... merged in task order */
+        free(cfirst), free(ctasks);
+        cfirst = (uint32_t *)calloc((size_t)G->sms + 1, sizeof *cfirst);
+        ctasks = (uint32_t *)calloc((size_t)gb->ntasks + 1, sizeof *ctasks);
+        if (!cfirst || !ctasks)
+            goto fail;
+        for (int c = 0, k = 0; c < G->sms; c++) {
+            cfirst[c] = (uint32_t)k;
+            for (uint32_t q = (uint32_t)c; q < gb->nqueues; q += (uint32_t)G->sms)
+                for (uint32_t j = 0; j < gb->queues[q].count; j++)
+                    ctasks[k++] = gb->qtasks[gb->queues[q].first + j];
+            qsort(ctasks + cfirst[c], (size_t)k - cfirst[c], sizeof *ctasks, cmp_u32);
+            cfirst[c + 1] = (uint32_t)k;
+        }
+        if (!CK(cudaMalloc((void **)&G->g[gi].tasks, sizeof *G->g[gi].tasks * (gb->ntasks + 1))) ||
+            !CK(cudaMalloc((void **)&G->g[gi].events, sizeof *G->g[gi].events * (gb->nevents + 1))) ||
+            !CK(cudaMalloc((void **)&G->g[gi].triggers, sizeof *G->g[gi].triggers * (gb->ntriggers + 1))) ||
+            !CK(cudaMalloc((void **)&G->g[gi].cta_tasks, sizeof *G->g[gi].cta_tasks * (gb->ntasks + 1))) ||
+            !CK(cudaMalloc((void **)&G->g[gi].cta_first, sizeof *G->g[gi].cta_first * ((size_t)G->sms + 1))) ||
+            !CK(cudaMalloc((void **)&G->g[gi].count, sizeof *G->g[gi].count * (gb->nevents + 1))) ||
+            !CK(cudaMemcpy(G->g[gi].tasks, gb->tasks, sizeof *gb->tasks * gb->ntasks, cudaMemcpyHostToDevice)) ||
+            !CK(cudaMemcpy(G->g[gi].events, gb->events, sizeof *gb->events * gb->nevents, cudaMemcpyHostToDevice)) ||
+            !CK(cudaMemcpy(G->g[gi].triggers, gb->triggers, sizeof *gb->triggers * gb->ntriggers,
+                           cudaMemcpyHostToDevice)) ||
+            !CK(cudaMemcpy(G->g[gi].cta_tasks, ctasks, sizeof *ctasks * gb->ntasks, cudaMemcpyHostToDevice)) ||
+            !CK(cudaMemcpy(G->g[gi].cta_first, cfirst, sizeof *cfirst * ((size_t)G->sms + 1), cudaMemcpyHostToDevice)))
+            goto fail;
+    }
     if (!CK(cudaFuncSetAttribute(mpk_kernel_entry(), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)G->smem)) ||
         !CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, mpk_kernel_entry(), MPK_NT, G->smem)))
         goto fail;
@@ -283,10 +302,15 @@ extern "C" void mpk_gpu_free(mpk_gpu *G)
 {
     if (!G)
         return;
-    void *bufs[] = {G->weights, G->arena, G->state, G->consts, G->tp, G->tasks, G->events, G->tensors,
-                    G->triggers, G->cta_tasks, G->cta_first, G->count, G->ctl};
+    void *bufs[] = {G->weights, G->arena, G->state, G->consts, G->tp, G->tensors, G->ctl};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         cudaFree(bufs[i]); /* NULL is a no-op */
+    for (int gi = 0; gi < 2; gi++) {
+        void *gbufs[] = {G->g[gi].tasks, G->g[gi].events, G->g[gi].triggers, G->g[gi].cta_tasks,
+                         G->g[gi].cta_first, G->g[gi].count};
+        for (size_t i = 0; i < sizeof gbufs / sizeof *gbufs; i++)
+            cudaFree(gbufs[i]);
+    }
     free(G->hptr);
     free(G);
     cudaDeviceReset(); /* a complete leak report under compute-sanitizer */
@@ -306,7 +330,10 @@ static int cmp_double(const void *a, const void *b)
 
 static void report_error(mpk_gpu *G, const host_status *h, const unsigned *counts)
 {
-    const mpkb_blob *b = G->b;
+    /* the graph of the step that failed, and its step */
+    bool chunk = h->err_step >= 0 && (uint32_t)h->err_step < G->nchunk;
+    const mpkb_blob *b = chunk ? G->b->chunk : G->b;
+    int32_t err_step = chunk || h->err_step < 0 ? h->err_step : h->err_step - (int32_t)G->nchunk;
     FILE *err = G->err;
     const mpkb_task *t = h->err_task >= 0 && (uint32_t)h->err_task < b->ntasks ? &b->tasks[h->err_task] : NULL;
     char what[512] = "";
@@ -323,15 +350,16 @@ static void report_error(mpk_gpu *G, const host_status *h, const unsigned *count
         /* the root: the first event short in the earliest step that stalled,
          * with the producers that did not signal it */
         if (counts)
-            for (uint32_t step = 0; step <= (uint32_t)h->err_step; step++)
+            for (uint32_t step = 0; step <= (uint32_t)err_step; step++)
                 for (uint32_t e = 0; e < b->nevents; e++) {
                     const mpkb_event *ev = &b->events[e];
                     uint64_t want = ((uint64_t)step + 1 - ev->lag) * ev->triggers;
                     if (ev->lag || counts[e] >= want)
                         continue;
-                    fprintf(err, "mpk-run: note: the first event short is event %u in step %u: %llu of %u signals "
+                    fprintf(err, "mpk-run: note: the first event short is event %u in %sstep %u: %llu of %u signals "
                                  "arrived; its producers:",
-                            e, step, (unsigned long long)(counts[e] - (uint64_t)step * ev->triggers), ev->triggers);
+                            e, chunk ? "chunk " : "", step, (unsigned long long)(counts[e] - (uint64_t)step * ev->triggers),
+                            ev->triggers);
                     for (uint32_t i = 0, shown = 0; i < b->ntasks && shown < 8; i++)
                         for (uint32_t k = 0; k < b->tasks[i].trig_count; k++)
                             if (b->triggers[b->tasks[i].trig_first + k] == e) {
@@ -340,7 +368,7 @@ static void report_error(mpk_gpu *G, const host_status *h, const unsigned *count
                                 shown++;
                             }
                     fputc('\n', err);
-                    step = (uint32_t)h->err_step, e = b->nevents; /* done */
+                    step = (uint32_t)err_step, e = b->nevents; /* done */
                 }
         break;
     case ERR_TOKEN:
@@ -372,9 +400,14 @@ extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np,
                                  const mpk_sampler *smp, float *logits, mpk_token_fn on_token, void *ctx,
                                  mpk_gpu_stats *st)
 {
-    const mpkb_blob *b = G->b;
+    const mpkb_blob *b = G->b, *cb = G->o.no_chunk ? NULL : b->chunk;
     const mpkb_meta *m = b->meta;
-    uint32_t max_steps = np + ntok - 1;
+    /* the prompt in chunk steps when the blob has a chunk graph: the last
+     * makes the first token, so ntok - 1 decode steps follow */
+    uint32_t nchunk = cb ? (np + cb->meta->chunk - 1) / cb->meta->chunk : 0;
+    uint32_t max_steps = cb ? nchunk + ntok - 1 : np + ntok - 1;
+    uint32_t dump_first = nchunk ? nchunk - 1 : 0, dump_rows = max_steps - dump_first;
+    G->nchunk = nchunk;
     bool ok = false;
     host_status *hs = NULL;
     int32_t *htok = NULL;
@@ -392,12 +425,16 @@ extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np,
     /* every counter must hold its last step's target in 32 bits (checked
      * for the steps this launch runs: a blob with no KV cache has no bound
      * of its own) */
-    for (uint32_t i = 0; i < b->nevents; i++)
-        if ((uint64_t)b->events[i].triggers * ((uint64_t)max_steps + 1) > 0xffffffffull) {
-            fprintf(G->err, "mpk-run: error: event %u: %u triggers over %u steps overflow its counter\n", i,
-                    b->events[i].triggers, max_steps);
-            return false;
-        }
+    for (int gi = 0; gi < (cb ? 2 : 1); gi++) {
+        const mpkb_blob *gb = gi ? cb : b;
+        uint32_t steps = gi ? nchunk : max_steps - nchunk;
+        for (uint32_t i = 0; i < gb->nevents; i++)
+            if ((uint64_t)gb->events[i].triggers * ((uint64_t)steps + 1) > 0xffffffffull) {
+                fprintf(G->err, "mpk-run: error: %sevent %u: %u triggers over %u steps overflow its counter\n",
+                        gi ? "chunk graph: " : "", i, gb->events[i].triggers, steps);
+                return false;
+            }
+    }
     if (!CK(cudaHostAlloc((void **)&hs, sizeof *hs, cudaHostAllocMapped)) ||
         !CK(cudaHostAlloc((void **)&htok, sizeof *htok * ntok, cudaHostAllocMapped)) ||
         !CK(cudaHostAlloc((void **)&htime, sizeof *htime * ntok, cudaHostAllocMapped)) ||
@@ -406,10 +443,10 @@ extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np,
         !CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking)))
         goto out;
     memset(hs, 0, sizeof *hs);
-    if (logits && !CK(cudaMalloc((void **)&dump, sizeof *dump * (uint64_t)max_steps * m->vocab)))
+    if (logits && !CK(cudaMalloc((void **)&dump, sizeof *dump * (uint64_t)dump_rows * m->vocab)))
         goto out;
     if (G->o.trace) {
-        uint64_t cap = (uint64_t)b->ntasks * max_steps;
+        uint64_t cap = (uint64_t)b->ntasks * (max_steps - nchunk) + (cb ? (uint64_t)cb->ntasks * nchunk : 0);
         cap = cap < TRACE_CAP ? cap : TRACE_CAP;
         P.trace_cap = (uint32_t)cap;
         if (!CK(cudaMalloc((void **)&trace, sizeof *trace * cap)) || !CK(cudaMalloc((void **)&trace_n, sizeof *trace_n)) ||
@@ -418,14 +455,22 @@ extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np,
     }
     c0.stop_step = (int32_t)max_steps - 1;
     /* a fresh run: counters, state, poisoned arena (NaN in every float dtype) */
-    if (!CK(cudaMemset(G->count, 0, sizeof *G->count * b->nevents)) ||
+    if (!CK(cudaMemset(G->g[0].count, 0, sizeof *G->g[0].count * b->nevents)) ||
+        (b->chunk && !CK(cudaMemset(G->g[1].count, 0, sizeof *G->g[1].count * b->chunk->nevents))) ||
         !CK(cudaMemset(G->state, 0, m->state_size)) || !CK(cudaMemset(G->arena, 0xff, m->arena_size)) ||
         !CK(cudaMemcpy(G->ctl, &c0, sizeof c0, cudaMemcpyHostToDevice)))
         goto out;
-    P.tasks = G->tasks, P.events = G->events, P.tensors = G->tensors, P.triggers = G->triggers, P.tp = G->tp;
-    P.count = G->count, P.cta_tasks = G->cta_tasks, P.cta_first = G->cta_first, P.prompt = dprompt;
-    P.next_out = G->hptr[m->next_output];
-    P.logits = G->hptr[m->logits];
+    for (int gi = 0; gi < 2 && G->g[gi].b; gi++) {
+        const mpkb_blob *gb = G->g[gi].b;
+        kgraph *k = &P.gr[gi];
+        k->tasks = G->g[gi].tasks, k->events = G->g[gi].events, k->triggers = G->g[gi].triggers;
+        k->count = G->g[gi].count, k->cta_tasks = G->g[gi].cta_tasks, k->cta_first = G->g[gi].cta_first;
+        k->next_out = G->hptr[gb->meta->next_output];
+        k->logits = G->hptr[gb->meta->logits];
+        k->ntasks = gb->ntasks, k->step_event = gb->meta->step_event;
+    }
+    P.nchunk = nchunk, P.chunk = cb ? cb->meta->chunk : 0, P.dump_first = dump_first;
+    P.tensors = G->tensors, P.tp = G->tp, P.prompt = dprompt;
     P.logits_dtype = b->tensors[m->logits].dtype;
     P.dump = dump, P.ctl = G->ctl;
     if (!CK(cudaHostGetDevicePointer((void **)&P.hs, hs, 0)) ||
@@ -433,7 +478,7 @@ extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np,
         !CK(cudaHostGetDevicePointer((void **)&P.htimes, htime, 0)))
         goto out;
     P.trace = trace, P.trace_n = trace_n;
-    P.ntasks = b->ntasks, P.np = np, P.ntok = ntok, P.max_steps = max_steps, P.vocab = m->vocab;
+    P.np = np, P.ntok = ntok, P.max_steps = max_steps, P.vocab = m->vocab;
     P.neos = m->neos;
     memcpy(P.eos, m->eos, sizeof P.eos);
     P.schedule = G->o.schedule, P.stall_task = G->o.test_stall;
@@ -509,13 +554,17 @@ extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np,
         }
     }
     if (hs->error) {
-        hcount = (unsigned *)malloc(sizeof *hcount * (b->nevents + 1));
-        if (hcount && !CK(cudaMemcpy(hcount, G->count, sizeof *hcount * b->nevents, cudaMemcpyDeviceToHost)))
+        int gi = hs->err_step >= 0 && (uint32_t)hs->err_step < nchunk; /* the graph of the step that failed */
+        const mpkb_blob *gb = gi ? cb : b;
+        hcount = (unsigned *)malloc(sizeof *hcount * (gb->nevents + 1));
+        if (hcount && !CK(cudaMemcpy(hcount, G->g[gi].count, sizeof *hcount * gb->nevents, cudaMemcpyDeviceToHost)))
             goto out;
         report_error(G, hs, hcount);
         goto out;
     }
-    if (logits && !CK(cudaMemcpy(logits, dump, sizeof *dump * (uint64_t)st->steps * m->vocab, cudaMemcpyDeviceToHost)))
+    st->logit_rows = st->steps > dump_first ? st->steps - dump_first : 0;
+    st->chunk_steps = nchunk;
+    if (logits && !CK(cudaMemcpy(logits, dump, sizeof *dump * (uint64_t)st->logit_rows * m->vocab, cudaMemcpyDeviceToHost)))
         goto out;
     if (G->o.trace) {
         if (!CK(cudaMemcpy(&ntrace, trace_n, sizeof ntrace, cudaMemcpyDeviceToHost)))

@@ -65,18 +65,19 @@ __device__ bool run_task(const kparams &P, const mpkb_task *t, uint32_t step, ui
 
 enum { WAIT_OK = 0, WAIT_EXIT = 1 };
 
-/* Thread 0 spins until event e has fired for step s (or the run stops);
- * the CTA learns the outcome through s_res. */
-__device__ int wait_event(const kparams &P, uint32_t e, uint32_t step, uint32_t task)
+/* Thread 0 spins until event e of graph G has fired for G's step ls (or
+ * the run stops); gs is the global step, for the stop and for messages.
+ * The CTA learns the outcome through s_res. */
+__device__ int wait_event(const kparams &P, const kgraph &G, uint32_t e, uint32_t ls, uint32_t step, uint32_t task)
 {
     __shared__ int s_res;
     if (threadIdx.x == 0) {
-        const mpkb_event *ev = &P.events[e];
-        unsigned target = (unsigned)((step + 1 - ev->lag) * ev->triggers);
+        const mpkb_event *ev = &G.events[e];
+        unsigned target = (unsigned)((ls + 1 - ev->lag) * ev->triggers);
         int res = WAIT_OK;
         uint64_t t0 = 0;
         for (uint32_t spins = 0;; spins++) {
-            unsigned v = ld_acquire(&P.count[e]);
+            unsigned v = ld_acquire(&G.count[e]);
             if (v >= target)
                 break;
             if ((spins & 31) == 31) {
@@ -104,13 +105,26 @@ __device__ int wait_event(const kparams &P, uint32_t e, uint32_t step, uint32_t 
     return s_res;
 }
 
-__device__ void signal_triggers(const kparams &P, const mpkb_task *t, uint32_t task)
+__device__ void signal_triggers(const kparams &P, const kgraph &G, const mpkb_task *t, uint32_t task)
 {
     __syncthreads(); /* the task's stores are done */
     if (threadIdx.x == 0 && (int32_t)task != P.stall_task) {
         __threadfence();
         for (uint32_t k = 0; k < t->trig_count; k++)
-            atomicAdd(&P.count[P.triggers[t->trig_first + k]], 1u);
+            atomicAdd(&G.count[G.triggers[t->trig_first + k]], 1u);
+    }
+}
+
+/* The dynamic schedule's ticket n: its global step and task. */
+__device__ __forceinline__ void ticket_task(const kparams &P, unsigned long long n, uint32_t *step, uint32_t *task)
+{
+    unsigned long long c = (unsigned long long)P.nchunk * P.gr[1].ntasks;
+    if (n < c) {
+        *step = (uint32_t)(n / P.gr[1].ntasks), *task = (uint32_t)(n % P.gr[1].ntasks);
+    } else {
+        n -= c;
+        unsigned long long s = n / P.gr[0].ntasks + P.nchunk;
+        *step = s > 0xffffffffull ? 0xffffffffu : (uint32_t)s, *task = (uint32_t)(n % P.gr[0].ntasks);
     }
 }
 
@@ -119,7 +133,7 @@ __device__ void signal_triggers(const kparams &P, const mpkb_task *t, uint32_t t
  * the slot, or -1 when the task has none to copy. */
 __device__ int32_t ring_put(const kparams &P, float *sm, uint32_t task, uint32_t step)
 {
-    const mpkb_task *t = &P.tasks[task];
+    const mpkb_task *t = &P.gr[gs_graph(P, step)].tasks[task];
     uint32_t s = s_ring.next;
     if (t->op != MPKB_OP_MATVEC || !matvec_issue(P, t, sm, s))
         return -1;
@@ -163,12 +177,17 @@ __device__ void ring_drain(void)
  * worker waits for the next event. (Issued before the compute instead,
  * the copy overlapped more but its issue, a chain of descriptor loads,
  * delayed every task by about 1 us: bench/NOTES.md, 2026-12-03.)
- * next_task/next_step: the static schedule's next task (-1: none);
- * ticket: the dynamic schedule's. false: stop. */
+ * step is the global step (shared.h); next_task/next_step: the static
+ * schedule's next task (-1: none); ticket: the dynamic schedule's. The
+ * first decode step after chunk steps also waits for the last chunk step
+ * to end (its INPUTS, the one task that waits for the step event, reads
+ * the chunk graph's token). false: stop. */
 __device__ bool one_task(const kparams &P, uint32_t task, uint32_t step, float *sm, unsigned long long *ticket,
                          int32_t next_task, uint32_t next_step)
 {
-    const mpkb_task *t = &P.tasks[task];
+    uint32_t gi = gs_graph(P, step), ls = gs_local(P, step);
+    const kgraph &G = P.gr[gi];
+    const mpkb_task *t = &G.tasks[task];
 #if MPK_RING
     if (threadIdx.x == 0) { /* the CTA reads it after wait_event's barrier */
         int32_t s = ring_take(P, sm, task, step);
@@ -179,7 +198,9 @@ __device__ bool one_task(const kparams &P, uint32_t task, uint32_t step, float *
     if (t->op == MPKB_OP_MATVEC)
         matvec_stage(P, t, sm);
 #endif
-    if (wait_event(P, t->dep, step, task) != WAIT_OK) {
+    if ((P.nchunk && step == P.nchunk && t->dep == G.step_event &&
+         wait_event(P, P.gr[1], P.gr[1].step_event, P.nchunk, step, task) != WAIT_OK) ||
+        wait_event(P, G, t->dep, ls, step, task) != WAIT_OK) {
         ring_drain();
         return false;
     }
@@ -188,7 +209,9 @@ __device__ bool one_task(const kparams &P, uint32_t task, uint32_t step, float *
             unsigned long long n = atomicAdd(&P.ctl->ticket, 1ull);
             *ticket = n;
 #if MPK_RING
-            next_task = (int32_t)(n % P.ntasks), next_step = (uint32_t)(n / P.ntasks);
+            uint32_t nt, ns;
+            ticket_task(P, n, &ns, &nt);
+            next_task = (int32_t)nt, next_step = ns;
 #endif
         }
     }
@@ -197,7 +220,7 @@ __device__ bool one_task(const kparams &P, uint32_t task, uint32_t step, float *
         ring_drain();
         return false;
     }
-    signal_triggers(P, t, task); /* its barrier: the CTA is done with the slot */
+    signal_triggers(P, G, t, task); /* its barrier: the CTA is done with the slot */
 #if MPK_RING
     if (threadIdx.x == 0) {
         if (s_ring.cur >= 0)
@@ -212,7 +235,7 @@ __device__ bool one_task(const kparams &P, uint32_t task, uint32_t step, float *
         unsigned k = atomicAdd(P.trace_n, 1u) % P.trace_cap; /* a ring: the latest records stay */
         {
             trace_rec *r = &P.trace[k];
-            r->start = t0, r->end = gtimer(), r->task = task, r->step = step, r->sm = smid(), r->pad = 0;
+            r->start = t0, r->end = gtimer(), r->task = task, r->step = ls, r->sm = smid(), r->graph = gi;
         }
     }
     return true;
@@ -238,14 +261,24 @@ extern "C" __global__ void __launch_bounds__(NT, 1) mpk_kernel(kparams P)
     float *sm = (float *)smem4;
     ring_init();
     if (P.schedule == MPK_SCHED_STATIC) {
-        uint32_t a = P.cta_first[blockIdx.x], b = P.cta_first[blockIdx.x + 1];
-        for (uint32_t step = 0; step < P.max_steps; step++)
+        for (uint32_t step = 0; step < P.max_steps; step++) {
+            const kgraph &G = P.gr[gs_graph(P, step)];
+            uint32_t a = G.cta_first[blockIdx.x], b = G.cta_first[blockIdx.x + 1];
             for (uint32_t k = a; k < b; k++) {
-                bool wrap = k + 1 == b;
-                int32_t nt = (int32_t)P.cta_tasks[wrap ? a : k + 1];
-                if (!one_task(P, P.cta_tasks[k], step, sm, NULL, nt, wrap ? step + 1 : step))
+                int32_t nt = -1;
+                uint32_t ns = step;
+                if (k + 1 < b) {
+                    nt = (int32_t)G.cta_tasks[k + 1];
+                } else if (step + 1 < P.max_steps) { /* the next step's first, maybe of the other graph */
+                    const kgraph &N = P.gr[gs_graph(P, step + 1)];
+                    uint32_t na = N.cta_first[blockIdx.x];
+                    if (na < N.cta_first[blockIdx.x + 1])
+                        nt = (int32_t)N.cta_tasks[na], ns = step + 1;
+                }
+                if (!one_task(P, G.cta_tasks[k], step, sm, NULL, nt, ns))
                     return;
             }
+        }
         ring_drain();
         return;
     }
@@ -254,8 +287,8 @@ extern "C" __global__ void __launch_bounds__(NT, 1) mpk_kernel(kparams P)
         s_ticket = atomicAdd(&P.ctl->ticket, 1ull);
     __syncthreads();
     for (;;) {
-        unsigned long long ticket = s_ticket;
-        uint32_t step = (uint32_t)(ticket / P.ntasks), task = (uint32_t)(ticket % P.ntasks);
+        uint32_t step, task;
+        ticket_task(P, s_ticket, &step, &task);
         if (step >= P.max_steps) {
             ring_drain();
             return;

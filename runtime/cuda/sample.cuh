@@ -34,9 +34,9 @@ __device__ __forceinline__ uint32_t key_bits(float x)
 
 __device__ __forceinline__ float bits_key(uint32_t u) { return __uint_as_float(u ^ ((u >> 31) ? 0x80000000u : 0xffffffffu)); }
 
-__device__ __forceinline__ float sample_key(const kparams &P, uint32_t i)
+__device__ __forceinline__ float sample_key(const kparams &P, const uint8_t *lg, uint32_t i)
 {
-    return ldx(P.logits_dtype, P.logits, i) / P.sampler.temperature;
+    return ldx(P.logits_dtype, lg, i) / P.sampler.temperature;
 }
 
 __device__ double block_sum_double(double v, double *part)
@@ -57,7 +57,7 @@ __device__ double block_sum_double(double v, double *part)
  * mask, the count (and with MASS the mass exp(x - m)) per value of the byte
  * at shift; the copies summed into copy 0 in a fixed order. */
 template <bool MASS>
-__device__ void sample_hist(const kparams &P, float lo, float m, uint32_t prefix, uint32_t mask, int shift,
+__device__ void sample_hist(const kparams &P, const uint8_t *lg, float lo, float m, uint32_t prefix, uint32_t mask, int shift,
                             uint32_t *cnt, double *mass)
 {
     for (uint32_t i = threadIdx.x; i < SHIST * 256; i += NT) {
@@ -68,7 +68,7 @@ __device__ void sample_hist(const kparams &P, float lo, float m, uint32_t prefix
     __syncthreads();
     uint32_t h = (threadIdx.x >> 5) % SHIST;
     for (uint32_t i = threadIdx.x; i < P.vocab; i += NT) {
-        float x = sample_key(P, i);
+        float x = sample_key(P, lg, i);
         uint32_t u = key_bits(x);
         bool in = isfinite(x) && x >= lo && (u & mask) == prefix;
         uint32_t d = (u >> shift) & 255;
@@ -96,11 +96,11 @@ __device__ void sample_hist(const kparams &P, float lo, float m, uint32_t prefix
 }
 
 /* The k-th largest finite key (with multiplicity), k <= the finite count. */
-__device__ float sample_kth(const kparams &P, uint32_t k, uint32_t *cnt, double *mass, uint32_t *res)
+__device__ float sample_kth(const kparams &P, const uint8_t *lg, uint32_t k, uint32_t *cnt, double *mass, uint32_t *res)
 {
     uint32_t prefix = 0, mask = 0;
     for (int shift = 24; shift >= 0; shift -= 8) {
-        sample_hist<false>(P, -INFINITY, 0.0f, prefix, mask, shift, cnt, mass);
+        sample_hist<false>(P, lg, -INFINITY, 0.0f, prefix, mask, shift, cnt, mass);
         if (threadIdx.x == 0) {
             uint32_t cum = 0, d = 0;
             for (int b = 255; b >= 0; b--) {
@@ -121,13 +121,13 @@ __device__ float sample_kth(const kparams &P, uint32_t k, uint32_t *cnt, double 
 
 /* The key at which the mass of the keys >= lo, from the top, reaches
  * target. */
-__device__ float sample_top_p(const kparams &P, float lo, float m, double target, uint32_t *cnt, double *mass,
+__device__ float sample_top_p(const kparams &P, const uint8_t *lg, float lo, float m, double target, uint32_t *cnt, double *mass,
                               uint32_t *res)
 {
     uint32_t prefix = 0, mask = 0;
     double above = 0; /* the mass of the keys above the prefix's range */
     for (int shift = 24; shift >= 0; shift -= 8) {
-        sample_hist<true>(P, lo, m, prefix, mask, shift, cnt, mass);
+        sample_hist<true>(P, lg, lo, m, prefix, mask, shift, cnt, mass);
         if (threadIdx.x == 0) {
             int d = -1, last = -1;
             for (int b = 255; b >= 0; b--) {
@@ -154,7 +154,7 @@ __device__ float sample_top_p(const kparams &P, float lo, float m, double target
 /* The step's token, in thread 0 (all threads call it); -1 when no key is
  * finite, with *why 2 when some logit is (the temperature overflowed the
  * division), else 0. */
-__device__ int32_t sample_token(const kparams &P, uint32_t counter, float *sm, int32_t *why)
+__device__ int32_t sample_token(const kparams &P, const uint8_t *lg, uint32_t counter, float *sm, int32_t *why)
 {
     const mpk_sampler *S = &P.sampler;
     double *mass = (double *)sm;
@@ -162,7 +162,7 @@ __device__ int32_t sample_token(const kparams &P, uint32_t counter, float *sm, i
     double *part = (double *)(res + 4); /* NW doubles: 8-aligned, as res + 4 is 16 bytes in */
     float m = -INFINITY, nf = 0, nl = 0;
     for (uint32_t i = threadIdx.x; i < P.vocab; i += NT) {
-        float l = ldx(P.logits_dtype, P.logits, i), x = l / S->temperature;
+        float l = ldx(P.logits_dtype, lg, i), x = l / S->temperature;
         if (isfinite(x))
             m = fmaxf(m, x), nf += 1;
         nl += isfinite(l) ? 1 : 0;
@@ -183,16 +183,16 @@ __device__ int32_t sample_token(const kparams &P, uint32_t counter, float *sm, i
     }
     float tk = -INFINITY, tp = -INFINITY, tmin = -INFINITY;
     if (S->top_k > 0 && (float)S->top_k < nf)
-        tk = sample_kth(P, (uint32_t)S->top_k, cnt, mass, res);
+        tk = sample_kth(P, lg, (uint32_t)S->top_k, cnt, mass, res);
     if (S->top_p < 1.0f) {
         double z = 0;
         for (uint32_t i = threadIdx.x; i < P.vocab; i += NT) {
-            float x = sample_key(P, i);
+            float x = sample_key(P, lg, i);
             if (isfinite(x) && x >= tk)
                 z += exp((double)(x - m));
         }
         z = block_sum_double(z, part);
-        tp = sample_top_p(P, tk, m, (double)S->top_p * z, cnt, mass, res);
+        tp = sample_top_p(P, lg, tk, m, (double)S->top_p * z, cnt, mass, res);
     }
     if (S->min_p > 0.0f)
         tmin = m + logf(S->min_p);
@@ -204,7 +204,7 @@ __device__ int32_t sample_token(const kparams &P, uint32_t counter, float *sm, i
     float best = -INFINITY;
     int32_t at = -1;
     for (uint32_t i = threadIdx.x; i < P.vocab; i += NT) {
-        float x = sample_key(P, i);
+        float x = sample_key(P, lg, i);
         if (isfinite(x) && x >= thr) {
             float v = x + mpk_rng_gumbel(mpk_rng_bits(S->seed, counter, i));
             if (at < 0 || better(v, (int32_t)i, best, at))

@@ -50,21 +50,32 @@ typedef struct {
 
 typedef struct {
     uint64_t start, end;
-    uint32_t task, step, sm, pad;
+    uint32_t task, step, sm, graph; /* step: the graph's own; graph 1: the chunk graph */
 } trace_rec;
 
+/* One task graph of the blob: the decode graph, or the chunk graph. */
 typedef struct {
     const mpkb_task *tasks;
     const mpkb_event *events;
-    const mpkb_tensor *tensors;
     const uint32_t *triggers;
-    uint8_t *const *tp;           /* device pointer of every tensor */
     unsigned *count;              /* event counters */
     const uint32_t *cta_tasks;    /* static: each CTA's merged queue */
     const uint32_t *cta_first;    /* static: CTA c runs cta_tasks[cta_first[c] .. cta_first[c + 1]) */
-    const int32_t *prompt;
     uint8_t *next_out, *logits;
-    uint32_t logits_dtype;
+    uint32_t ntasks, step_event;
+} kgraph;
+
+/* A launch runs nchunk chunk steps (the prompt, chunk tokens a step; 0 when
+ * the blob has no chunk graph or the prompt goes a token a step), then the
+ * decode steps: global step gs is chunk step gs of gr[1] while gs < nchunk,
+ * else decode step gs - nchunk of gr[0]. */
+typedef struct {
+    kgraph gr[2];                 /* [0] decode, [1] chunk */
+    uint32_t nchunk, chunk;
+    const mpkb_tensor *tensors;   /* the one table both graphs use */
+    uint8_t *const *tp;           /* device pointer of every tensor */
+    const int32_t *prompt;
+    uint32_t logits_dtype;        /* both graphs' logits (the host checks they agree) */
     float *dump;                  /* [steps][vocab] or NULL */
     dev_ctl *ctl;
     host_status *hs;              /* mapped */
@@ -73,7 +84,8 @@ typedef struct {
     trace_rec *trace;
     unsigned *trace_n;
     uint32_t trace_cap;
-    uint32_t ntasks, np, ntok, max_steps, vocab, neos;
+    uint32_t np, ntok, max_steps, vocab, neos; /* max_steps: global steps */
+    uint32_t dump_first;          /* the global step whose logits are dump[0] */
     int32_t eos[MPKB_MAX_EOS];
     int32_t schedule;             /* mpk_schedule */
     int32_t stall_task;           /* test only: never signalled; -1 none */

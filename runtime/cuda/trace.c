@@ -54,13 +54,15 @@ bool mpk_write_trace(const mpkb_blob *b, const trace_rec *r, unsigned n, int sms
         t0 = r[i].start < t0 ? r[i].start : t0;
     fprintf(f, "{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n");
     for (unsigned i = 0; i < n; i++) {
-        const mpkb_task *t = &b->tasks[r[i].task];
+        const mpkb_blob *gb = r[i].graph && b->chunk ? b->chunk : b; /* the record's graph */
+        const mpkb_task *t = &gb->tasks[r[i].task < gb->ntasks ? r[i].task : 0];
         fprintf(f, "{\"name\":");
         json_str(f, mpkb_str(b, t->label));
         fprintf(f, ",\"cat\":\"%s\",\"ph\":\"X\",\"pid\":0,\"tid\":%u,\"ts\":%.3f,\"dur\":%.3f,"
-                   "\"args\":{\"task\":%u,\"step\":%u,\"layer\":%d,\"i\":[%d,%d,%d,%d]",
+                   "\"args\":{\"task\":%u,\"step\":%u,%s\"layer\":%d,\"i\":[%d,%d,%d,%d]",
                 mpkb_op_name(t->op), r[i].sm, (double)(r[i].start - t0) / 1e3, (double)(r[i].end - r[i].start) / 1e3,
-                r[i].task, r[i].step, t->layer, t->i[0], t->i[1], t->i[2], t->i[3]);
+                r[i].task, r[i].step, gb != b ? "\"graph\":\"chunk\"," : "", t->layer, t->i[0], t->i[1], t->i[2],
+                t->i[3]);
         uint64_t wb = weight_bytes(b, t);
         if (wb)
             fprintf(f, ",\"bytes\":%llu", (unsigned long long)wb);

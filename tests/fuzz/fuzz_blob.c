@@ -274,18 +274,20 @@ static void walk_queues(const mpkb_blob *b, uint32_t *count, uint32_t *pos, uint
     must(done == b->ntasks, "the queues deadlock", (uint32_t)done);
 }
 
-static void walk_meta(const mpkb_blob *b)
+/* rows: the tokens of a step of this graph (1, or the chunk) */
+static void walk_meta(const mpkb_blob *b, uint32_t rows)
 {
     const mpkb_meta *m = b->meta;
     touched += strlen(mpkb_str(b, m->name)) + b->hdr->version;
     const mpkb_tensor *tok = tensor_at(b, m->token_input), *nxt = tensor_at(b, m->next_output);
     const mpkb_tensor *lg = tensor_at(b, m->logits);
-    must(tok->dtype == MPKB_I32 && tok->space == MPKB_SPACE_ARENA && mpkb_numel(tok) == 1, "token input", 0);
+    must(tok->dtype == MPKB_I32 && tok->space == MPKB_SPACE_ARENA && mpkb_numel(tok) == rows, "token input", rows);
     must(nxt->dtype == MPKB_I32 && nxt->space == MPKB_SPACE_ARENA && mpkb_numel(nxt) == 1, "next output", 0);
     must(lg->dtype != MPKB_I32 && lg->space == MPKB_SPACE_ARENA && mpkb_numel(lg) == m->vocab && m->vocab,
          "logits", m->vocab);
     if (m->pos_input != MPKB_NONE)
-        must(tensor_at(b, m->pos_input)->dtype == MPKB_I32, "pos input", 0);
+        must(tensor_at(b, m->pos_input)->dtype == MPKB_I32 && mpkb_numel(tensor_at(b, m->pos_input)) == rows,
+             "pos input", rows);
     must(m->step_event < b->nevents && b->events[m->step_event].lag == 1, "step event", m->step_event);
     must(m->neos <= MPKB_MAX_EOS && m->max_seq > 0, "eos count and max_seq", m->neos);
     for (uint32_t i = 0; i < m->neos; i++)
@@ -321,7 +323,7 @@ static uint64_t step_work(const mpkb_blob *b)
             const mpkb_tensor *q = &b->tensors[t->t[0]], *cache = &b->tensors[t->t[3]];
             uint64_t per = q->dims[1] / cache->dims[1], D = q->dims[2], S = cache->dims[2];
             uint64_t len = (uint64_t)t->i[2] < S ? (uint64_t)t->i[2] : S; /* the positions it visits */
-            c = sat_mul(sat_add(per, 1), sat_mul(D, sat_mul(len + 2, 2)));
+            c = sat_mul(q->dims[0], sat_mul(sat_add(per, 1), sat_mul(D, sat_mul(len + 2, 2)))); /* per row */
             break;
         }
         case MPKB_OP_ATTN_MERGE:
@@ -331,7 +333,7 @@ static uint64_t step_work(const mpkb_blob *b)
         case MPKB_OP_ROPE: c = sat_mul(span, 3 * (uint64_t)b->tensors[t->t[0]].dims[2]); break;
         case MPKB_OP_ARGMAX_REDUCE: c = mpkb_numel(&b->tensors[t->t[0]]); break;
         case MPKB_OP_COPY: c = sat_mul((uint64_t)t->i[0], (uint64_t)t->i[2] + 1); break;
-        case MPKB_OP_EMBED:
+        case MPKB_OP_EMBED: c = sat_mul(span, b->tensors[t->t[1]].dims[0]); break; /* per row */
         case MPKB_OP_ARGMAX_PART:
         case MPKB_OP_ADD:
         case MPKB_OP_MUL:
@@ -346,7 +348,8 @@ static uint64_t step_work(const mpkb_blob *b)
 static void execute(const mpkb_blob *b)
 {
     const mpkb_meta *m = b->meta;
-    if ((m->arena_size + m->state_size) * m->tp >= SMALL_BYTES || step_work(b) * m->tp > MAX_WORK)
+    if ((m->arena_size + m->state_size) * m->tp >= SMALL_BYTES || step_work(b) * m->tp > MAX_WORK ||
+        (b->chunk && step_work(b->chunk) * m->tp > MAX_WORK))
         return;
     uint64_t wbytes = 0;
     for (uint32_t i = 0; i < b->ntensors; i++)
@@ -364,8 +367,12 @@ static void execute(const mpkb_blob *b)
     for (uint32_t r = 0; r < m->tp && r < MPKB_MAX_TP; r++) /* every rank: the same (zero) weights */
         tables[r] = table;
     mpk_cpu *M = ok ? mpk_cpu_new(b, tables, 1, sink) : NULL;
-    int32_t next = 0;
-    if (M && mpk_cpu_step(M, 0, true, NULL, &next, logits)) {
+    int32_t next = 0, prompt[3] = {0, 0, 0};
+    if (M && b->chunk && m->max_seq >= 4 && mpk_cpu_prefill(M, prompt, 3, true, NULL, &next, logits)) {
+        touched += (uint64_t)next + (logits[m->vocab - 1] == 0);
+        if (mpk_cpu_step(M, next, true, NULL, &next, NULL))
+            touched += (uint64_t)next;
+    } else if (M && !b->chunk && mpk_cpu_step(M, 0, true, NULL, &next, logits)) {
         touched += (uint64_t)next + (logits[m->vocab - 1] == 0);
         if (m->max_seq >= 2 && mpk_cpu_step(M, next, true, NULL, &next, NULL))
             touched += (uint64_t)next;
@@ -377,9 +384,8 @@ static void execute(const mpkb_blob *b)
     free(logits);
 }
 
-static void consume(const mpkb_blob *b)
+static void consume_graph(const mpkb_blob *b)
 {
-    walk_meta(b);
     walk_tensors(b);
     walk_tasks(b);
     uint32_t *count = malloc(sizeof *count * b->nevents);
@@ -395,6 +401,16 @@ static void consume(const mpkb_blob *b)
     free(ready);
     free(pos);
     free(mark);
+}
+
+static void consume(const mpkb_blob *b)
+{
+    walk_meta(b, 1);
+    consume_graph(b);
+    if (b->chunk) {
+        walk_meta(b->chunk, b->meta->chunk);
+        consume_graph(b->chunk);
+    }
     execute(b);
 }
 
@@ -408,8 +424,10 @@ static void check_blob(const uint8_t *data, size_t size, bool fix)
     if (fix)
         fix_crcs(buf, size);
     mpkb_blob b;
-    if (mpkb_parse(&b, buf, size, "fuzz.mpkb", sink))
+    if (mpkb_parse(&b, buf, size, "fuzz.mpkb", sink)) {
         consume(&b);
+        mpkb_close(&b); /* the chunk graph's view; the buffer is ours */
+    }
     free(buf);
 }
 
@@ -450,7 +468,10 @@ void fuzz_replay_one(const char *path, const uint8_t *data, size_t size)
     if (!sink)
         sink = fopen("/dev/null", "w");
     mpkb_blob b;
-    naccepted += mpkb_parse(&b, data, size, path, sink);
+    if (mpkb_parse(&b, data, size, path, sink)) {
+        naccepted++;
+        mpkb_close(&b);
+    }
     LLVMFuzzerTestOneInput(data, size);
 }
 #endif
