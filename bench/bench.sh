@@ -23,6 +23,8 @@
 #   BENCH_MODELS   [qwen3-0.6b-shape llama-3.2-1b-shape qwen3-8b-shape]
 #   BENCH_CTX      prompt tokens, the context the decode steps run at [512]
 #   BENCH_TOKENS   tokens generated and timed [64]
+#   BENCH_CHUNK    mpk build --chunk: prompt tokens per chunk step, the
+#                  time to first token's; 0: a token a step [64]
 #   BENCH_RUN_TIMEOUT    seconds for one mpk-run [90]
 #   BENCH_PEERS_TIMEOUT  seconds for all the peers together [300]
 #   PYTHON [python3], NVCC [/usr/local/cuda/bin/nvcc, else nvcc],
@@ -64,6 +66,9 @@ OUT=$(abspath "${BENCH_OUT:-build/bench}")
 MODELS=${BENCH_MODELS:-qwen3-0.6b-shape llama-3.2-1b-shape qwen3-8b-shape}
 CTX=${BENCH_CTX:-512}
 TOKENS=${BENCH_TOKENS:-64}
+CHUNK=${BENCH_CHUNK:-64}
+CHUNK_FLAGS=
+if [ "$CHUNK" != 0 ]; then CHUNK_FLAGS="--chunk $CHUNK"; fi
 RUN_TIMEOUT=${BENCH_RUN_TIMEOUT:-90}
 PEERS_TIMEOUT=${BENCH_PEERS_TIMEOUT:-300}
 PYTHON=${PYTHON:-python3}
@@ -241,7 +246,7 @@ bench_mpk() {
         return
     fi
     if ! "$MPK" import "$REF/$m/config.json" -o "$o/$m.mpk" >"$o/build.log" 2>&1 ||
-        ! "$MPK" build --stats "$o/$m.mpk" -o "$o/$m.mpkb" >>"$o/build.log" 2>&1; then
+        ! "$MPK" build --stats $CHUNK_FLAGS "$o/$m.mpk" -o "$o/$m.mpkb" >>"$o/build.log" 2>&1; then
         echo "build_error=mpk import or build failed" >>"$o/mpk.env"
         fail "$m: mpk import or mpk build failed (see $o/build.log)"
         return
@@ -258,7 +263,7 @@ bench_mpk() {
     fi
     if [ "$max_seq" -lt "$need" ]; then
         say "$m: the blob's max_seq $max_seq < $CTX + $TOKENS; rebuilding with -D max_seq=$need"
-        if ! "$MPK" build --stats -D "max_seq=$need" "$o/$m.mpk" -o "$o/$m.mpkb" >>"$o/build.log" 2>&1; then
+        if ! "$MPK" build --stats $CHUNK_FLAGS -D "max_seq=$need" "$o/$m.mpk" -o "$o/$m.mpkb" >>"$o/build.log" 2>&1; then
             echo "build_error=mpk build -D max_seq=$need failed" >>"$o/mpk.env"
             fail "$m: mpk build -D max_seq=$need failed (see $o/build.log)"
             return
@@ -268,7 +273,7 @@ bench_mpk() {
     fi
     # "bytes per token  N (X MiB): weights W, activations A, plus K of KV
     # cache per position of context"
-    bpt=$(grep 'bytes per token' "$o/build.log" | tail -n 1 |
+    bpt=$(grep 'bytes per token' "$o/build.log" | grep -v 'chunk graph' | tail -n 1 |
         sed -n 's/.*weights \([0-9][0-9]*\), activations \([0-9][0-9]*\), plus \([0-9][0-9]*\) of KV cache per position.*/\1 \2 \3/p')
     if [ -z "$bpt" ]; then
         echo "build_error=no 'bytes per token' line from mpk build --stats" >>"$o/mpk.env"

@@ -278,9 +278,20 @@ static int compile(const char *path, const mpk_options *opt, const job *j)
             status = EXIT_USAGE;
         else if (j->stats) {
             mpk_low_stats(L, stderr);
-            if (Lc) {
-                fprintf(stderr, "chunk graph (n = %lld):\n", (long long)j->chunk);
-                mpk_low_stats(Lc, stderr);
+            if (Lc) { /* the same lines, each marked as the chunk graph's */
+                char *buf = NULL;
+                size_t len = 0;
+                FILE *m = open_memstream(&buf, &len);
+                if (m) {
+                    mpk_low_stats(Lc, m);
+                    fclose(m);
+                    for (char *line = buf, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+                        nl = strchr(line, '\n');
+                        fprintf(stderr, "chunk graph (n = %lld): %.*s\n", (long long)j->chunk,
+                                (int)(nl ? nl - line : (ptrdiff_t)strlen(line)), line);
+                    }
+                }
+                free(buf);
             }
         }
         mpk_low_free(Lc);

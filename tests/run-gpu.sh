@@ -29,6 +29,12 @@
 #     sampler gives for the same logits. The CPU executor's tokens for the
 #     same settings are shown next to them, for information (its logits
 #     differ by rounding, so a near-tie may go the other way).
+#  2c. Chunked prompts: for qwen3-tiny, llama-tiny, qwen3-tied and
+#     llama-untied, mpk build --chunk 3, 4 and 16 (workers 5 and 132), both
+#     schedules: the GPU's tokens equal the CPU executor's (chunked too) and
+#     HF's, and every logits row (the prompt's last position on) is within
+#     relative L2 1e-2 of the CPU's; sampled tokens over a chunked prompt are
+#     the sampler's draws from the GPU's own logits.
 #  3. The watchdog: --test-stall on the middle task of a small blob with
 #     --watchdog 2000, both schedules: exit 1 within `timeout 120` (not a
 #     hang), and stderr names the stall, a step, a task and an event.
@@ -458,6 +464,81 @@ else
     done
 fi
 say "gpu-check: sampling done ($(elapsed) s so far)"
+
+# ---------------------------------------------------------------------------
+# 2c. Prompts in chunk steps (mpk build --chunk): the GPU against the CPU
+# ---------------------------------------------------------------------------
+for name in qwen3-tiny llama-tiny qwen3-tied llama-untied; do
+    dir=tests/data/$name
+    blob_for "$name" 5 || continue
+    model_info "$dir" "$work/$name.mpk"
+    for cfg in "3 5" "4 132" "16 5"; do
+        # shellcheck disable=SC2086
+        set -- $cfg
+        cb=$work/$name-c$1-w$2.mpkb
+        runc "build-$name-c$1-w$2" 300 "$mpk" build --chunk "$1" --workers="$2" "$work/$name.mpk" -o "$cb"
+        if [ "$rc" -ne 0 ]; then
+            badcmd "chunk: $name --chunk $1 --workers=$2: mpk build"
+            continue
+        fi
+        runc "cpu-chunk-$name-c$1-w$2" 300 "$run" "$cb" --weights "$dir" --cpu --order-seed 0 \
+            --prompt-ids "$prompt" -n "$n" --dump-logits "$work/cpu-chunk.f32"
+        if [ "$rc" -ne 0 ]; then
+            badcmd "chunk: $name --chunk $1: the CPU executor"
+            continue
+        fi
+        cpu_ids=$(cat "$out")
+        for sched in static dynamic; do
+            what="chunk: $name --chunk $1 --workers=$2 schedule=$sched"
+            runc "gpu-chunk-$name-c$1-w$2-$sched" 120 "$run" "$cb" --weights "$dir" --schedule "$sched" \
+                --prompt-ids "$prompt" -n "$n" --dump-logits "$work/gpu-chunk.f32"
+            if [ "$rc" -ne 0 ]; then
+                badcmd "$what: mpk-run failed"
+                continue
+            fi
+            got=$(cat "$out")
+            if [ "$got" != "$cpu_ids" ] || [ "$got" != "$expect" ]; then
+                bad "$what: tokens"
+                say "    gpu  $got"
+                say "    cpu  $cpu_ids"
+                say "    want $expect"
+                continue
+            fi
+            # shellcheck disable=SC2086
+            rows=$(count $got)
+            worst=0 ok=1
+            r=0
+            while [ "$r" -lt "$rows" ]; do
+                if ! e=$("$cmp" "$work/gpu-chunk.f32" "$r" "$work/cpu-chunk.f32" "$r" "$vocab" $TOL); then
+                    bad "$what: logits row $r (position $((np - 1 + r))) relative L2 $e > $TOL"
+                    ok=0
+                    break
+                fi
+                worst=$(fmax "$worst" "$e")
+                r=$((r + 1))
+            done
+            [ $ok = 1 ] && good "$what: HF's tokens, $rows logits rows within $worst of the CPU's [${took} s]"
+        done
+    done
+    # sampling over a chunked prompt: the draws from the GPU's own logits,
+    # whose first row is the prompt's last position
+    if [ -x "$replay" ] && [ -s "$work/$name-c3-w5.mpkb" ]; then
+        flags="--temperature 0.8 --top-k 20 --top-p 0.9 --min-p 0 --seed 5"
+        # shellcheck disable=SC2086
+        runc "gpu-chunk-sample-$name" 120 "$run" "$work/$name-c3-w5.mpkb" --weights "$dir" --prompt-ids "$prompt" \
+            -n "$n" $flags --dump-logits "$work/gpu-chunk-sample.f32"
+        if [ "$rc" -ne 0 ]; then
+            badcmd "chunk: sampling $name --chunk 3: mpk-run failed"
+        elif "$replay" "$work/gpu-chunk-sample.f32" "$vocab" "$np" "$(cat "$out")" 0.8 20 0.9 0 5 $((np - 1)) \
+            >"$log/replay.out" 2>&1; then
+            good "chunk: sampling $name --chunk 3 $flags: the sampler's draws from the GPU's logits"
+        else
+            bad "chunk: sampling $name --chunk 3: not the sampler's draws from the GPU's own logits"
+            indent "$log/replay.out"
+        fi
+    fi
+done
+say "gpu-check: chunks done ($(elapsed) s so far)"
 
 # ---------------------------------------------------------------------------
 # 3. The watchdog, and 4. --trace
