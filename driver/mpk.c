@@ -44,7 +44,7 @@ static const char usage_text[] =
     "       mpk tokenize [--raw] [--stats] TOKENIZER [FILE]\n"
     "       mpk tokenize --chat [--render] [--chat-format F] TOKENIZER CONV.json\n"
     "       mpk detokenize [--skip-special] TOKENIZER [FILE]\n"
-    "       mpk run [-D NAME=VALUE]... [--workers=N] [--tp=N] DIR [mpk-run options]\n"
+    "       mpk run [-D NAME=VALUE]... [--workers=N] [--tp=N] [--chunk=C] DIR [mpk-run options]\n"
     "       mpk --help | --version\n"
     "\n"
     "commands:\n"
@@ -75,6 +75,9 @@ static const char usage_text[] =
     "                   schedule, else 132, the SMs of an H100)\n"
     "  --tp=N           (build) shard the model over N GPUs (tensor parallelism,\n"
     "                   1 to 64; default 1): one blob that every rank runs\n"
+    "  --chunk=C        (build) also compile the model at n = C, a chunk graph\n"
+    "                   that feeds prompts C tokens a step (2 to 1024; mpk run:\n"
+    "                   default 64, 0 for none)\n"
     "  --stats          (build) print tasks, events, bytes and bytes per token\n"
     "  --dump=PASS      (build) print the graph after PASS (see below)\n"
     "  --emit=graph     (build) print the expanded, typed op graph instead\n"
@@ -173,55 +176,6 @@ static bool out_is_input(const mpk_ctx *c, const char *out)
     return same;
 }
 
-/* The value of param `name` of g, or NULL. */
-static const mpk_value *param_of(const mpk_graph *g, const char *name)
-{
-    for (int i = 0; i < g->params.n; i++) {
-        const mpk_param_value *p = g->params.items[i];
-        if (strcmp(p->name, name) == 0)
-            return &p->value;
-    }
-    return NULL;
-}
-
-/* The chunk graph of --chunk: the model again with -D n=chunk (after the
- * user's -D), lowered like the decode graph. NULL after reporting. */
-static mpk_low *lower_chunk(const char *path, const mpk_options *opt, const job *j, mpk_ctx **cc)
-{
-    const char **defs2 = calloc((size_t)opt->ndefines + 2, sizeof *defs2);
-    char def[48];
-    if (!defs2)
-        mpk_out_of_memory();
-    memcpy(defs2, opt->defines, sizeof *defs2 * (size_t)opt->ndefines);
-    snprintf(def, sizeof def, "n=%lld", (long long)j->chunk);
-    defs2[opt->ndefines] = def;
-    mpk_options o2 = *opt;
-    o2.defines = defs2;
-    o2.ndefines = opt->ndefines + 1;
-    mpk_ctx *c = mpk_ctx_new(&o2, stderr);
-    *cc = c;
-    c->diag.max_errors = j->max_errors;
-    c->diag.no_warnings = true; /* the decode graph's compilation said them */
-    c->diag.werror = j->werror;
-    mpk_low *L = NULL;
-    if (mpk_load_file(c, path)) {
-        mpk_graph *g = c->diag.stopped ? NULL : mpk_sema(c);
-        if (g && !mpk_diag_failed(&c->diag)) {
-            mpk_lower_opts lo = {.workers = j->workers, .tp = j->tp, .dump = j->dump, .dump_out = stdout,
-                                 .rows = j->chunk};
-            L = mpk_lower(g, &lo, &c->diag);
-        }
-    }
-    if (!L || mpk_diag_failed(&c->diag)) {
-        fprintf(stderr, "mpk: %s: the chunk graph (--chunk %lld, n = %lld) did not build\n", path,
-                (long long)j->chunk, (long long)j->chunk);
-        mpk_low_free(L);
-        L = NULL;
-    }
-    free(defs2);
-    return L;
-}
-
 /* One compilation: load, check, and for build the graph or the blob. */
 static int compile(const char *path, const mpk_options *opt, const job *j)
 {
@@ -259,14 +213,15 @@ static int compile(const char *path, const mpk_options *opt, const job *j)
         mpk_low *L = mpk_lower(g, &lo, &c->diag), *Lc = NULL;
         mpk_ctx *cc = NULL;
         if (L && !mpk_diag_failed(&c->diag) && j->chunk) {
-            const mpk_value *n = param_of(g, "n");
-            if (!n || n->kind != MPK_V_INT || n->i != 1) {
+            const char *why = mpk_chunk_unfit(g);
+            if (why) {
                 mpk_error(&c->diag, (mpk_loc){0, 0, 0},
                           "%s: --chunk needs a token-count param 'n' of default 1 (input token : i32[n], "
-                          "activations [n, hidden]; mpk import writes models so), but the model %s", path,
-                          n ? "sets n to another value" : "has none");
+                          "activations [n, hidden]; mpk import writes models so), but the model %s", path, why);
             } else {
-                Lc = lower_chunk(path, opt, j, &cc);
+                mpk_lower_opts lc = lo;
+                lc.rows = j->chunk;
+                Lc = mpk_lower_chunk(path, opt, &lc, j->max_errors, j->werror, &cc);
                 if (!Lc)
                     status = EXIT_MODEL;
             }
@@ -337,6 +292,11 @@ static int dump_blob(const char *path, const char *out_path, bool dot)
         fprintf(out, "blob %s: version %u, %zu bytes, %u tensors, %u tasks, %u events, %u queues\n", path,
                 b.hdr->version, b.size, b.ntensors, b.ntasks, b.nevents, b.nqueues);
         mpk_print_taskgraph(&b, out);
+        if (b.chunk) { /* the same for the chunk graph, over the same tensors */
+            fprintf(out, "\nchunk graph (mpk build --chunk %u): %u tasks, %u events, %u queues\n", b.meta->chunk,
+                    b.chunk->ntasks, b.chunk->nevents, b.chunk->nqueues);
+            mpk_print_taskgraph(b.chunk, out);
+        }
     }
     int status = mpk_out_close(&o, true, stderr) ? 0 : EXIT_USAGE;
     mpkb_close(&b);

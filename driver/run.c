@@ -2,14 +2,16 @@
  * run.c - `mpk run`: a checkpoint directory to generated text in one
  * command.
  *
- *   mpk run [-D NAME=VALUE]... [--workers=N] [--tp=N] DIR [mpk-run options]
+ *   mpk run [-D NAME=VALUE]... [--workers=N] [--tp=N] [--chunk=C] DIR [mpk-run options]
  *
  *   import  DIR as `mpk import DIR` does, into a temporary file of the cache
  *   load    and check it (the stdlib's blocks with it)
  *   key     a hash of everything the blob depends on: this mpk binary, the
  *           text of every source file loaded (the imported model, the
- *           stdlib files), -D, --workers and --tp
- *   build   into CACHE/KEY.mpkb, unless it is there already
+ *           stdlib files), -D, --workers, --tp and --chunk
+ *   build   into CACHE/KEY.mpkb, unless it is there already, with a chunk
+ *           graph of --chunk rows (default MPK_RUN_CHUNK; 0: none) for
+ *           the prompt
  *   exec    mpk-run CACHE/KEY.mpkb --weights DIR and the options after DIR
  *
  * CACHE is $XDG_CACHE_HOME/mpk, else $HOME/.cache/mpk. The weights are not
@@ -122,9 +124,54 @@ static char *mpk_run_path(const char *exe_dir)
     return strdup("mpk-run");
 }
 
-/* Load and check the imported model; build it into blob unless there. */
+const char *mpk_chunk_unfit(const mpk_graph *g)
+{
+    for (int i = 0; i < g->params.n; i++) {
+        const mpk_param_value *p = g->params.items[i];
+        if (strcmp(p->name, "n") == 0)
+            return p->value.kind == MPK_V_INT && p->value.i == 1 ? NULL : "sets n to another value";
+    }
+    return "has none";
+}
+
+mpk_low *mpk_lower_chunk(const char *path, const mpk_options *opt, const mpk_lower_opts *lo, int max_errors,
+                         bool werror, mpk_ctx **cc)
+{
+    const char **defs2 = calloc((size_t)opt->ndefines + 2, sizeof *defs2);
+    char def[48];
+    if (!defs2)
+        mpk_out_of_memory();
+    memcpy(defs2, opt->defines, sizeof *defs2 * (size_t)opt->ndefines);
+    snprintf(def, sizeof def, "n=%lld", (long long)lo->rows);
+    defs2[opt->ndefines] = def;
+    mpk_options o2 = *opt;
+    o2.defines = defs2;
+    o2.ndefines = opt->ndefines + 1;
+    mpk_ctx *c = mpk_ctx_new(&o2, stderr);
+    *cc = c;
+    c->diag.max_errors = max_errors;
+    c->diag.no_warnings = true; /* the decode graph's compilation said them */
+    c->diag.werror = werror;
+    mpk_low *L = NULL;
+    if (mpk_load_file(c, path)) {
+        mpk_graph *g = c->diag.stopped ? NULL : mpk_sema(c);
+        if (g && !mpk_diag_failed(&c->diag))
+            L = mpk_lower(g, lo, &c->diag);
+    }
+    if (!L || mpk_diag_failed(&c->diag)) {
+        fprintf(stderr, "mpk: %s: the chunk graph (--chunk %lld, n = %lld) did not build\n", path,
+                (long long)lo->rows, (long long)lo->rows);
+        mpk_low_free(L);
+        L = NULL;
+    }
+    free(defs2);
+    return L;
+}
+
+/* Load and check the imported model; build it into blob unless there
+ * (with a chunk graph of chunk rows, 0: none). */
 static int build(const char *src, const char *dir, const mpk_options *opt, int64_t workers, int64_t tp,
-                 char **blob)
+                 int64_t chunk, char **blob)
 {
     mpk_ctx *c = mpk_ctx_new(opt, stderr);
     int status = EXIT_MODEL;
@@ -153,6 +200,9 @@ static int build(const char *src, const char *dir, const mpk_options *opt, int64
         fnv_str(&h, opt->defines[i]);
     fnv(&h, &workers, sizeof workers);
     fnv(&h, &tp, sizeof tp);
+    if (chunk && mpk_chunk_unfit(g))
+        chunk = 0; /* a model that cannot have one: built as it is */
+    fnv(&h, &chunk, sizeof chunk);
     *blob = dup_printf("%s/%016llx.mpkb", dir, (unsigned long long)h);
     if (!*blob) {
         mpk_ctx_free(c);
@@ -162,10 +212,19 @@ static int build(const char *src, const char *dir, const mpk_options *opt, int64
         mpk_ctx_free(c);
         return 0;
     }
-    mpk_lower_opts lo = {.workers = workers, .tp = tp, .dump_out = stdout};
-    mpk_low *L = mpk_lower(g, &lo, &c->diag);
-    if (L && !mpk_diag_failed(&c->diag))
-        status = mpk_emit(L, NULL, *blob) ? 0 : EXIT_USAGE;
+    mpk_lower_opts lo = {.workers = workers, .tp = tp, .dump_out = stdout, .rows = 1};
+    mpk_low *L = mpk_lower(g, &lo, &c->diag), *Lc = NULL;
+    mpk_ctx *cc = NULL;
+    if (L && !mpk_diag_failed(&c->diag) && chunk) {
+        mpk_lower_opts lc = lo;
+        lc.rows = chunk;
+        Lc = mpk_lower_chunk(src, opt, &lc, 20, false, &cc);
+    }
+    if (L && !mpk_diag_failed(&c->diag) && (!chunk || Lc))
+        status = mpk_emit(L, Lc, *blob) ? 0 : EXIT_USAGE;
+    mpk_low_free(Lc);
+    if (cc)
+        mpk_ctx_free(cc);
     mpk_low_free(L);
     mpk_ctx_free(c);
     return status;
@@ -184,15 +243,16 @@ static bool parse_count(const char *s, long max, int64_t *out)
 
 int mpk_run_cmd(int argc, char **argv, const char *exe_dir)
 {
-    enum { OPT_WORKERS = 256, OPT_TP };
+    enum { OPT_WORKERS = 256, OPT_TP, OPT_CHUNK };
     static const struct option longopts[] = {
         {"workers", required_argument, NULL, OPT_WORKERS},
         {"tp", required_argument, NULL, OPT_TP},
+        {"chunk", required_argument, NULL, OPT_CHUNK},
         {NULL, 0, NULL, 0},
     };
     const char *defs[MAX_DEFINES];
     mpk_options opt = {.defines = defs, .exe_dir = exe_dir};
-    int64_t workers = 0, tp = 0;
+    int64_t workers = 0, tp = 0, chunk = MPK_RUN_CHUNK;
     optind = 1;
     opterr = 0;
     /* "+": the options end at DIR; what follows is mpk-run's. */
@@ -211,6 +271,13 @@ int mpk_run_cmd(int argc, char **argv, const char *exe_dir)
             if (!parse_count(optarg, 64, &tp))
                 return usage_error("--tp needs a number of GPUs from 1 to 64, not '%s'", optarg);
             break;
+        case OPT_CHUNK:
+            if (strcmp(optarg, "0") == 0)
+                chunk = 0;
+            else if (!parse_count(optarg, MPK_MAX_CHUNK, &chunk) || chunk < 2)
+                return usage_error("--chunk needs 0 (a prompt token a step) or a number of prompt tokens per "
+                                   "step from 2 to %d, not '%s'", MPK_MAX_CHUNK, optarg);
+            break;
         case ':': return usage_error("option '%s' needs an argument", argv[optind - 1]);
         default: return usage_error("unknown option '%s' (mpk-run's options go after DIR)", argv[optind - 1]);
         }
@@ -227,7 +294,7 @@ int mpk_run_cmd(int argc, char **argv, const char *exe_dir)
     int status = EXIT_MODEL;
     src = dup_printf("%s/import-%ld.mpk", dir, (long)getpid());
     if (src && (status = mpk_import(ckpt, src, stderr)) == 0) {
-        status = build(src, dir, &opt, workers, tp, &blob);
+        status = build(src, dir, &opt, workers, tp, chunk, &blob);
     }
     if (src)
         unlink(src);
