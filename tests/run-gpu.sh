@@ -58,6 +58,8 @@
 #     its token and mpk's is within 4x that row's RMS logit error (a
 #     near-tie at this precision), and every row 0..k is within relative L2
 #     max(1e-2, 1.25 x HF bf16's error at that row) of HF fp32.
+#     Each preset also with the prompt in chunk steps (--chunk 64), judged
+#     the same way from the prompt's last position on.
 #     For 0.6B and 1B, also the GPU against the CPU executor over the prompt
 #     and 2 tokens: identical ids, every row within relative L2 max(1e-2,
 #     HF bf16's error at the last prompt position): at 16-28 layers the two
@@ -710,6 +712,31 @@ real_run() {
     say "    hf   $expect"
 }
 
+# real_chunk PRESET: the prompt in chunk steps (mpk build --chunk 64),
+# judged against HF as real_run is. A chunked prompt computes the logits of
+# its last position only, so HF's fp32 rows stand in for the positions
+# before it (they compare as equal); every row from the prompt's last
+# position on is mpk's.
+real_chunk() {
+    p=$1 d=$REF_DIR/$1
+    what="real $p --chunk 64"
+    runc "build-$p-c64" 300 "$mpk" build --chunk 64 "$work/$p.mpk" -o "$work/$p-c64.mpkb"
+    [ "$rc" -eq 0 ] || { badcmd "$what: mpk build"; return; }
+    runc "real-$p-c64" 300 "$run" "$work/$p-c64.mpkb" --weights "$d" --prompt-ids "$prompt" -n "$n" \
+        --dump-logits "$work/$p-c64.f32"
+    [ "$rc" -eq 0 ] || { badcmd "$what: mpk-run failed"; return; }
+    lf=$work/$p-c64-full.f32
+    head -c $(((np - 1) * vocab * 4)) "$d/all_logits.f32" >"$lf"
+    cat "$work/$p-c64.f32" >>"$lf"
+    verdict=$(python3 tests/real_cmp.py "$d" "$lf" "$np" "$(cat "$out")" "$expect" 2>&1)
+    case $verdict in
+    PASS*) good "$what: ${verdict#PASS } [$took s]" ;;
+    *) bad "$what: ${verdict#FAIL }" ;;
+    esac
+    say "    mpk  $(cat "$out")"
+    say "    hf   $expect"
+}
+
 # real_cpu PRESET: the GPU against the CPU executor at real shapes, over the
 # prompt and two generated tokens (the CPU executor is slow at this size)
 real_cpu() {
@@ -791,6 +818,7 @@ else
         say "gpu-check: real $p: built in $took s: $("$mpk" dump "$work/$p.mpkb" 2>/dev/null | head -n 1 | sed 's/^blob [^:]*: //')"
         case $p in
         *8b*)
+            real_chunk "$p"
             real_run "$p" dynamic
             if [ $(($(elapsed) + took)) -lt "$BUDGET" ]; then
                 real_run "$p" static
@@ -801,6 +829,7 @@ else
         *)
             real_run "$p" static
             real_run "$p" dynamic
+            real_chunk "$p"
             real_cpu "$p"
             ;;
         esac

@@ -8,7 +8,9 @@ Reads the complete events ("ph": "X"), one per task run:
     tid           the SM the task ran on (its track)
     ts, dur       start and duration, in microseconds
     cat           the task's op kind (matvec, attention, ...)
-    args.step     the decode step it ran in
+    args.step     the step it ran in, of its graph
+    args.graph    "chunk" for a task of the chunk graph (a prompt in chunk
+                  steps, mpk build --chunk), absent for the decode graph
     args.bytes    optional: bytes the task moved; mpk-run writes the weight
                   bytes of matvec and embed tasks; without it bytes and
                   GB/s are not reported
@@ -27,8 +29,9 @@ over its wall time. Then the median of each over the steps, and per op kind
 (cat): tasks, total and median duration, and with bytes, the bytes moved and
 GB/s per SM (bytes over the kind's task time). A step with fewer tasks than
 the largest step is marked "partial": mpk-run keeps only the latest records
-of a long run. Percentiles interpolate linearly between ranks. Standard
-library only.
+of a long run. Chunk steps are listed before the decode steps, as c0, c1,
+...; their op kinds are counted apart ("chunk matvec"). Percentiles
+interpolate linearly between ranks. Standard library only.
 """
 
 import argparse
@@ -75,12 +78,14 @@ def load(path):
                 "start": float(e["ts"]),
                 "dur": float(e["dur"]),
                 "op": str(e.get("cat", e.get("name", "?"))),
-                "step": int(args["step"]),
+                "step": (0, int(args["step"])) if args.get("graph") == "chunk" else (1, int(args["step"])),
                 "bytes": None if args.get("bytes") is None else float(args["bytes"]),
             }
         except (KeyError, TypeError, ValueError):
             sys.exit(f"trace-report: {path}: event {k}: a task needs tid, ts, dur and args.step")
         t["end"] = t["start"] + t["dur"]
+        if t["step"][0] == 0:
+            t["op"] = "chunk " + t["op"]
         tasks.append(t)
     if not tasks:
         sys.exit(f"trace-report: {path}: no task events (\"ph\": \"X\")")
@@ -120,7 +125,8 @@ def report(path, out):
         if have_bytes and wall > 0:
             gbs = sum(t["bytes"] or 0 for t in ts) / (wall * 1e3)
         rows.append((wall, busy, quantile(g, 0.5), quantile(g, 0.9), gbs))
-        line = (f"{s:>6} {len(ts):>7} {wall:>10.3f} {fmt(None if busy is None else 100 * busy, '5.1f'):>5}% "
+        label = f"c{s[1]}" if s[0] == 0 else str(s[1])
+        line = (f"{label:>6} {len(ts):>7} {wall:>10.3f} {fmt(None if busy is None else 100 * busy, '5.1f'):>5}% "
                 f"{fmt(rows[-1][2], '10.3f'):>10} {fmt(rows[-1][3], '10.3f'):>10}")
         if have_bytes:
             line += f" {fmt(gbs, '9.2f'):>9}"
