@@ -331,8 +331,9 @@ agree() {
         printf "%d/%d", k, n }'
 }
 
-ROWS=$OUT/rows.md NOTES=$OUT/notes.md
+ROWS=$OUT/rows.md NOTES=$OUT/notes.md TTFT_ROWS=$OUT/ttft-rows.md
 : >"$ROWS"
+: >"$TTFT_ROWS"
 : >"$NOTES"
 note() { printf '%s\n' "$*" >>"$NOTES"; }
 TORCHV="" TFV=""
@@ -368,6 +369,17 @@ for m in $MODELS; do
     [ -n "$best" ] && [ -n "$limit_raw" ] && ratio=$(awk -v a="$best" -v l="$limit_raw" 'BEGIN { printf "%.2f×", a / l }')
     printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$m" "${gb:-FAIL}" "${limit:-FAIL}" \
         "${cells[0]}" "${cells[1]}" "${cells[2]}" "${cells[3]}" "$ratio" >>"$ROWS"
+    # time to the first token of the CTX-token prompt
+    tt=()
+    for s in dynamic static; do
+        v=$(kv "$e" "${s}_ttft")
+        tt+=("${v:-FAIL}")
+    done
+    pf=FAIL
+    [ "$(kv "$p" prefill_ok)" = 1 ] && pf=$(fmt '%.1f' "$(kv "$p" prefill_ms)")
+    ef=FAIL
+    [ "$(kv "$p" eager_ok)" = 1 ] && ef=$(kv "$p" eager_prefill_ms)
+    printf '| %s | %s | %s | %s | %s |\n' "$m" "${tt[0]}" "${tt[1]}" "$pf" "$ef" >>"$TTFT_ROWS"
 
     # Notes for this model.
     err=$(kv "$e" build_error)
@@ -429,6 +441,12 @@ TABLE=$OUT/table.md
     echo "| model | bytes/token at ctx $CTX | limit ms | mpk dynamic ms | mpk static ms | PyTorch+CUDA graph ms | HF eager ms | mpk / limit |"
     echo "|---|---|---|---|---|---|---|---|"
     cat "$ROWS"
+    echo
+    echo "Time to first token, a $CTX-token prompt (mpk: --chunk ${CHUNK}; 0 is one token a step), ms:"
+    echo
+    echo "| model | mpk dynamic | mpk static | PyTorch prefill (sdpa, median of 5) | HF eager prefill (one pass) |"
+    echo "|---|---|---|---|---|"
+    cat "$TTFT_ROWS"
 } >"$TABLE"
 {
     cat "$HEADER"

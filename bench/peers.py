@@ -31,7 +31,14 @@ i = 0..ctx-1):
          advances; it is reset to ctx after the warm-up, and checked to be
          ctx + tokens at the end.)
 
-Both run greedy for exactly --tokens steps (no stop at end-of-sequence). Their
+  prefill "PyTorch prefill": the time to the first token with sdpa, bf16:
+         one forward pass over the ctx prompt tokens with a fresh
+         DynamicCache and logits of the last position only, then the
+         argmax, between two torch.cuda.synchronize(); one warm-up pass,
+         then the median of 5 (what mpk's time to first token is set
+         against).
+
+Both decode peers run greedy for exactly --tokens steps (no stop at end-of-sequence). Their
 first --compare tokens (the prefill's argmax and the steps after it) are
 compared: a difference is a warning, not an error (different attention
 kernels in bf16 may flip a near-tie on random weights).
@@ -182,6 +189,29 @@ def run_eager(torch, model, prompt, tokens, device):
     return r
 
 
+def run_prefill(torch, model, prompt, device, runs=5):
+    set_attn(model, "sdpa")
+    cname = cache_kwarg(model)
+    ids = torch.tensor([prompt], dtype=torch.long, device=device)
+    times, first = [], None
+    with torch.inference_mode():
+        for i in range(runs + 1):
+            sync(torch, device)
+            t0 = time.perf_counter()
+            out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+            tok = int(out.logits[:, -1, :].argmax(-1))
+            sync(torch, device)
+            if i > 0:  # the first is the warm-up
+                times.append((time.perf_counter() - t0) * 1e3)
+            first = tok if first is None else first
+            if tok != first:
+                raise RuntimeError("prefill %d gave token %d, the first gave %d" % (i, tok, first))
+            del out
+    r = summary(times)
+    r.update(attn="sdpa", prefill_ms=r["median_ms"], tokens=[first], cache=cname)
+    return r
+
+
 def static_layers(cache):
     layers = getattr(cache, "layers", None)
     if not layers or not all(hasattr(l, "cumulative_length") for l in layers):
@@ -310,7 +340,7 @@ def write_results(out_dir, name, res):
         json.dump(res, f, indent=1)
         f.write("\n")
     lines = []
-    for peer in ("eager", "graph"):
+    for peer in ("eager", "graph", "prefill"):
         p = res.get(peer) or {}
         lines.append("%s_ok=%d" % (peer, 1 if p.get("ok") else 0))
         if p.get("ok"):
@@ -347,7 +377,7 @@ def bench_model(torch, transformers, name, d, args):
     except Exception as e:
         log("%s: loading failed:\n%s" % (name, traceback.format_exc()))
         res["load_error"] = one_line(e)
-        for peer in ("eager", "graph"):
+        for peer in ("eager", "graph", "prefill"):
             res[peer] = {"ok": False, "error": "load: " + one_line(e)}
         free(torch, args.device)
         return res
@@ -355,11 +385,13 @@ def bench_model(torch, transformers, name, d, args):
     vocab = int(model.config.vocab_size)
     prompt = prompt_ids(args.ctx, vocab)
     log("%s: loaded in %.1f s (%d parameters)" % (name, res["load_s"], sum(p.numel() for p in model.parameters())))
-    for peer in ("eager", "graph"):
+    for peer in ("eager", "graph", "prefill"):
         t1 = time.perf_counter()
         try:
             if peer == "eager":
                 r = run_eager(torch, model, prompt, args.tokens, args.device)
+            elif peer == "prefill":
+                r = run_prefill(torch, model, prompt, args.device)
             else:
                 r = run_graph(torch, transformers, model, prompt, args.tokens, args.device)
             r["ok"] = True
