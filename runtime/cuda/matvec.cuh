@@ -7,6 +7,57 @@
  * sm_90 (matvec_issue: bulk copies on the slot's mbarrier) or by the task
  * itself before its wait below that (matvec_stage: cp.async); the rest are
  * streamed past L1 and pulled toward L2 ahead of use.
+ *
+ * That is the decode case, M = 1. A chunk step has M = C rows of x, and a
+ * task of R = hi - lo weight rows is then a small GEMM, R x M outputs over
+ * K. With bf16 weights (mv_fast) it goes to matvec_rows, which reads each
+ * weight element once per pass (not once per row of x) and keeps the FMA
+ * pipes fed from shared memory:
+ *
+ *   passes   blocks of at most MV_RB weight rows x MV_MB x rows (the
+ *            chunk shapes, R <= 64 and M = 64, are one pass); each walks
+ *            all of K.
+ *   tiles    a thread sums MV_TR = 8 weight rows x MV_TM = 4 x rows (32
+ *            fp32 accumulators). The rt x mt tiles of a pass are repeated
+ *            G times (G = NT / tiles, at most what a slab holds) and copy
+ *            g sums the K units (4 elements) v = g mod G, so that R = 8
+ *            (16 tiles for M = 64) still fills the CTA; a tree through
+ *            shared memory adds the copies at the end.
+ *   slabs    K in slabs of U units, U a multiple of G: x after its
+ *            prologue and w, both fp32 in shared memory, unit-major. Unit
+ *            v of x row m = 4 t + i is float4 v * xs + i * mtp + t (mtp:
+ *            mt up to a power of 2), of weight row r float4 v * ws + 9 *
+ *            (r / 8) + r % 8, xs and ws odd. A thread's step is 4 x and 8
+ *            w float4s for 128 FMAs; lane pairs n, n ^ 1 share x (rt even)
+ *            and n, n ^ 2 share w, which halves those loads' wavefronts,
+ *            and the lanes of a quarter warp hit distinct banks.
+ *   staging  per slab a thread loads up to MV_XI 8-byte pieces of x (a
+ *            unit of a 16-bit dtype, half of f32), as many of the
+ *            silu-mul's b, and MV_WI units of w, into registers before the
+ *            slab before is computed, and stores them (prologue applied,
+ *            fp32) between two barriers after it: x and b through L2
+ *            (ld.global.cg), gamma by its view's path, the weight rows
+ *            from the ring slot when they were staged there (after its
+ *            mbarrier, as for M = 1), else past L1. A warp loads 32 bytes
+ *            of each of 8 rows; a quarter warp stores 8 consecutive float4s.
+ *            The rmsnorm factor of each x row is a pass over the row first,
+ *            a warp per row, while slab 0 is in flight.
+ *   epilogue the sums go through shared memory once more, so that the
+ *            residual loads and the stores run along rows of out.
+ *
+ * What a pass reads of its task is a mv_desc at the start of shared
+ * memory, not registers, and mv_pass is a call: inlined, it changed the
+ * register allocation of the whole kernel (spills in attention and the
+ * worker loop). Shared memory is MV_HEAD + the largest of the slab (16 U
+ * (xs + ws)), the tree (128 (G / 2) tiles) and the output tile (4 M (8 rt
+ * + 1)): at most 34 KiB, under what attention needs at head dim 128, so
+ * that a chunk graph does not shrink the weight ring of the decode steps.
+ *
+ * Numerics are the spec's and the M = 1 path's: the same prologue
+ * formulas in fp32, fp32 products and sums (in another order), residual
+ * after the sum, rounding at the store. EPI_ARGMAX has M = 1 (the reader
+ * refuses it otherwise), so matvec_rows has no argmax. Other dtypes, odd
+ * K or unaligned tensors take the M = 1 loop once per row of x.
  */
 #ifndef MPK_CUDA_MATVEC_CUH
 #define MPK_CUDA_MATVEC_CUH
@@ -51,10 +102,100 @@ __device__ void matvec_input(const kparams &P, const mpkb_task *t, uint32_t m, u
  * (common.cuh), which lies after what every task kind needs. */
 __host__ __device__ __forceinline__ uint32_t mv_kpad(uint32_t K) { return (K + 3) & ~3u; }
 
+/* matvec_rows (M > 1, the header comment) keeps a mv_desc and the rmsnorm
+ * factors, then one slab, in shared memory: mv_rows_bytes. */
+#define MV_TR 8             /* weight rows per thread */
+#define MV_TM 4             /* x rows per thread */
+#define MV_RB 64            /* weight rows per pass, at most */
+#define MV_MB 64            /* x rows per pass, at most */
+#define MV_XI 4             /* 8-byte pieces of x (and of b) a thread stages per slab, at most */
+#define MV_WI 3             /* and of w */
+#define MV_SLAB 34304u      /* bytes of a slab (its x and w), at most: MV_HEAD + this <= 34 KiB */
+#define MV_HEAD 512         /* bytes before the slab: the task (mv_desc), the rmsnorm factors */
+
+/* How matvec_rows cuts one pass of R weight rows x M x rows over K. */
+typedef struct {
+    uint32_t rt, mt, mtp; /* thread tiles along the weight rows, the x rows; mt up to a power of 2 */
+    uint32_t groups;      /* G: copies of each tile, each summing its own K units */
+    uint32_t units;       /* U: 4-element K units per slab, a multiple of G */
+    uint32_t xs, ws;      /* float4s of one unit of the x slab, of the w slab */
+    uint32_t lmtp, lpbx, lpbw; /* log2 of mtp and of the staging blocks of 8 slab rows of x, w */
+} mv_plan;
+
+__host__ __device__ __forceinline__ uint32_t mv_min(uint32_t a, uint32_t b) { return a < b ? a : b; }
+
+__host__ __device__ __forceinline__ uint32_t mv_log2(uint32_t v) /* of the power of 2 >= v */
+{
+    uint32_t l = 0;
+    while ((1u << l) < v)
+        l++;
+    return l;
+}
+
+/* R <= MV_RB, M <= MV_MB, K % 4 == 0; x16: x is a 16-bit dtype (a piece
+ * of 8 bytes is a unit of it, else half a unit). */
+__host__ __device__ inline mv_plan mv_plan_of(uint32_t R, uint32_t M, uint32_t K, bool x16)
+{
+    mv_plan p;
+    p.rt = (R + MV_TR - 1) / MV_TR, p.mt = (M + MV_TM - 1) / MV_TM;
+    p.lmtp = mv_log2(p.mt), p.mtp = 1u << p.lmtp;
+    p.xs = MV_TM * p.mtp + 1, p.ws = ((MV_TR + 1) * p.rt) | 1; /* odd: a unit further is another bank */
+    p.lpbx = mv_log2((MV_TM * p.mtp + 7) / 8), p.lpbw = mv_log2(p.rt);
+    /* a slab of U units is U / 4 x 8 x pb pieces of each (twice for f32 x)
+     * over NT threads */
+    uint32_t xcap = (x16 ? 4 : 2) * MV_XI * NW >> p.lpbx, wcap = 4 * MV_WI * NW >> p.lpbw;
+    uint32_t cap = mv_min(mv_min(xcap, wcap), MV_SLAB / (16 * (p.xs + p.ws))), k4 = K / 4;
+    uint32_t g = mv_min(mv_min(NT / (p.rt * p.mt), cap), k4 ? k4 : 1), u = cap / g;
+    if (g * u > k4)
+        u = (k4 + g - 1) / g;
+    p.groups = g, p.units = g * (u ? u : 1);
+    return p;
+}
+
+/* Shared memory of one pass: the head, then the slab, which the tree of
+ * partial sums and the output tile reuse. */
+__host__ __device__ inline uint32_t mv_pass_bytes(uint32_t R, uint32_t M, uint32_t K, bool x16)
+{
+    mv_plan p = mv_plan_of(R, M, K, x16);
+    uint32_t slab = 16 * p.units * (p.xs + p.ws);
+    uint32_t tree = 16 * (MV_TR * MV_TM / 4) * (p.groups / 2) * p.rt * p.mt;
+    uint32_t out = 4 * M * (MV_TR * p.rt + 1);
+    uint32_t b = slab > tree ? slab : tree;
+    return MV_HEAD + (b > out ? b : out);
+}
+
+/* Pass i of n over `all` rows starts at mv_cut(all, n, i). */
+__host__ __device__ __forceinline__ uint32_t mv_cut(uint32_t all, uint32_t n, uint32_t i)
+{
+    return (uint32_t)((uint64_t)all * i / n);
+}
+
+/* The most any pass of an R x M x K task needs (passes are of two sizes along each). */
+__host__ __device__ inline uint32_t mv_rows_bytes(uint32_t R, uint32_t M, uint32_t K, bool x16)
+{
+    uint32_t nr = (R + MV_RB - 1) / MV_RB, nm = (M + MV_MB - 1) / MV_MB, most = 0;
+    uint32_t rs[2] = {R / nr, (R + nr - 1) / nr}, ms[2] = {M / nm, (M + nm - 1) / nm};
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++)
+            if (rs[a] && ms[b]) {
+                uint32_t s = mv_pass_bytes(rs[a], ms[b], K, x16);
+                most = s > most ? s : most;
+            }
+    return most;
+}
+
 __host__ __device__ inline uint32_t smem_matvec(const mpkb_tensor *T, const mpkb_task *t, char *why, size_t n)
 {
     (void)why, (void)n;
-    return 4u * (mv_kpad(T[t->matvec.x].dims[1]) + NW);
+    const mpkb_tensor *X = &T[t->matvec.x];
+    uint32_t s = 4u * (mv_kpad(X->dims[1]) + NW);
+    /* M > 1 with bf16 rows: matvec_rows, unless a tensor is unaligned */
+    if (X->dims[0] > 1 && T[t->matvec.w].dtype == MPKB_BF16 && X->dims[1] % 8 == 0) {
+        uint32_t r = mv_rows_bytes((uint32_t)(t->matvec.hi - t->matvec.lo), X->dims[0], X->dims[1],
+                                   X->dtype != MPKB_F32);
+        s = r > s ? r : s;
+    }
+    return s;
 }
 
 __device__ __forceinline__ bool mv_fast(const kparams &P, const mpkb_task *t)
@@ -159,11 +300,353 @@ __device__ __forceinline__ void matvec_row_done(const kparams &P, const mpkb_tas
     stx(P.tensors[t->matvec.out].dtype, P.tp[t->matvec.out], m * N + r, acc);
 }
 
+/* ---- M > 1: matvec_rows (the header comment) ---------------------------- */
+
+/* What matvec_rows reads of its task and pass, in shared memory at sm[0]:
+ * thread 0 writes it and the CTA reads it after a barrier, so that none
+ * of it has to stay in a register across the FMA loop. */
+typedef struct {
+    const uint8_t *x, *pro;  /* x [M, K]; gamma [K] (rmsnorm) or b [M, K] (silu-mul) */
+    const uint8_t *w, *ring; /* the task's first weight row; its first nst rows, in shared memory */
+    const uint8_t *res;      /* the residual, or NULL */
+    uint8_t *out;
+    uint32_t xd, prd, od, rd; /* dtypes */
+    uint32_t K, N, col, nst, flags, pro_ro;
+    float eps;
+    uint32_t rows, xrows, passes, nr; /* the task's R and M; its passes, nr along R */
+    uint32_t r0, R, m0, M, stats;     /* the pass: weight rows r0.. of the task, x rows m0.. */
+    mv_plan pl;
+} mv_desc;
+static_assert(sizeof(mv_desc) + 4 * MV_MB <= MV_HEAD, "the head holds the task and the rmsnorm factors");
+
+/* 8 bytes of a weight row, streamed past L1. */
+__device__ __forceinline__ uint2 mv_ldw8(const uint8_t *p)
+{
+    uint2 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ bool mv_float(uint32_t dt) { return dt == MPKB_BF16 || dt == MPKB_F16 || dt == MPKB_F32; }
+
+__device__ __forceinline__ bool mv_aligned(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+/* A piece, 8 bytes of a row of x or b, as fp32: 4 elements of a 16-bit
+ * dtype or 2 of f32. */
+__device__ __forceinline__ void mv_cvt(uint2 u, uint32_t dt, float *v)
+{
+    if (dt == MPKB_F32) {
+        v[0] = __uint_as_float(u.x), v[1] = __uint_as_float(u.y), v[2] = v[3] = 0;
+    } else if (dt == MPKB_F16) {
+        v[0] = __half2float(__ushort_as_half((unsigned short)u.x));
+        v[1] = __half2float(__ushort_as_half((unsigned short)(u.x >> 16)));
+        v[2] = __half2float(__ushort_as_half((unsigned short)u.y));
+        v[3] = __half2float(__ushort_as_half((unsigned short)(u.y >> 16)));
+    } else {
+        v[0] = bf16lo(u.x), v[1] = bf16hi(u.x), v[2] = bf16lo(u.y), v[3] = bf16hi(u.y);
+    }
+}
+
+/* The pieces a thread stages for one slab, raw until they are stored. */
+typedef struct {
+    uint2 x[MV_XI], b[MV_XI], w[MV_WI];
+} mv_stage;
+
+/* Where a thread's pieces go: slab row px of x (x row xm of the pass) and
+ * pw of w; piece s of x is piece vx0 + s * vxs of the slab's row (a unit,
+ * or half a unit for f32), of w unit vw0 + s * vws. In each block of 32
+ * pieces, 8 slab rows x 4 pieces: a quarter warp stores 8 consecutive
+ * float4s (or float2s two apart) of one unit, and a warp loads 32 bytes
+ * of each of 8 rows. */
+typedef struct {
+    uint32_t px, xm, pw, vx0, vxs, vw0, vws;
+    bool xst, xld, wst, wld;
+} mv_place;
+
+__device__ __forceinline__ mv_place mv_where(const mv_desc &d)
+{
+    const mv_plan &pl = d.pl;
+    uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31, vq = (lane >> 3) & 3;
+    mv_place q;
+    q.px = (warp & ((1u << pl.lpbx) - 1)) << 3 | (lane & 7);
+    q.xm = (q.px & (pl.mtp - 1)) * MV_TM + (q.px >> pl.lmtp);
+    q.xst = q.px < MV_TM * pl.mtp, q.xld = q.xst && q.xm < d.M;
+    q.vx0 = (warp >> pl.lpbx) << 2 | vq, q.vxs = 4 * NW >> pl.lpbx;
+    q.pw = (warp & ((1u << pl.lpbw) - 1)) << 3 | (lane & 7);
+    q.wst = q.pw / MV_TR < pl.rt, q.wld = q.pw < d.R;
+    q.vw0 = (warp >> pl.lpbw) << 2 | vq, q.vws = 4 * NW >> pl.lpbw;
+    return q;
+}
+
+/* Slab k4.. (n4 units): this thread's pieces into registers. */
+__device__ __forceinline__ void mv_load(const mv_desc &d, uint32_t k4, uint32_t n4, mv_stage &st)
+{
+    mv_place q = mv_where(d);
+    bool x16 = dsize(d.xd) == 2, silu = (d.flags & MPKB_F_PRO_SILU_MUL) != 0;
+    uint32_t np = x16 ? n4 : 2 * n4, p0 = x16 ? k4 : 2 * k4;
+    uint64_t row = (uint64_t)(d.m0 + q.xm) * d.K * dsize(d.xd); /* b's rows are the same bytes */
+#pragma unroll
+    for (int s = 0; s < MV_XI; s++) {
+        uint32_t v = q.vx0 + s * q.vxs;
+        st.x[s] = st.b[s] = make_uint2(0, 0);
+        if (q.xld && v < np) {
+            uint64_t o = row + 8ull * (p0 + v);
+            st.x[s] = __ldcg((const uint2 *)(d.x + o));
+            if (silu)
+                st.b[s] = __ldcg((const uint2 *)(d.pro + o));
+        }
+    }
+    uint32_t r = d.r0 + q.pw;
+    bool ring = r < d.nst;
+    const uint8_t *wrow = (ring ? d.ring : d.w) + (uint64_t)r * d.K * 2;
+#pragma unroll
+    for (int s = 0; s < MV_WI; s++) {
+        uint32_t v = q.vw0 + s * q.vws;
+        st.w[s] = make_uint2(0, 0);
+        if (q.wld && v < n4) {
+            const uint8_t *a = wrow + 8ull * (k4 + v);
+            st.w[s] = ring ? *(const uint2 *)a : mv_ldw8(a);
+        }
+    }
+}
+
+/* The staged pieces into the slab, fp32, x after its prologue (gamma is
+ * read here, by its view's path). */
+__device__ __forceinline__ void mv_store(const mv_desc &d, const float *rs, uint32_t k4, uint32_t n4,
+                                         const mv_stage &st, float *slab)
+{
+    mv_place q = mv_where(d);
+    const mv_plan &pl = d.pl;
+    bool x16 = dsize(d.xd) == 2, rms = (d.flags & MPKB_F_PRO_RMSNORM) != 0;
+    bool silu = (d.flags & MPKB_F_PRO_SILU_MUL) != 0;
+    uint32_t np = x16 ? n4 : 2 * n4, p0 = x16 ? k4 : 2 * k4, ne = x16 ? 4 : 2;
+    float rf = rms && q.xld ? rs[q.xm] : 0.0f;
+    tview g = {d.pro, d.prd, d.pro_ro != 0};
+#pragma unroll
+    for (int s = 0; s < MV_XI; s++) {
+        uint32_t v = q.vx0 + s * q.vxs;
+        if (q.xst && v < np) {
+            float a[4], b[4];
+            mv_cvt(st.x[s], d.xd, a);
+            if (silu && q.xld) {
+                mv_cvt(st.b[s], d.prd, b);
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    a[e] = a[e] / (1.0f + expf(-a[e])) * b[e];
+            } else if (rms && q.xld) {
+                uint64_t k = (uint64_t)(p0 + v) * ne;
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    if (e < (int)ne)
+                        a[e] = ldv(g, k + e) * (a[e] * rf);
+            }
+            float *p = slab + 4 * ((x16 ? v : v >> 1) * pl.xs + q.px);
+            if (x16)
+                *(float4 *)p = make_float4(a[0], a[1], a[2], a[3]);
+            else
+                *(float2 *)(p + 2 * (v & 1)) = make_float2(a[0], a[1]);
+        }
+    }
+    float4 *ws4 = (float4 *)slab + pl.units * pl.xs;
+#pragma unroll
+    for (int s = 0; s < MV_WI; s++) {
+        uint32_t v = q.vw0 + s * q.vws;
+        if (q.wst && v < n4)
+            ws4[v * pl.ws + (MV_TR + 1) * (q.pw / MV_TR) + q.pw % MV_TR] =
+                make_float4(bf16lo(st.w[s].x), bf16hi(st.w[s].x), bf16lo(st.w[s].y), bf16hi(st.w[s].y));
+    }
+}
+
+/* The dynamic shared memory (the kernel's sm), named here so that
+ * mv_pass, a function of its own, knows what space it addresses. */
+extern __shared__ float4 mv_smem[];
+
+/* The pass that the mv_desc at sm[0] describes (all of K): slabs, the
+ * tree, the epilogue; with stats, first the rmsnorm factor of each of its
+ * x rows. Not inlined: inlined, it changed how ptxas allocates the
+ * registers of the whole kernel, and spilled in attention and the worker
+ * loop; as a call the kernel's other code, the M = 1 path with it,
+ * compiles as before (the same spills, 48 bytes). */
+__device__ __noinline__ void mv_pass(void)
+{
+    float *sm = (float *)mv_smem;
+    const mv_desc &d = *(const mv_desc *)sm;
+    float *rs = sm + sizeof(mv_desc) / 4, *slab = sm + MV_HEAD / 4; /* rs: [MV_MB] */
+    uint32_t tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, K4 = d.K / 4;
+
+    /* the tile this thread sums, if any (else g is past the groups): lane
+     * pairs n, n ^ 1 differ in weight rows when rt is even (and share x),
+     * n, n ^ 2 in x rows (and share w) */
+    uint32_t T = d.pl.rt * d.pl.mt, g = tid / T, j = tid % T, rtj, mtj;
+    if (d.pl.rt % 2 == 0)
+        rtj = (j & 1) | ((j >> 1) / d.pl.mt) << 1, mtj = (j >> 1) % d.pl.mt;
+    else
+        rtj = j / d.pl.mt, mtj = j % d.pl.mt;
+
+    mv_stage st;
+    mv_load(d, 0, mv_min(d.pl.units, K4), st);
+    if (d.stats) { /* a warp per x row, while slab 0 is on its way */
+        for (uint32_t m = warp; m < d.M; m += NW) {
+            uint32_t np = d.K * dsize(d.xd) / 8;
+            const uint8_t *row = d.x + (uint64_t)(d.m0 + m) * d.K * dsize(d.xd);
+            float ss = 0, a[4];
+#pragma unroll 4
+            for (uint32_t p = lane; p < np; p += 32) {
+                mv_cvt(__ldcg((const uint2 *)(row + 8ull * p)), d.xd, a);
+                ss += a[0] * a[0] + a[1] * a[1] + a[2] * a[2] + a[3] * a[3];
+            }
+            ss = warp_sum(ss);
+            if (lane == 0)
+                rs[m] = 1.0f / sqrtf(ss / (float)d.K + d.eps);
+        }
+    }
+
+    float acc[MV_TR][MV_TM];
+#pragma unroll
+    for (int r = 0; r < MV_TR; r++)
+#pragma unroll
+        for (int i = 0; i < MV_TM; i++)
+            acc[r][i] = 0;
+    for (uint32_t k4 = 0; k4 < K4; k4 += d.pl.units) {
+        uint32_t U = d.pl.units, n4 = mv_min(U, K4 - k4);
+        __syncthreads(); /* the slab is free (and rs written) */
+        mv_store(d, rs, k4, n4, st, slab);
+        __syncthreads();
+        if (k4 + U < K4)
+            mv_load(d, k4 + U, mv_min(U, K4 - k4 - U), st);
+        uint32_t G = d.pl.groups, xs = d.pl.xs, ws = d.pl.ws, mtp = d.pl.mtp;
+        const float4 *xb = (const float4 *)slab + mtj, *wb = (const float4 *)slab + U * xs + (MV_TR + 1) * rtj;
+        for (uint32_t v = g; v < n4; v += G) {
+            const float4 *xp = xb + v * xs, *wp = wb + v * ws;
+            float4 x[MV_TM];
+#pragma unroll
+            for (int i = 0; i < MV_TM; i++)
+                x[i] = xp[i * mtp];
+#pragma unroll
+            for (int r = 0; r < MV_TR; r++) {
+                float4 w = wp[r];
+#pragma unroll
+                for (int i = 0; i < MV_TM; i++) {
+                    float a = acc[r][i];
+                    a = fmaf(w.x, x[i].x, a);
+                    a = fmaf(w.y, x[i].y, a);
+                    a = fmaf(w.z, x[i].z, a);
+                    a = fmaf(w.w, x[i].w, a);
+                    acc[r][i] = a;
+                }
+            }
+        }
+    }
+
+    /* the G copies of each tile: a tree, half of them adding the others' */
+    float4 *red = (float4 *)slab;
+    __syncthreads();
+    for (uint32_t h = d.pl.groups; h > 1;) {
+        uint32_t half = (h + 1) / 2, S = (h - half) * T;
+        if (g >= half && g < h)
+#pragma unroll
+            for (int r = 0; r < MV_TR; r++)
+                red[r * S + (g - half) * T + j] = make_float4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+        __syncthreads();
+        if (g < h - half)
+#pragma unroll
+            for (int r = 0; r < MV_TR; r++) {
+                float4 o = red[r * S + g * T + j];
+                acc[r][0] += o.x, acc[r][1] += o.y, acc[r][2] += o.z, acc[r][3] += o.w;
+            }
+        __syncthreads();
+        h = half;
+    }
+
+    /* the output tile [M][R] (rows padded by one), then along rows of out */
+    uint32_t os = MV_TR * d.pl.rt + 1;
+    if (g == 0)
+#pragma unroll
+        for (int r = 0; r < MV_TR; r++)
+#pragma unroll
+            for (int i = 0; i < MV_TM; i++) {
+                uint32_t m = mtj * MV_TM + i, n = rtj * MV_TR + r;
+                if (m < d.M && n < d.R)
+                    slab[m * os + n] = acc[r][i];
+            }
+    __syncthreads();
+    for (uint32_t e = tid; e < d.M * d.R; e += NT) {
+        uint32_t m = e / d.R, n = e % d.R;
+        uint64_t o = (uint64_t)(d.m0 + m) * d.N + d.col + d.r0 + n;
+        float v = slab[m * os + n];
+        if (d.res)
+            v += ldx(d.rd, d.res, o);
+        stx(d.od, d.out, o, v);
+    }
+}
+
+/* M > 1 with bf16 rows (mv_fast) and x and the prologue's tensor in a
+ * float dtype, 16-byte aligned (b of x's size); else false, and nothing
+ * was done. */
+__device__ bool matvec_rows(const kparams &P, const mpkb_task *t, float *sm)
+{
+    const mpkb_tensor *X = &P.tensors[t->matvec.x];
+    uint32_t M = X->dims[0], K = X->dims[1], R = (uint32_t)(t->matvec.hi - t->matvec.lo);
+    bool rms = (t->flags & MPKB_F_PRO_RMSNORM) != 0, silu = (t->flags & MPKB_F_PRO_SILU_MUL) != 0;
+    const uint8_t *xp = P.tp[t->matvec.x];
+    tview pro = {xp, X->dtype, false};
+    if (rms || silu)
+        pro = view(P, t->matvec.pro);
+    if (!mv_fast(P, t) || !mv_float(X->dtype) || !mv_float(pro.dtype) || !mv_aligned(xp) || !mv_aligned(pro.p) ||
+        (silu && dsize(pro.dtype) != dsize(X->dtype)))
+        return false;
+#if MPK_RING
+    int32_t slot = s_ring.cur; /* -1: nothing was copied for this task */
+    uint32_t nst = slot >= 0 ? mv_staged(P, t) : 0;
+    const uint8_t *ring = (const uint8_t *)ring_buf(P, sm, slot >= 0 ? (uint32_t)slot : 0);
+    if (nst)
+        while (!mbar_done(&s_ring.bar[slot], s_ring.cur_parity))
+            ;
+#else
+    uint32_t nst = mv_staged(P, t);
+    const uint8_t *ring = (const uint8_t *)ring_buf(P, sm, 0);
+    if (nst) {
+        cp_async_wait_all();
+        __syncthreads();
+    }
+#endif
+    mv_desc &d = *(mv_desc *)sm;
+    if (threadIdx.x == 0) {
+        d.x = xp, d.xd = X->dtype, d.pro = pro.p, d.prd = pro.dtype, d.pro_ro = pro.ro;
+        d.ring = ring, d.nst = nst, d.K = K, d.flags = t->flags, d.eps = t->matvec.eps;
+        d.N = P.tensors[t->matvec.w].dims[0], d.col = (uint32_t)t->matvec.lo;
+        d.w = P.tp[t->matvec.w] + (uint64_t)d.col * K * 2;
+        d.out = P.tp[t->matvec.out], d.od = P.tensors[t->matvec.out].dtype;
+        d.res = NULL, d.rd = 0;
+        if (t->flags & MPKB_F_EPI_RESIDUAL)
+            d.res = P.tp[t->matvec.residual], d.rd = P.tensors[t->matvec.residual].dtype;
+        d.rows = R, d.xrows = M, d.nr = (R + MV_RB - 1) / MV_RB;
+        d.passes = (M + MV_MB - 1) / MV_MB * d.nr;
+    }
+    /* the passes, along R within along M; what they need is in d */
+    for (uint32_t i = 0;; i++) {
+        __syncthreads(); /* the last pass is done with d */
+        if (threadIdx.x == 0 && i < d.passes) {
+            uint32_t a = i / d.nr, b = i % d.nr, nm = d.passes / d.nr;
+            d.m0 = mv_cut(d.xrows, nm, a), d.M = mv_cut(d.xrows, nm, a + 1) - d.m0;
+            d.r0 = mv_cut(d.rows, d.nr, b), d.R = mv_cut(d.rows, d.nr, b + 1) - d.r0;
+            d.stats = (d.flags & MPKB_F_PRO_RMSNORM) && b == 0;
+            d.pl = mv_plan_of(d.R, d.M, d.K, dsize(d.xd) == 2);
+        }
+        __syncthreads();
+        if (i >= d.passes)
+            return true;
+        mv_pass();
+    }
+}
+
 __device__ bool op_matvec(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
 {
     (void)step, (void)task;
     const mpkb_tensor *X = &P.tensors[t->matvec.x], *W = &P.tensors[t->matvec.w];
     uint32_t M = X->dims[0], K = X->dims[1], N = W->dims[0];
+    if (M > 1 && matvec_rows(P, t, sm))
+        return true;
     uint32_t i0 = (uint32_t)t->matvec.lo, R = (uint32_t)(t->matvec.hi - t->matvec.lo);
     uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const uint8_t *wp = P.tp[t->matvec.w];
