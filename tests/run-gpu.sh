@@ -739,14 +739,18 @@ real_chunk() {
 
 # real_cpu PRESET: the GPU against the CPU executor at real shapes, over the
 # prompt and two generated tokens (the CPU executor is slow at this size)
+# (real_cpu PRESET -c64: the same with the chunk blob, both executors
+# chunked, so the chunk graph's GPU kernels at real shapes (head dim 128,
+# 64-row matvecs) meet the CPU's; its logits rows start at the prompt's
+# last position)
 real_cpu() {
-    p=$1 d=$REF_DIR/$1
-    what="real $p: GPU vs CPU"
-    runc "realcpu-$p-cpu" 300 "$run" "$work/$p.mpkb" --weights "$d" --cpu --order-seed 0 \
+    p=$1 d=$REF_DIR/$1 sfx=${2:-}
+    what="real $p: GPU vs CPU${sfx:+ ($sfx)}"
+    runc "realcpu-$p$sfx-cpu" 300 "$run" "$work/$p$sfx.mpkb" --weights "$d" --cpu --order-seed 0 \
         --prompt-ids "$prompt" -n 2 --dump-logits "$work/$p-cpu.f32"
     [ "$rc" -eq 0 ] || { badcmd "$what: mpk-run --cpu failed"; return; }
     cpu_ids=$(cat "$out") cpu_took=$took
-    runc "realcpu-$p-gpu" 300 "$run" "$work/$p.mpkb" --weights "$d" \
+    runc "realcpu-$p$sfx-gpu" 300 "$run" "$work/$p$sfx.mpkb" --weights "$d" \
         --prompt-ids "$prompt" -n 2 --dump-logits "$work/$p-gpu.f32"
     [ "$rc" -eq 0 ] || { badcmd "$what: mpk-run failed"; return; }
     [ "$(cat "$out")" = "$cpu_ids" ] || { bad "$what: ids $(cat "$out"), CPU $cpu_ids"; return; }
@@ -755,14 +759,15 @@ real_cpu() {
     # from fp32 at the last prompt position (at least 1e-2).
     yard=$("$cmp" "$d/bf16_logits.f32" 0 "$d/all_logits.f32" 0 "$vocab" 1e30 2>/dev/null)
     bound=$(fmax "$TOL" "${yard:-0}")
-    i=0 w=0
-    while [ "$i" -le "$np" ]; do
+    i=0 w=0 last=$np
+    [ -n "$sfx" ] && last=1 # a chunked prompt: the last position's row, then one
+    while [ "$i" -le "$last" ]; do
         rel=$("$cmp" "$work/$p-gpu.f32" "$i" "$work/$p-cpu.f32" "$i" "$vocab" "$bound" 2>/dev/null) ||
             { bad "$what: row $i rel L2 ${rel:-?} > $bound"; return; }
         w=$(fmax "$w" "$rel")
         i=$((i + 1))
     done
-    good "$what: ids $cpu_ids identical, $((np + 1)) rows within $bound (HF bf16 vs fp32; worst $w) [CPU $cpu_took s]"
+    good "$what: ids $cpu_ids identical, $((last + 1)) rows within $bound (HF bf16 vs fp32; worst $w) [CPU $cpu_took s]"
 }
 
 if [ "$QUICK" = 1 ]; then
@@ -831,6 +836,7 @@ else
             real_run "$p" dynamic
             real_chunk "$p"
             real_cpu "$p"
+            real_cpu "$p" -c64
             ;;
         esac
         say "gpu-check: real $p done ($(elapsed) s so far)"
