@@ -7,6 +7,10 @@
  *   rmsnorm -> matmul          the norm becomes the prologue of every matmul
  *                              that reads it (each tile reads all of x anyway)
  *   mul(silu(a), b) -> matmul  silu*mul becomes the down projection's prologue
+ *                              (both one row only: with n > 1 rows every tile
+ *                              would redo the prologue over all n rows, so the
+ *                              ops stay tasks of their own, into f32 tensors
+ *                              that hold the prologue's fp32 values exactly)
  *   matmul -> add(., r)        the residual add becomes the epilogue
  *   matmul -> argmax           argmax partials in the epilogue (on the fp32
  *                              accumulator), then one reduce task
@@ -194,7 +198,13 @@ static void fuse_matmul(fuser *F, const mpk_node *n)
         all_matmul = un->op == MPK_OP_MATMUL && un->in[0] == x && un->in[1] != x;
     }
     mpk_node *mul;
-    if (all_matmul) {
+    if (all_matmul && x->dims[0] > 1) {
+        /* A chunk step: every task of every matmul reading the norm would
+         * compute the statistics of all n rows again; the norm runs once,
+         * as its own tasks, into an f32 tensor (the prologue's fp32
+         * values, exactly). */
+        F->L->lt[x->id].dtype = MPK_DT_F32;
+    } else if (all_matmul) {
         k->flags |= MPKB_F_PRO_RMSNORM;
         k->t[MPKB_SLOT(matvec, x)] = p->in[0]->id;
         k->t[MPKB_SLOT(matvec, pro)] = p->in[1]->id;
@@ -205,6 +215,16 @@ static void fuse_matmul(fuser *F, const mpk_node *n)
             mpk_node *s = sole_producer(F, mul->in[side], MPK_OP_SILU);
             if (!s || mul->in[0] == mul->in[1])
                 continue;
+            if (x->dims[0] > 1) {
+                /* A chunk step: each of the matvec's tasks would compute
+                 * silu(a) * b over all its rows, n x K elements, again.
+                 * The silu and the mul run once, as their own tasks, into
+                 * f32 tensors, which hold the fp32 values the prologue
+                 * would have computed, exactly. */
+                F->L->lt[s->out[0]->id].dtype = MPK_DT_F32;
+                F->L->lt[mul->out[0]->id].dtype = MPK_DT_F32;
+                break;
+            }
             k->flags |= MPKB_F_PRO_SILU_MUL;
             k->t[MPKB_SLOT(matvec, x)] = s->in[0]->id;
             k->t[MPKB_SLOT(matvec, pro)] = mul->in[1 - side]->id;
