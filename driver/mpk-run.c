@@ -755,7 +755,16 @@ static int run(options *o)
     bool ok = cpu_generate(&c, prompt.v, prompt.n, &k);
     if (!sink_end(&k, true) || !ok)
         goto out;
-    if (o->stats && c.ntimes > 0) {
+    char chunks[64] = "";
+    if (b.chunk && !o->no_chunk)
+        snprintf(chunks, sizeof chunks, " in %u chunk steps of %u", (unsigned)((np + m->chunk - 1) / m->chunk),
+                 m->chunk);
+    if (o->stats && c.ntimes == 0) {
+        stats_line(&k);
+        fprintf(stderr, "mpk-run: cpu: time to first token %.1f ms (a %d-token prompt%s, %.0f tokens/s), no "
+                        "steps after it\n",
+                c.ttft, np, chunks, c.ttft > 0 ? np * 1e3 / c.ttft : 0.0);
+    } else if (o->stats) {
         double sum = 0;
         for (size_t i = 0; i < c.ntimes; i++)
             sum += c.times[i];
@@ -763,9 +772,9 @@ static int run(options *o)
         qsort(c.times, c.ntimes, sizeof *c.times, cmp_double);
         size_t p99 = (size_t)ceil(0.99 * (double)c.ntimes) - 1;
         stats_line(&k);
-        fprintf(stderr, "mpk-run: cpu: %zu steps, time to first token %.1f ms (a %d-token prompt, %.0f tokens/s), "
+        fprintf(stderr, "mpk-run: cpu: %zu steps, time to first token %.1f ms (a %d-token prompt%s, %.0f tokens/s), "
                         "mean step %.2f ms, median step %.2f ms, p99 step %.2f ms, %.1f steps/s (from the mean)\n",
-                c.ntimes, c.ttft, np, c.ttft > 0 ? np * 1e3 / c.ttft : 0.0, mean, c.times[c.ntimes / 2],
+                c.ntimes, c.ttft, np, chunks, c.ttft > 0 ? np * 1e3 / c.ttft : 0.0, mean, c.times[c.ntimes / 2],
                 c.times[p99], mean > 0 ? 1e3 / mean : 0.0);
     }
     status = 0;
