@@ -247,6 +247,198 @@ __device__ void attend_row(const kparams &P, const mpkb_task *t, uint32_t r, int
         __syncthreads(); /* sm is the next row's */
 }
 
+/* ---- several rows (a chunk step) ----------------------------------------
+ * The one-row path above goes through a row's heads with the whole CTA;
+ * for R rows that is R times its latency. Here each warp takes (row, head)
+ * items of its own, AI at a time, and streams the chunk's positions up to
+ * the items' positions with an online softmax in registers: lane l holds
+ * elements l * E .. l * E + E of q, of each K and V row it loads, and of
+ * the accumulators (D = 32 E, bf16 cache). rmsnorm and rope of q and k run
+ * in registers too: the rope partner of element i < D / 2 is i + D / 2,
+ * held by lane l ^ 16. */
+#define AI(E) ((E) >= 4 ? 2 : 4) /* items per warp at a time */
+
+/* What a chunk step's attention needs of kparams, passed by value: a
+ * __noinline__ function given kparams by reference makes the kernel keep a
+ * copy of all of it on its stack. */
+typedef struct {
+    const mpkb_tensor *T;
+    uint8_t *const *tp;
+} katt;
+
+__device__ __forceinline__ tview kview(const katt &K, uint32_t ti)
+{
+    const mpkb_tensor *t = &K.T[ti];
+    tview v = {K.tp[ti], t->dtype, t->space == MPKB_SPACE_WEIGHT || t->space == MPKB_SPACE_CONST};
+    return v;
+}
+
+/* v (a lane's E elements of a D-vector at position pos): rmsnorm with
+ * gamma (or none) and eps, then rope with the inverse frequencies table
+ * (or none), as warp_norm_rope does in shared memory. */
+template <int E>
+__device__ __forceinline__ void lane_norm_rope(const katt &K, float (&v)[E], uint32_t gamma, float eps,
+                                               uint32_t table, int32_t pos)
+{
+    uint32_t lane = threadIdx.x & 31, D = 32 * E;
+    if (gamma != MPKB_NONE) {
+        float ss = 0;
+#pragma unroll
+        for (int e = 0; e < E; e++)
+            ss += v[e] * v[e];
+        float r = 1.0f / sqrtf(warp_sum(ss) / (float)D + eps);
+        tview g = kview(K, gamma);
+#pragma unroll
+        for (int e = 0; e < E; e++)
+            v[e] = ldv(g, lane * E + e) * (v[e] * r);
+    }
+    if (table != MPKB_NONE) {
+        tview f = kview(K, table);
+        bool lo = lane < 16;
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            float other = __shfl_xor_sync(0xffffffffu, v[e], 16);
+            uint32_t i = lane * E + e, k = lo ? i : i - D / 2;
+            float ang = (float)pos * ldv(f, k);
+            float c = cosf(ang), sn = sinf(ang);
+            v[e] = lo ? v[e] * c - other * sn : v[e] * c + other * sn;
+        }
+    }
+}
+
+/* A lane's E bf16 elements of row `row` of a cache plane. */
+template <int E>
+__device__ __forceinline__ void lane_row(const uint8_t *cp, uint64_t base, uint64_t row, uint32_t D, float (&k)[E])
+{
+    const unsigned short *kr = (const unsigned short *)(cp + 2 * (base + row * D)) + (threadIdx.x & 31) * E;
+    uint32_t u[4] = {0, 0, 0, 0};
+    if (E == 2) {
+        u[0] = __ldcg((const unsigned *)kr);
+    } else if (E == 4) {
+        uint2 x = __ldcg((const uint2 *)kr);
+        u[0] = x.x, u[1] = x.y;
+    } else {
+        uint4 x = __ldcg((const uint4 *)kr);
+        u[0] = x.x, u[1] = x.y, u[2] = x.z, u[3] = x.w;
+    }
+#pragma unroll
+    for (int e = 0; e < E; e += 2) {
+        k[e] = bf16lo(u[e / 2]);
+        k[e + 1] = bf16hi(u[e / 2]);
+    }
+}
+
+template <int E>
+__device__ __noinline__ void attention_rows(katt P, const mpkb_task *t)
+{
+    const int A = AI(E);
+    const mpkb_tensor *Q = &P.T[t->attention.q], *CA = &P.T[t->attention.cache];
+    uint32_t R = Q->dims[0], H = Q->dims[1], D = 32 * E, G = CA->dims[1], S = CA->dims[2];
+    uint32_t g = (uint32_t)t->attention.kv_head, c = (uint32_t)t->attention.chunk;
+    uint32_t B = (uint32_t)t->attention.block, nch = (uint32_t)t->attention.chunks;
+    uint32_t per = H / G, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    uint32_t PB = (uint32_t)(((uint64_t)S + (uint64_t)B * nch - 1) / ((uint64_t)B * nch)); /* blocks per chunk */
+    const int32_t *posv = (const int32_t *)P.tp[t->attention.pos];
+    uint8_t *cp = P.tp[t->attention.cache];
+    uint64_t kbase = ((uint64_t)0 * G + g) * S * D, vbase = ((uint64_t)1 * G + g) * S * D;
+    const mpkb_tensor *KT = &P.T[t->attention.k], *VT = &P.T[t->attention.v];
+    /* appends: a warp per row whose position lies in the chunk */
+    for (uint32_t r = warp; r < R; r += NW) {
+        int32_t pos = __ldcg(posv + r);
+        uint32_t pb = (uint32_t)pos / B;
+        if (pb % nch != c)
+            continue;
+        uint64_t row = ((uint64_t)(pb % nch) * PB + pb / nch) * B + (uint32_t)pos % B;
+        uint64_t at = ((uint64_t)r * G + g) * D + lane * E;
+        float k[E];
+#pragma unroll
+        for (int e = 0; e < E; e++)
+            k[e] = ldx(KT->dtype, P.tp[t->attention.k], at + e);
+        lane_norm_rope<E>(P, k, t->attention.k_norm, t->attention.k_eps, t->attention.k_rope, pos);
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            stx(MPKB_BF16, cp, kbase + row * D + lane * E + e, k[e]);
+            stx(MPKB_BF16, cp, vbase + row * D + lane * E + e, ldx(VT->dtype, P.tp[t->attention.v], at + e));
+        }
+    }
+    __syncthreads(); /* the appended rows visible to the CTA */
+    uint8_t *op = P.tp[t->attention.out];
+    uint32_t od = P.T[t->attention.out].dtype;
+    uint32_t NI = R * per; /* item i: row i / per, head g * per + i % per */
+    for (uint32_t i0 = warp * A; i0 < NI; i0 += NW * A) {
+        float q[A][E], acc[A][E], m[A], l[A];
+        int32_t pos[A];
+        int32_t top = -1;
+#pragma unroll
+        for (int a = 0; a < A; a++) {
+            uint32_t i = i0 + a;
+            pos[a] = -1, m[a] = -INFINITY, l[a] = 0;
+#pragma unroll
+            for (int e = 0; e < E; e++)
+                acc[a][e] = 0, q[a][e] = 0;
+            if (i >= NI)
+                continue;
+            uint32_t r = i / per, head = r * H + g * per + i % per;
+            pos[a] = __ldcg(posv + r);
+#pragma unroll
+            for (int e = 0; e < E; e++)
+                q[a][e] = ldx(Q->dtype, P.tp[t->attention.q], (uint64_t)head * D + lane * E + e);
+            lane_norm_rope<E>(P, q[a], t->attention.q_norm, t->attention.q_eps, t->attention.q_rope, pos[a]);
+            top = pos[a] > top ? pos[a] : top;
+        }
+        for (uint32_t kk = 0; kk < PB; kk++) {
+            uint64_t jlo = (uint64_t)(c + (uint64_t)kk * nch) * B;
+            if ((int64_t)jlo > (int64_t)top)
+                break;
+            uint64_t jhi = jlo + B < (uint64_t)top + 1 ? jlo + B : (uint64_t)top + 1;
+            uint64_t rbase = ((uint64_t)c * PB + kk) * B; /* the cache row of jlo */
+            for (uint64_t j = jlo; j < jhi; j++) {
+                float kr[E], vr[E];
+                lane_row<E>(cp, kbase, rbase + (j - jlo), D, kr);
+                lane_row<E>(cp, vbase, rbase + (j - jlo), D, vr);
+#pragma unroll
+                for (int a = 0; a < A; a++) {
+                    if ((int64_t)j > (int64_t)pos[a]) /* causal; pos -1: no item */
+                        continue;
+                    float d = 0;
+#pragma unroll
+                    for (int e = 0; e < E; e++)
+                        d += q[a][e] * kr[e];
+                    float sc = warp_sum(d) * t->attention.scale;
+                    float mn = fmaxf(m[a], sc);
+                    float corr = m[a] == -INFINITY ? 0.0f : expf(m[a] - mn), p = expf(sc - mn);
+                    l[a] = l[a] * corr + p;
+#pragma unroll
+                    for (int e = 0; e < E; e++)
+                        acc[a][e] = acc[a][e] * corr + p * vr[e];
+                    m[a] = mn;
+                }
+            }
+        }
+#pragma unroll
+        for (int a = 0; a < A; a++) {
+            uint32_t i = i0 + a;
+            if (i >= NI)
+                continue;
+            uint32_t r = i / per, head = r * H + g * per + i % per;
+            if (t->flags & MPKB_F_DIRECT) {
+#pragma unroll
+                for (int e = 0; e < E; e++)
+                    stx(od, op, (uint64_t)head * D + lane * E + e, acc[a][e] / l[a]);
+            } else {
+                float *pp = (float *)op + ((uint64_t)head * nch + c) * (D + 2);
+#pragma unroll
+                for (int e = 0; e < E; e++)
+                    __stcg(pp + lane * E + e, acc[a][e]);
+                if (lane == 0) {
+                    __stcg(pp + D, m[a]); /* -inf for an empty chunk */
+                    __stcg(pp + D + 1, l[a]);
+                }
+            }
+        }
+    }
+}
+
 /* Attention for kv head g over one chunk's positions (blocks c, c + n, ...
  * of B positions, stored together in the cache; see man 5 mpk-blob), for
  * each of the step's rows: first every row whose position lies in the
@@ -271,6 +463,16 @@ __device__ bool op_attention(const kparams &P, const mpkb_task *t, uint32_t step
     }
     uint8_t *cp = P.tp[t->attention.cache];
     uint32_t cd = CA->dtype;
+    if (R > 1 && cd == MPKB_BF16 && (D == 64 || D == 128 || D == 256) && ((uintptr_t)cp & 15) == 0) {
+        katt K = {P.tensors, P.tp};
+        if (D == 64)
+            attention_rows<2>(K, t);
+        else if (D == 128)
+            attention_rows<4>(K, t);
+        else
+            attention_rows<8>(K, t);
+        return true;
+    }
     float *kv = sm + per * D;
     uint64_t kbase = ((uint64_t)0 * G + g) * S * D, vbase = ((uint64_t)1 * G + g) * S * D;
     if (warp == 0)
