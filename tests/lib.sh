@@ -8,6 +8,11 @@
 # below the working directory (the scripts run from the repository root).
 #
 # test_need_exe SCRIPT: exits 2 unless $bin is an executable.
+#
+# ref_info DIR MPK: the HF reference in DIR, a tests/data model (prompt, want, n,
+# np, vocab) and the eos ids of its imported model MPK (eos); expect: want
+# up to and including the first eos id (HF's decode does not stop there,
+# mpk-run does).
 
 test_args() {
     _script=$1 _dir=$2
@@ -72,4 +77,18 @@ expect() {
     got=$?
     if [ "$got" -eq "$want" ] && grep -q -e "$pat" "$tmp/err"; then ok; else
         no "$* (exit $got, wanted $want; pattern '$pat')"; sed 's/^/    /' "$tmp/err"; fi
+}
+
+ref_info() {
+    prompt=$(cat "$1/prompt.ids")
+    want=$(cat "$1/generated.ids")
+    n=$(echo "$want" | wc -w)
+    np=$(echo "$prompt" | tr ',' ' ' | wc -w)
+    vocab=$(sed -n 's/.*"vocab_size": *\([0-9]*\).*/\1/p' "$1/config.json" | head -n 1)
+    eos=$(sed -n 's/^param eos = \[*\([0-9, ]*\)\]*$/\1/p' "$2" | tr -d ' ')
+    expect=""
+    for t in $want; do
+        expect="$expect${expect:+ }$t"
+        case ",$eos," in *",$t,"*) break ;; esac
+    done
 }

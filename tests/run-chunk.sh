@@ -16,6 +16,7 @@
 # without param n, a decode graph with n > 1.
 # Run from the repository root: sh tests/run-chunk.sh BIN/mpk BIN/mpk-run CMP
 unset MPK_PATH
+. "$(dirname "$0")/lib.sh" # ref_info
 mpk=${1:?usage: sh tests/run-chunk.sh MPK MPK-RUN LOGITS_CMP}
 run=${2:?usage: sh tests/run-chunk.sh MPK MPK-RUN LOGITS_CMP}
 cmp=${3:?usage: sh tests/run-chunk.sh MPK MPK-RUN LOGITS_CMP}
@@ -27,20 +28,10 @@ TOL=1e-2
 for dir in tests/data/*/; do
     name=$(basename "$dir")
     [ -f "$dir/config.json" ] || continue
-    prompt=$(cat "$dir/prompt.ids")
-    want=$(cat "$dir/generated.ids")
-    n=$(echo "$want" | wc -w)
-    np=$(echo "$prompt" | tr ',' ' ' | wc -w)
-    vocab=$(sed -n 's/.*"vocab_size": *\([0-9]*\).*/\1/p' "$dir/config.json" | head -1)
     if ! "$mpk" import "$dir/config.json" -o "$tmp/$name.mpk" >"$tmp/log" 2>&1; then
         fail=$((fail + 1)); echo "FAIL $name: mpk import"; sed 's/^/    /' "$tmp/log"; continue
     fi
-    eos=$(sed -n 's/^param eos = \[*\([0-9, ]*\)\]*$/\1/p' "$tmp/$name.mpk" | tr -d ' ')
-    expect=""
-    for t in $want; do
-        expect="$expect${expect:+ }$t"
-        case ",$eos," in *",$t,"*) break ;; esac
-    done
+    ref_info "$dir" "$tmp/$name.mpk" # prompt, n, np, vocab, expect
     tps=1
     divides=yes
     for key in num_attention_heads num_key_value_heads intermediate_size vocab_size; do

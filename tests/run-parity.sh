@@ -14,6 +14,7 @@
 # the others must be refused with an error that names what cannot be split.
 # Run from the repository root: sh tests/run-parity.sh BIN/mpk BIN/mpk-run CMP
 unset MPK_PATH
+. "$(dirname "$0")/lib.sh" # ref_info
 mpk=${1:?usage: sh tests/run-parity.sh MPK MPK-RUN LOGITS_CMP}
 run=${2:?usage: sh tests/run-parity.sh MPK MPK-RUN LOGITS_CMP}
 cmp=${3:?usage: sh tests/run-parity.sh MPK MPK-RUN LOGITS_CMP}
@@ -25,21 +26,10 @@ TOL=1e-2
 for dir in tests/data/*/; do
     name=$(basename "$dir")
     [ -f "$dir/config.json" ] || continue
-    prompt=$(cat "$dir/prompt.ids")
-    want=$(cat "$dir/generated.ids")
-    n=$(echo "$want" | wc -w)
-    np=$(echo "$prompt" | tr ',' ' ' | wc -w)
-    vocab=$(sed -n 's/.*"vocab_size": *\([0-9]*\).*/\1/p' "$dir/config.json" | head -1)
     if ! "$mpk" import "$dir/config.json" -o "$tmp/$name.mpk" >"$tmp/log" 2>&1; then
         fail=$((fail + 1)); echo "FAIL $name: mpk import"; sed 's/^/    /' "$tmp/log"; continue
     fi
-    # the reference stops at nothing; mpk-run stops at the model's eos ids
-    eos=$(sed -n 's/^param eos = \[*\([0-9, ]*\)\]*$/\1/p' "$tmp/$name.mpk" | tr -d ' ')
-    expect=""
-    for t in $want; do
-        expect="$expect${expect:+ }$t"
-        case ",$eos," in *",$t,"*) break ;; esac
-    done
+    ref_info "$dir" "$tmp/$name.mpk" # prompt, n, np, vocab, expect
     # one GPU at four worker counts, then tensor parallel at 2 and 4 ranks
     # (which a model must divide: heads, kv heads, intermediate, vocab)
     for cfg in w1 w5 w8 w132 tp2-w5 tp2-w132 tp4-w5 tp4-w132; do
