@@ -14,6 +14,13 @@ Reads the complete events ("ph": "X"), one per task run:
     args.bytes    optional: bytes the task moved; mpk-run writes the weight
                   bytes of matvec and embed tasks; without it bytes and
                   GB/s are not reported
+    args.wait, args.run, args.sig, args.in
+                  optional: the task's phases in microseconds: how long
+                  its worker waited for its event before ts, how long the
+                  op ran and the signalling took after it (run + sig =
+                  dur), and for an op that marks a point (matvec: its
+                  input and staged weights in place) the time from ts to
+                  that point; with them the op table has their medians
 and the "thread_name" metadata events ("ph": "M"), one per SM of the GPU,
 for the number of SMs (without them, the SMs that ran a task). The other
 fields (name: the task's label; args.task, args.layer, args.i) are not used.
@@ -27,7 +34,8 @@ the task's event has fired, so a gap holds the staging of the task's
 weights and its wait for that event); and with bytes, the step's bytes
 over its wall time. Then the median of each over the steps, and per op kind
 (cat): tasks, total and median duration, and with bytes, the bytes moved and
-GB/s per SM (bytes over the kind's task time). A step with fewer tasks than
+GB/s per SM (bytes over the kind's task time), and with phases their
+medians (an op without marks shows "-" for in). A step with fewer tasks than
 the largest step is marked "partial": mpk-run keeps only the latest records
 of a long run. Chunk steps are listed before the decode steps, as c0, c1,
 ...; their op kinds are counted apart ("chunk matvec"). Percentiles
@@ -38,6 +46,9 @@ import argparse
 import json
 import os
 import sys
+
+
+PHASES = ("wait", "in", "run", "sig")
 
 
 def quantile(xs, p):
@@ -81,6 +92,8 @@ def load(path):
                 "step": (0, int(args["step"])) if args.get("graph") == "chunk" else (1, int(args["step"])),
                 "bytes": None if args.get("bytes") is None else float(args["bytes"]),
             }
+            for k in PHASES:
+                t[k] = None if args.get(k) is None else float(args[k])
         except (KeyError, TypeError, ValueError):
             sys.exit(f"trace-report: {path}: event {k}: a task needs tid, ts, dur and args.step")
         t["end"] = t["start"] + t["dur"]
@@ -148,6 +161,9 @@ def report(path, out):
     head = f"{'op':<{width}} {'tasks':>7} {'total_us':>12} {'median_us':>10}"
     if have_bytes:
         head += f" {'bytes':>14} {'GB/s/SM':>9}"
+    phases = [k for k in PHASES if any(t[k] is not None for t in tasks)]
+    for k in phases:
+        head += f" {k + '_med':>9}"
     print(head, file=out)
     for op in sorted(ops, key=lambda k: (-sum(t["dur"] for t in ops[k]), k)):
         ts = ops[op]
@@ -156,6 +172,8 @@ def report(path, out):
         if have_bytes:
             nb = sum(t["bytes"] or 0 for t in ts)
             line += f" {nb:>14.0f} {fmt(nb / (total * 1e3) if total > 0 else None, '9.2f'):>9}"
+        for k in phases:
+            line += f" {fmt(quantile(sorted(t[k] for t in ts if t[k] is not None), 0.5), '9.3f'):>9}"
         print(line, file=out)
     if not have_bytes:
         print("", file=out)

@@ -212,6 +212,7 @@ typedef struct {
     uint32_t parity[2];  /* the phase parity the slot's current copy completes */
     uint32_t uses[2];    /* copies issued into each slot */
     int32_t task[2];     /* the task whose weights the slot holds (or -1) */
+    uint32_t rows[2];    /* its weight rows there */
     uint32_t step[2];
     uint32_t next;       /* the slot the next copy goes to */
     int32_t cur;         /* the current task's slot, or -1 */
@@ -266,6 +267,21 @@ __device__ __forceinline__ void bulk_prefetch_l2(const void *src, uint64_t bytes
 #else
 #define MPK_RING 0
 #endif
+
+/* The trace's mark (trace_rec): thread 0 stamps the point of an op that
+ * splits its time in the trace; one_task clears it before the op. */
+__shared__ uint64_t s_mark;
+
+__device__ __forceinline__ void trace_mark(const kparams &P)
+{
+    if (P.trace && threadIdx.x == 0)
+        s_mark = gtimer();
+}
+
+__device__ __forceinline__ void prefetch_l1(const void *p)
+{
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
+}
 
 /* Record the first error for the host and stop every worker. */
 __device__ void raise_error(const kparams &P, int kind, int32_t step, int32_t task, int32_t event, int32_t value,

@@ -35,6 +35,7 @@ struct mpk_gpu {
     struct {                      /* [0] the decode graph, [1] the chunk graph */
         const mpkb_blob *b;       /* NULL: none */
         mpkb_task *tasks;
+        kcopy *copies;
         mpkb_event *events;
         uint32_t *triggers, *cta_tasks, *cta_first;
         unsigned *count;
@@ -169,6 +170,39 @@ static bool check_limits(mpk_gpu *G, const cudaDeviceProp *p)
     return true;
 }
 
+/* The weight ring's copy of each task of gb (kcopy, shared.h): for a
+ * matvec with bf16 rows of a multiple of 8 elements on a 16-byte aligned
+ * tensor (the kernel's mv_fast), its first rows that fit in a slot, then
+ * up to PREFETCH_MAX more bytes toward L2 (matvec.cuh); nothing for the
+ * rest. Needs G->tp's host copy and the ring's slot size. */
+static bool ring_copies(mpk_gpu *G, const mpkb_blob *gb, kcopy **out)
+{
+    kcopy *c = (kcopy *)calloc(gb->ntasks + 1, sizeof *c);
+    if (!c) {
+        fprintf(G->err, "mpk-run: error: out of memory\n");
+        return false;
+    }
+    for (uint32_t i = 0; i < gb->ntasks; i++) {
+        const mpkb_task *t = &gb->tasks[i];
+        if (t->op != MPKB_OP_MATVEC)
+            continue;
+        const mpkb_tensor *W = &gb->tensors[t->matvec.w];
+        const uint8_t *w = G->hptr[t->matvec.w];
+        uint64_t K = W->dims[1], row = 2 * K, R = (uint64_t)(t->matvec.hi - t->matvec.lo);
+        if (W->dtype != MPKB_BF16 || K % 8 != 0 || ((uintptr_t)w & 15) != 0)
+            continue;
+        uint64_t rows = G->ring_slot / row < R ? G->ring_slot / row : R;
+        c[i].src = w + row * (uint64_t)t->matvec.lo;
+        c[i].rows = (uint32_t)rows, c[i].bytes = (uint32_t)(rows * row);
+        uint64_t rest = row * (R - rows);
+        c[i].rest = (uint32_t)(rest > PREFETCH_MAX ? PREFETCH_MAX : rest);
+    }
+    bool ok = CK(cudaMalloc((void **)out, sizeof *c * (gb->ntasks + 1))) &&
+              CK(cudaMemcpy(*out, c, sizeof *c * gb->ntasks, cudaMemcpyHostToDevice));
+    free(c);
+    return ok;
+}
+
 extern "C" mpk_gpu *mpk_gpu_new(const mpkb_blob *b, const void *const *weights, const mpk_gpu_opts *o, FILE *err)
 {
     mpk_gpu *G = (mpk_gpu *)calloc(1, sizeof *G);
@@ -264,7 +298,8 @@ extern "C" mpk_gpu *mpk_gpu_new(const mpkb_blob *b, const void *const *weights, 
             qsort(ctasks + cfirst[c], (size_t)k - cfirst[c], sizeof *ctasks, cmp_u32);
             cfirst[c + 1] = (uint32_t)k;
         }
-        if (!CK(cudaMalloc((void **)&G->g[gi].tasks, sizeof *G->g[gi].tasks * (gb->ntasks + 1))) ||
+        if (!ring_copies(G, gb, &G->g[gi].copies) ||
+            !CK(cudaMalloc((void **)&G->g[gi].tasks, sizeof *G->g[gi].tasks * (gb->ntasks + 1))) ||
             !CK(cudaMalloc((void **)&G->g[gi].events, sizeof *G->g[gi].events * (gb->nevents + 1))) ||
             !CK(cudaMalloc((void **)&G->g[gi].triggers, sizeof *G->g[gi].triggers * (gb->ntriggers + 1))) ||
             !CK(cudaMalloc((void **)&G->g[gi].cta_tasks, sizeof *G->g[gi].cta_tasks * (gb->ntasks + 1))) ||
@@ -306,7 +341,7 @@ extern "C" void mpk_gpu_free(mpk_gpu *G)
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         cudaFree(bufs[i]); /* NULL is a no-op */
     for (int gi = 0; gi < 2; gi++) {
-        void *gbufs[] = {G->g[gi].tasks, G->g[gi].events, G->g[gi].triggers, G->g[gi].cta_tasks,
+        void *gbufs[] = {G->g[gi].tasks, G->g[gi].copies, G->g[gi].events, G->g[gi].triggers, G->g[gi].cta_tasks,
                          G->g[gi].cta_first, G->g[gi].count};
         for (size_t i = 0; i < sizeof gbufs / sizeof *gbufs; i++)
             cudaFree(gbufs[i]);
@@ -463,7 +498,7 @@ extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np,
     for (int gi = 0; gi < 2 && G->g[gi].b; gi++) {
         const mpkb_blob *gb = G->g[gi].b;
         kgraph *k = &P.gr[gi];
-        k->tasks = G->g[gi].tasks, k->events = G->g[gi].events, k->triggers = G->g[gi].triggers;
+        k->tasks = G->g[gi].tasks, k->copies = G->g[gi].copies, k->events = G->g[gi].events, k->triggers = G->g[gi].triggers;
         k->count = G->g[gi].count, k->cta_tasks = G->g[gi].cta_tasks, k->cta_first = G->g[gi].cta_first;
         k->next_out = G->hptr[gb->meta->next_output];
         k->logits = G->hptr[gb->meta->logits];
@@ -486,6 +521,10 @@ extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np,
     P.smem = G->smem;
     P.ring_off = G->ring_off, P.ring_slot = G->ring_slot;
     P.sampling = !mpk_sampler_greedy(smp);
+    {   /* MPK_GPU_PREFETCH=0 turns the descriptor prefetch off (mpk-run(1)) */
+        const char *e = getenv("MPK_GPU_PREFETCH");
+        P.prefetch = !(e && strcmp(e, "0") == 0);
+    }
     if (P.sampling)
         P.sampler = *smp;
     G->temperature = P.sampling ? smp->temperature : 0.0f;

@@ -105,14 +105,50 @@ __device__ int wait_event(const kparams &P, const kgraph &G, uint32_t e, uint32_
     return s_res;
 }
 
+#ifndef MPK_SIGNAL
+#define MPK_SIGNAL 1
+#endif
 __device__ void signal_triggers(const kparams &P, const kgraph &G, const mpkb_task *t, uint32_t task)
 {
     __syncthreads(); /* the task's stores are done */
     if (threadIdx.x == 0 && (int32_t)task != P.stall_task) {
+#if MPK_SIGNAL == 2
+        asm volatile("fence.acq_rel.gpu;" ::: "memory");
+        for (uint32_t k = 0; k < t->trig_count; k++)
+            asm volatile("red.relaxed.gpu.global.add.u32 [%0], 1;" ::"l"(&G.count[G.triggers[t->trig_first + k]])
+                         : "memory");
+#elif MPK_SIGNAL == 1
+        for (uint32_t k = 0; k < t->trig_count; k++)
+            asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(&G.count[G.triggers[t->trig_first + k]])
+                         : "memory");
+#else
         __threadfence();
         for (uint32_t k = 0; k < t->trig_count; k++)
             atomicAdd(&G.count[G.triggers[t->trig_first + k]], 1u);
+#endif
     }
+}
+
+/* Warp 1 (lane l), while thread 0 waits for t's event: pull into L1 what
+ * the op's first instructions load one after another (its operands'
+ * tensor descriptors and device pointers) and its trigger list, so that
+ * once the event fires that chain hits L1 instead of going to L2 a round
+ * trip a link. Data is left alone: pulling in the small weights too (norm
+ * gammas) made tasks slower, by the time it holds warp 1 when the event
+ * has already fired (bench/NOTES.md, 2026-12-03). A prefetch is only a
+ * hint; the loads after the wait are what the op reads. */
+__device__ void task_prefetch(const kparams &P, const kgraph &G, const mpkb_task *t, uint32_t l)
+{
+    if (l == 31 && t->trig_count) {
+        prefetch_l1(&G.triggers[t->trig_first]);
+        return;
+    }
+    uint32_t ti = l < MPKB_NT ? t->t[l] : MPKB_NONE;
+    if (ti == MPKB_NONE)
+        return;
+    prefetch_l1(&P.tensors[ti]);
+    prefetch_l1((const uint8_t *)(&P.tensors[ti] + 1) - 1);
+    prefetch_l1(&P.tp[ti]);
 }
 
 /* The dynamic schedule's ticket n: its global step and task. */
@@ -133,9 +169,8 @@ __device__ __forceinline__ void ticket_task(const kparams &P, unsigned long long
  * the slot, or -1 when the task has none to copy. */
 __device__ int32_t ring_put(const kparams &P, float *sm, uint32_t task, uint32_t step)
 {
-    const mpkb_task *t = &P.gr[gs_graph(P, step)].tasks[task];
     uint32_t s = s_ring.next;
-    if (t->op != MPKB_OP_MATVEC || !matvec_issue(P, t, sm, s))
+    if (!matvec_issue(&P.gr[gs_graph(P, step)].copies[task], sm, P, s))
         return -1;
     s_ring.parity[s] = s_ring.uses[s] & 1;
     s_ring.uses[s]++;
@@ -188,6 +223,16 @@ __device__ bool one_task(const kparams &P, uint32_t task, uint32_t step, float *
     uint32_t gi = gs_graph(P, step), ls = gs_local(P, step);
     const kgraph &G = P.gr[gi];
     const mpkb_task *t = &G.tasks[task];
+    __shared__ uint64_t s_arrive, s_start, s_ran; /* the trace's times: not held in registers across the op */
+    if (P.trace && threadIdx.x == 0)
+        s_arrive = gtimer();
+    if (P.prefetch && threadIdx.x >> 5 == 1) {
+        task_prefetch(P, G, t, threadIdx.x & 31);
+#if MPK_RING
+        if (threadIdx.x == 32 && next_task >= 0 && next_step < P.max_steps) /* for ring_put, after this task */
+            prefetch_l1(&P.gr[gs_graph(P, next_step)].copies[next_task]);
+#endif
+    }
 #if MPK_RING
     if (threadIdx.x == 0) { /* the CTA reads it after wait_event's barrier */
         int32_t s = ring_take(P, sm, task, step);
@@ -212,14 +257,19 @@ __device__ bool one_task(const kparams &P, uint32_t task, uint32_t step, float *
             uint32_t nt, ns;
             ticket_task(P, n, &ns, &nt);
             next_task = (int32_t)nt, next_step = ns;
+            if (P.prefetch && ns < P.max_steps)
+                prefetch_l1(&P.gr[gs_graph(P, ns)].copies[nt]);
 #endif
         }
     }
-    uint64_t t0 = P.trace ? gtimer() : 0;
+    if (P.trace && threadIdx.x == 0)
+        s_start = gtimer(), s_mark = 0;
     if (!run_task(P, t, step, task, sm)) {
         ring_drain();
         return false;
     }
+    if (P.trace && threadIdx.x == 0)
+        s_ran = gtimer();
     signal_triggers(P, G, t, task); /* its barrier: the CTA is done with the slot */
 #if MPK_RING
     if (threadIdx.x == 0) {
@@ -235,7 +285,8 @@ __device__ bool one_task(const kparams &P, uint32_t task, uint32_t step, float *
         unsigned k = atomicAdd(P.trace_n, 1u) % P.trace_cap; /* a ring: the latest records stay */
         {
             trace_rec *r = &P.trace[k];
-            r->start = t0, r->end = gtimer(), r->task = task, r->step = ls, r->sm = smid(), r->graph = gi;
+            r->arrive = s_arrive, r->start = s_start, r->mark = s_mark, r->ran = s_ran, r->end = gtimer();
+            r->task = task, r->step = ls, r->sm = smid(), r->graph = gi;
         }
     }
     return true;

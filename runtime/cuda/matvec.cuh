@@ -64,7 +64,6 @@
 
 #include "common.cuh"
 
-#define PREFETCH_MAX (256u << 10) /* bytes of a task's weights pulled into L2 while it waits */
 
 /* x[m, :] after the prologue, fp32, into xs (all threads). */
 __device__ void matvec_input(const kparams &P, const mpkb_task *t, uint32_t m, uint32_t K, float *xs)
@@ -220,21 +219,20 @@ __device__ __forceinline__ uint4 *ring_buf(const kparams &P, float *sm, uint32_t
 }
 
 #if MPK_RING
-/* Thread 0: the copy of t's staged rows into ring slot `slot`, completing
- * on the slot's mbarrier, and the rest of its rows (up to PREFETCH_MAX)
- * pulled toward L2. false: nothing to copy. */
-__device__ bool matvec_issue(const kparams &P, const mpkb_task *t, float *sm, uint32_t slot)
+/* Thread 0: the copy of a task's staged rows into ring slot `slot`,
+ * completing on the slot's mbarrier, and the rest of its rows (up to
+ * PREFETCH_MAX) pulled toward L2, as the host decoded them (kcopy). false:
+ * nothing to copy. */
+__device__ bool matvec_issue(const kcopy *c, float *sm, const kparams &P, uint32_t slot)
 {
-    const mpkb_tensor *W = &P.tensors[t->matvec.w];
-    uint64_t row = (uint64_t)W->dims[1] * dsize(W->dtype);
-    const uint8_t *w = P.tp[t->matvec.w] + row * (uint64_t)t->matvec.lo;
-    uint64_t all = row * (uint64_t)(t->matvec.hi - t->matvec.lo), done = row * mv_staged(P, t);
-    if (done)
-        bulk_load(ring_buf(P, sm, slot), w, (uint32_t)done, &s_ring.bar[slot]);
-    uint64_t rest = all - done > PREFETCH_MAX ? PREFETCH_MAX : all - done;
-    if (rest >= 16 && ((uintptr_t)(w + done) & 15) == 0)
-        bulk_prefetch_l2(w + done, rest);
-    return done != 0;
+    kcopy k = *c; /* one load */
+    if (!k.bytes)
+        return false;
+    bulk_load(ring_buf(P, sm, slot), k.src, k.bytes, &s_ring.bar[slot]);
+    if (k.rest >= 16)
+        bulk_prefetch_l2(k.src + k.bytes, k.rest);
+    s_ring.rows[slot] = k.rows;
+    return true;
 }
 #else
 /* Below sm_90: all threads copy the staged rows into slot 0 with cp.async
@@ -289,15 +287,26 @@ __device__ __forceinline__ float dot_bf16(const uint4 *w, const float *xs, uint3
     return a0 + a1;
 }
 
-/* The epilogue of one finished row: residual, store, argmax candidate. */
+/* The epilogue of one finished row: residual (res, loaded ahead), store,
+ * argmax candidate. */
 __device__ __forceinline__ void matvec_row_done(const kparams &P, const mpkb_task *t, uint64_t m, uint64_t N,
-                                                uint32_t r, float acc, float &best, int32_t &best_at)
+                                                uint32_t r, float acc, float res, float &best, int32_t &best_at)
 {
     if (better(acc, (int32_t)r, best, best_at))
         best = acc, best_at = (int32_t)r;
     if (t->flags & MPKB_F_EPI_RESIDUAL)
-        acc += ldx(P.tensors[t->matvec.residual].dtype, P.tp[t->matvec.residual], m * N + r);
+        acc += res;
     stx(P.tensors[t->matvec.out].dtype, P.tp[t->matvec.out], m * N + r, acc);
+}
+
+/* Row x of out's residual in x row m, or 0 past the task's rows (or
+ * without a residual): loaded before the sum, so that its round trip to
+ * L2 overlaps the input's instead of following the sum. */
+__device__ __forceinline__ float matvec_res(const kparams &P, const mpkb_task *t, uint64_t m, uint64_t N, uint32_t x)
+{
+    if (!(t->flags & MPKB_F_EPI_RESIDUAL) || x >= (uint32_t)(t->matvec.hi - t->matvec.lo))
+        return 0.0f;
+    return ldx(P.tensors[t->matvec.residual].dtype, P.tp[t->matvec.residual], m * N + t->matvec.lo + x);
 }
 
 /* ---- M > 1: matvec_rows (the header comment) ---------------------------- */
@@ -597,7 +606,7 @@ __device__ bool matvec_rows(const kparams &P, const mpkb_task *t, float *sm)
         return false;
 #if MPK_RING
     int32_t slot = s_ring.cur; /* -1: nothing was copied for this task */
-    uint32_t nst = slot >= 0 ? mv_staged(P, t) : 0;
+    uint32_t nst = slot >= 0 ? s_ring.rows[slot] : 0;
     const uint8_t *ring = (const uint8_t *)ring_buf(P, sm, slot >= 0 ? (uint32_t)slot : 0);
     if (nst)
         while (!mbar_done(&s_ring.bar[slot], s_ring.cur_parity))
@@ -653,7 +662,7 @@ __device__ bool op_matvec(const kparams &P, const mpkb_task *t, uint32_t step, u
     float *xs = sm, *red = sm + mv_kpad(K);
 #if MPK_RING
     int32_t slot = s_ring.cur; /* -1: nothing was copied for this task */
-    uint32_t nstaged = slot >= 0 ? mv_staged(P, t) : 0;
+    uint32_t nstaged = slot >= 0 ? s_ring.rows[slot] : 0;
     const uint4 *staged = ring_buf(P, sm, slot >= 0 ? (uint32_t)slot : 0);
 #else
     uint32_t nstaged = mv_staged(P, t);
@@ -666,6 +675,10 @@ __device__ bool op_matvec(const kparams &P, const mpkb_task *t, uint32_t step, u
     while (R * S * 2 <= NW && chunks / (S * 2) >= 32)
         S *= 2;
     for (uint32_t m = 0; m < M; m++) {
+        /* the residual of the rows this thread finishes: with S == 1, lane
+         * j of a warp that of its item warp + NW j (rows past 32 a warp
+         * load it at the end), else thread x that of row x */
+        float res = S == 1 ? matvec_res(P, t, m, N, warp + NW * lane) : matvec_res(P, t, m, N, threadIdx.x);
         matvec_input(P, t, m, K, xs);
         if (m == 0 && nstaged) {
 #if MPK_RING
@@ -676,6 +689,8 @@ __device__ bool op_matvec(const kparams &P, const mpkb_task *t, uint32_t step, u
             __syncthreads();
 #endif
         }
+        if (m == 0)
+            trace_mark(P); /* the input and the staged weights are in place */
         float best = -INFINITY;
         int32_t best_at = t->matvec.lo;
         for (uint32_t item = warp; item < R * S; item += NW) {
@@ -693,8 +708,12 @@ __device__ bool op_matvec(const kparams &P, const mpkb_task *t, uint32_t step, u
             }
             acc = warp_sum(acc);
             if (S == 1) {
+                uint32_t j = (item - warp) / NW; /* the item's lane of res */
+                float rv = __shfl_sync(0xffffffffu, res, j & 31);
+                if (j >= 32)
+                    rv = matvec_res(P, t, m, N, item);
                 if (lane == 0)
-                    matvec_row_done(P, t, m, N, r, acc, best, best_at);
+                    matvec_row_done(P, t, m, N, r, acc, rv, best, best_at);
             } else if (lane == 0) {
                 red[item] = acc;
             }
@@ -705,7 +724,7 @@ __device__ bool op_matvec(const kparams &P, const mpkb_task *t, uint32_t step, u
                 float acc = 0;
                 for (uint32_t s = 0; s < S; s++)
                     acc += red[threadIdx.x * S + s];
-                matvec_row_done(P, t, m, N, i0 + threadIdx.x, acc, best, best_at);
+                matvec_row_done(P, t, m, N, i0 + threadIdx.x, acc, res, best, best_at);
             }
         }
         if (t->flags & MPKB_F_EPI_ARGMAX) {

@@ -48,14 +48,31 @@ typedef struct {
     int32_t error_claimed;
 } dev_ctl;
 
+/* One task run: arrive, the worker reached it (before its wait); start,
+ * its event seen; mark, a point inside the op (matvec: its input and
+ * weights in place; 0: the op has none); ran, the op returned; end, its
+ * triggers signalled. */
 typedef struct {
-    uint64_t start, end;
+    uint64_t arrive, start, mark, ran, end;
     uint32_t task, step, sm, graph; /* step: the graph's own; graph 1: the chunk graph */
 } trace_rec;
+
+#define PREFETCH_MAX (256u << 10) /* bytes of a task's weights past its slot pulled into L2 while it waits */
+
+/* What the weight ring copies for a task (kernel.cu, ring_put), decoded
+ * on the host so that issuing the copy is one load: bytes from src into
+ * a slot (rows weight rows; 0: nothing to copy), then the next rest bytes
+ * pulled toward L2. */
+typedef struct {
+    const uint8_t *src;
+    uint32_t bytes, rows, rest, pad;
+    uint64_t pad2;
+} kcopy;
 
 /* One task graph of the blob: the decode graph, or the chunk graph. */
 typedef struct {
     const mpkb_task *tasks;
+    const kcopy *copies;          /* per task: what the ring copies for it (sm_90) */
     const mpkb_event *events;
     const uint32_t *triggers;
     unsigned *count;              /* event counters */
@@ -94,6 +111,7 @@ typedef struct {
     uint32_t ring_off;            /* the weight ring: after the bytes every task needs */
     uint32_t ring_slot;           /* bytes per slot (two slots; one below sm_90) */
     int32_t sampling;             /* draw the tokens with sampler (sample.cuh), not greedily */
+    int32_t prefetch;             /* pull a task's descriptors into L1 while it waits (kernel.cu) */
     mpk_sampler sampler;
 } kparams;
 

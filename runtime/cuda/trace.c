@@ -40,8 +40,12 @@ static uint64_t weight_bytes(const mpkb_blob *b, const mpkb_task *t)
     }
 }
 
+/* Microseconds from a to b, 0 when b is before a (or unset). */
+static double us(uint64_t b, uint64_t a) { return b > a && a ? (double)(b - a) / 1e3 : 0.0; }
+
 /* One track per SM, times in microseconds from the first task's start;
- * args.bytes: weight_bytes, where not 0. */
+ * args.bytes: weight_bytes, where not 0; args.wait, run, sig (and in, for
+ * an op with a mark): the phases of the task in microseconds. */
 bool mpk_write_trace(const mpkb_blob *b, const trace_rec *r, unsigned n, int sms, const char *path, FILE *err)
 {
     FILE *f = fopen(path, "w");
@@ -63,6 +67,12 @@ bool mpk_write_trace(const mpkb_blob *b, const trace_rec *r, unsigned n, int sms
                 mpkb_op_name(t->op), r[i].sm, (double)(r[i].start - t0) / 1e3, (double)(r[i].end - r[i].start) / 1e3,
                 r[i].task, r[i].step, gb != b ? "\"graph\":\"chunk\"," : "", t->layer, t->i[0], t->i[1], t->i[2],
                 t->i[3]);
+        /* the phases (shared.h): waited for its event, ran (the op's
+         * mark into it, where it has one), signalled */
+        fprintf(f, ",\"wait\":%.3f,\"run\":%.3f,\"sig\":%.3f", us(r[i].start, r[i].arrive),
+                us(r[i].ran, r[i].start), us(r[i].end, r[i].ran));
+        if (r[i].mark)
+            fprintf(f, ",\"in\":%.3f", us(r[i].mark, r[i].start));
         uint64_t wb = weight_bytes(b, t);
         if (wb)
             fprintf(f, ",\"bytes\":%llu", (unsigned long long)wb);
