@@ -73,8 +73,13 @@ __device__ void warp_norm_rope(const kparams &P, float *v, uint32_t D, uint32_t 
 
 /* The attention of row r (position pos) of q's group heads over chunk c,
  * the chunk's K and V already in the cache: an online softmax over groups
- * of ABLK positions up to pos, then the row's output or partials. */
-__device__ void attend_row(const kparams &P, const mpkb_task *t, uint32_t r, int32_t pos, float *sm, bool last)
+ * of ABLK positions up to pos, then the row's output or partials. With
+ * q_ready, q (normed, roped) and the running max and sum are in place
+ * already; the first group of positions of the chunk's first block has
+ * its first pre rows of K and V in kbuf and vbuf already (attention_pre),
+ * and row newrow too (-1: none; the row appended, op_attention). */
+__device__ void attend_row(const kparams &P, const mpkb_task *t, uint32_t r, int32_t pos, float *sm, bool last,
+                           bool q_ready = false, uint32_t pre = 0, int32_t newrow = -1)
 {
     const mpkb_tensor *Q = &P.tensors[t->attention.q], *CA = &P.tensors[t->attention.cache];
     uint32_t H = Q->dims[1], D = Q->dims[2], G = CA->dims[1], S = CA->dims[2];
@@ -90,7 +95,7 @@ __device__ void attend_row(const kparams &P, const mpkb_task *t, uint32_t r, int
     bool stage = cd == MPKB_BF16 && D % 8 == 0;
     uint64_t kbase = ((uint64_t)0 * G + g) * S * D, vbase = ((uint64_t)1 * G + g) * S * D;
     uint32_t head0 = r * H + g * per; /* the row's first head of the group, in q and out */
-    for (uint32_t h = warp; h < per; h += NW) {
+    for (uint32_t h = q_ready ? per : warp; h < per; h += NW) {
         float *q = qs + h * D;
         for (uint32_t i = lane; i < D; i += 32)
             q[i] = ldx(Q->dtype, P.tp[t->attention.q], (uint64_t)(head0 + h) * D + i);
@@ -120,8 +125,12 @@ __device__ void attend_row(const kparams &P, const mpkb_task *t, uint32_t r, int
             uint64_t r0 = rbase + (j0 - jlo);
             if (stage) {
                 uint32_t pieces = D / 8; /* 16 bytes each */
-                for (uint32_t i = threadIdx.x; i < nb * pieces; i += NT) {
+                bool first = kk == 0 && j0 == jlo;
+                uint32_t skip = first ? (pre < nb ? pre : nb) : 0; /* rows already there */
+                for (uint32_t i = threadIdx.x + skip * pieces; i < nb * pieces; i += NT) {
                     uint32_t r = i / pieces, q16 = i % pieces;
+                    if (first && (int32_t)r == newrow)
+                        continue;
                     cp_async16(kbuf + r * D + q16 * 8, cp + 2 * (kbase + (r0 + r) * D) + 16 * q16);
                     cp_async16(vbuf + r * D + q16 * 8, cp + 2 * (vbase + (r0 + r) * D) + 16 * q16);
                 }
@@ -444,6 +453,148 @@ __device__ __noinline__ void attention_rows(katt P, const mpkb_task *t)
  * each of the step's rows: first every row whose position lies in the
  * chunk appends its k (normed, roped) and v, then each row attends up to
  * its own position. */
+/* ---- one row (a decode step): K and V staged before the wait ------------
+ *
+ * The cache rows a decode step's attention reads, but for the row it
+ * appends, were written by earlier steps. attention_pre copies the first
+ * group of them into the task's kbuf and vbuf while thread 0 still waits
+ * for the task's event, once the step event says the steps before have
+ * ended (their appends are done and visible); the row's position is
+ * taken from the step (gs_last_pos) and checked against the pos tensor
+ * after the wait, where a mismatch copies again. Then the q heads (a warp
+ * each) and the append (the last warp, which also puts the appended row
+ * into kbuf and vbuf rounded as the cache holds it) run side by side, and
+ * attend_row starts on rows that are all in shared memory. */
+typedef struct {
+    int32_t task, pos; /* what was staged for: task (or -1) at position pos */
+    uint32_t step, rows;
+} att_pre;
+__shared__ att_pre s_pre;
+
+/* Where attend_row keeps K and V of a group (the layout of smem_attention). */
+__device__ __forceinline__ unsigned short *att_kbuf(float *sm, uint32_t per, uint32_t D)
+{
+    return (unsigned short *)(((uintptr_t)(sm + at_floats(per, D)) + 15) & ~(uintptr_t)15);
+}
+
+/* Can task t take the one-row path (and attention_pre)? */
+__device__ __forceinline__ bool att_one(const mpkb_tensor *Q, const mpkb_tensor *CA, const uint8_t *cp)
+{
+    uint32_t D = Q->dims[2], per = Q->dims[1] / CA->dims[1];
+    return Q->dims[0] == 1 && CA->dtype == MPKB_BF16 && D % 8 == 0 && per < NW && ((uintptr_t)cp & 15) == 0;
+}
+
+/* Threads 64.. (warps 2 on), before t's wait: stage the first group of
+ * the chunk's cache rows before the step's position. Each warp reads the
+ * step event itself and copies its share of the rows only if the steps
+ * before have ended; s_pre_ok says which did, and the rows count as
+ * staged only if all did (so that nothing but the wait's barrier orders
+ * these shared stores before their reads). */
+__shared__ uint32_t s_pre_ok[NW];
+__device__ void attention_pre(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
+{
+    const uint32_t n = NT - 64, me = threadIdx.x - 64, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const mpkb_tensor *Q = &P.tensors[t->attention.q], *CA = &P.tensors[t->attention.cache];
+    const uint8_t *cp = P.tp[t->attention.cache];
+    uint32_t gi = gs_graph(P, step), ls = gs_local(P, step);
+    if (me == 0)
+        s_pre.task = -1;
+    if (gi != 0 || ls == 0 || !att_one(Q, CA, cp))
+        return;
+    uint32_t D = Q->dims[2], G = CA->dims[1], S = CA->dims[2], per = Q->dims[1] / G;
+    uint32_t g = (uint32_t)t->attention.kv_head, c = (uint32_t)t->attention.chunk;
+    uint32_t B = (uint32_t)t->attention.block, nch = (uint32_t)t->attention.chunks;
+    uint32_t PB = (uint32_t)(((uint64_t)S + (uint64_t)B * nch - 1) / ((uint64_t)B * nch));
+    uint32_t pos = gs_last_pos(P, step);
+    uint64_t jlo = (uint64_t)c * B;
+    uint32_t rows = pos > jlo ? (uint32_t)((pos - jlo < B ? pos - jlo : B)) : 0;
+    rows = rows < ABLK ? rows : ABLK;
+    if (!rows || pos >= S)
+        return;
+    uint32_t ok = 0;
+    if (lane == 0) {
+        const kgraph &K = P.gr[0];
+        const mpkb_event *ev = &K.events[K.step_event];
+        ok = ld_acquire(&K.count[K.step_event]) >= (ls + 1 - ev->lag) * ev->triggers;
+    }
+    ok = __shfl_sync(0xffffffffu, ok, 0);
+    if (lane == 0)
+        s_pre_ok[warp] = ok;
+    if (me == 0)
+        s_pre.task = (int32_t)task, s_pre.step = step, s_pre.pos = (int32_t)pos, s_pre.rows = rows;
+    if (!ok)
+        return;
+    unsigned short *kbuf = att_kbuf(sm, per, D), *vbuf = kbuf + ABLK * D;
+    uint64_t kbase = (uint64_t)g * S * D, vbase = ((uint64_t)G + g) * S * D, r0 = (uint64_t)c * PB * B;
+    uint32_t pieces = D / 8;
+    for (uint32_t i = me; i < rows * pieces; i += n) {
+        uint32_t r = i / pieces, q16 = i % pieces;
+        cp_async16(kbuf + r * D + q16 * 8, cp + 2 * (kbase + (r0 + r) * D) + 16 * q16);
+        cp_async16(vbuf + r * D + q16 * 8, cp + 2 * (vbase + (r0 + r) * D) + 16 * q16);
+    }
+    asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+/* The one-row path after the wait (the comment above). */
+__device__ void attention_one(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, int32_t pos, float *sm)
+{
+    const mpkb_tensor *Q = &P.tensors[t->attention.q], *CA = &P.tensors[t->attention.cache];
+    uint32_t H = Q->dims[1], D = Q->dims[2], G = CA->dims[1], S = CA->dims[2], per = H / G;
+    uint32_t g = (uint32_t)t->attention.kv_head, c = (uint32_t)t->attention.chunk;
+    uint32_t B = (uint32_t)t->attention.block, nch = (uint32_t)t->attention.chunks;
+    uint32_t PB = (uint32_t)(((uint64_t)S + (uint64_t)B * nch - 1) / ((uint64_t)B * nch));
+    uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    uint8_t *cp = P.tp[t->attention.cache];
+    bool mine = s_pre.task == (int32_t)task && s_pre.step == step, all = true;
+    for (uint32_t w = 2; w < NW; w++)
+        all = all && s_pre_ok[w];
+    uint32_t pre = mine && all && s_pre.pos == pos ? s_pre.rows : 0;
+    if (mine && !pre)
+        cp_async_wait_all(); /* staged for another position: done before those rows are written again */
+    uint32_t pb = (uint32_t)pos / B;
+    /* the appended row is in the first group of the first block: it goes to kbuf and vbuf as well */
+    int32_t newrow = pb == c && (uint32_t)pos - c * B < ABLK ? (int32_t)((uint32_t)pos - c * B) : -1;
+    float *qs = sm, *kv = sm + per * D, *mrun = qs + per * D + D + per * ABLK, *lrun = mrun + per;
+    unsigned short *kbuf = att_kbuf(sm, per, D), *vbuf = kbuf + ABLK * D;
+    if (warp < per) { /* q head `warp` */
+        float *q = qs + warp * D;
+        for (uint32_t i = lane; i < D; i += 32)
+            q[i] = ldx(Q->dtype, P.tp[t->attention.q], (uint64_t)(g * per + warp) * D + i);
+        __syncwarp();
+        warp_norm_rope(P, q, D, t->attention.q_norm, t->attention.q_eps, t->attention.q_rope, pos);
+        if (lane == 0)
+            mrun[warp] = -INFINITY, lrun[warp] = 0;
+    } else if (warp == NW - 1 && pb % nch == c) { /* the append */
+        uint64_t row = ((uint64_t)(pb % nch) * PB + pb / nch) * B + (uint32_t)pos % B, at = (uint64_t)g * D;
+        uint64_t kbase = (uint64_t)g * S * D, vbase = ((uint64_t)G + g) * S * D;
+        const mpkb_tensor *KT = &P.tensors[t->attention.k], *VT = &P.tensors[t->attention.v];
+        float vv[AMAXD / 32];
+#pragma unroll
+        for (int e = 0; e < AMAXD / 32; e++) { /* v's load overlaps k's */
+            uint32_t i = lane + 32 * e;
+            vv[e] = i < D ? ldx(VT->dtype, P.tp[t->attention.v], at + i) : 0.0f;
+        }
+        for (uint32_t i = lane; i < D; i += 32)
+            kv[i] = ldx(KT->dtype, P.tp[t->attention.k], at + i);
+        __syncwarp();
+        warp_norm_rope(P, kv, D, t->attention.k_norm, t->attention.k_eps, t->attention.k_rope, pos);
+#pragma unroll
+        for (int e = 0; e < AMAXD / 32; e++) {
+            uint32_t i = lane + 32 * e;
+            if (i < D) {
+                unsigned short kb = __bfloat16_as_ushort(__float2bfloat16_rn(kv[i]));
+                unsigned short vb = __bfloat16_as_ushort(__float2bfloat16_rn(vv[e]));
+                __stcg((unsigned short *)cp + kbase + row * D + i, kb);
+                __stcg((unsigned short *)cp + vbase + row * D + i, vb);
+                if (newrow >= 0)
+                    kbuf[(uint32_t)newrow * D + i] = kb, vbuf[(uint32_t)newrow * D + i] = vb;
+            }
+        }
+    }
+    __syncthreads(); /* q, the appended row (in the cache and in kbuf) */
+    attend_row(P, t, 0, pos, sm, true, true, pre, newrow);
+}
+
 __device__ bool op_attention(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
 {
     const mpkb_tensor *Q = &P.tensors[t->attention.q], *CA = &P.tensors[t->attention.cache];
@@ -471,6 +622,10 @@ __device__ bool op_attention(const kparams &P, const mpkb_task *t, uint32_t step
             attention_rows<4>(K, t);
         else
             attention_rows<8>(K, t);
+        return true;
+    }
+    if (att_one(Q, CA, cp)) {
+        attention_one(P, t, step, task, __ldcg(posv), sm);
         return true;
     }
     float *kv = sm + per * D;

@@ -226,6 +226,8 @@ __device__ bool one_task(const kparams &P, uint32_t task, uint32_t step, float *
     __shared__ uint64_t s_arrive, s_start, s_ran; /* the trace's times: not held in registers across the op */
     if (P.trace && threadIdx.x == 0)
         s_arrive = gtimer();
+    if (threadIdx.x >= 64 && t->op == MPKB_OP_ATTENTION)
+        attention_pre(P, t, step, task, sm); /* warps 2 on: K and V before the wait */
     if (P.prefetch && threadIdx.x >> 5 == 1) {
         task_prefetch(P, G, t, threadIdx.x & 31);
 #if MPK_RING
@@ -302,6 +304,7 @@ __device__ void ring_init(void)
         for (int s = 0; s < 2; s++)
             s_ring.task[s] = -1, s_ring.step[s] = 0, s_ring.uses[s] = 0, s_ring.parity[s] = 0;
         s_ring.next = 0, s_ring.cur = -1, s_ring.cur_parity = 0;
+        s_pre.task = -1;
     }
     __syncthreads();
 }
