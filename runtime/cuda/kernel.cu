@@ -17,10 +17,14 @@
  *
  * Events are monotonic counters in global memory: in step s event e has
  * fired once count[e] >= (s + 1 - lag) * triggers. A producer publishes
- * with __syncthreads + a gpu-scope release fence + atomic add; a consumer's
- * thread 0 spins with ld.acquire.gpu and releases its CTA with
- * __syncthreads. Everything a task reads that another task wrote (arena,
- * state) is loaded with ld.global.cg, so no SM can read a stale L1 line;
+ * with __syncthreads + a gpu-scope release add (red.release.gpu; a
+ * __threadfence + atomicAdd cost 0.03-0.16 ms a token on the 0.6B shape,
+ * bench/NOTES.md); a consumer's thread 0 spins with ld.acquire.gpu and
+ * releases its CTA with __syncthreads. While it spins, warp 1 pulls the
+ * task's descriptors into L1 and, for a decode attention task, warps 2 on
+ * copy in the K and V rows of earlier steps (attention.cuh). Everything a
+ * task reads that another task wrote (arena, state) is loaded with
+ * ld.global.cg, so no SM can read a stale L1 line;
  * weights and constants, never written, go through the read-only path.
  *
  * Numerics are the CPU executor's (man 5 mpk-blob): fp32 arithmetic,
@@ -105,27 +109,14 @@ __device__ int wait_event(const kparams &P, const kgraph &G, uint32_t e, uint32_
     return s_res;
 }
 
-#ifndef MPK_SIGNAL
-#define MPK_SIGNAL 1
-#endif
 __device__ void signal_triggers(const kparams &P, const kgraph &G, const mpkb_task *t, uint32_t task)
 {
     __syncthreads(); /* the task's stores are done */
     if (threadIdx.x == 0 && (int32_t)task != P.stall_task) {
-#if MPK_SIGNAL == 2
-        asm volatile("fence.acq_rel.gpu;" ::: "memory");
-        for (uint32_t k = 0; k < t->trig_count; k++)
-            asm volatile("red.relaxed.gpu.global.add.u32 [%0], 1;" ::"l"(&G.count[G.triggers[t->trig_first + k]])
-                         : "memory");
-#elif MPK_SIGNAL == 1
+        /* a release add: the CTA's stores (ordered by the barrier) before the count */
         for (uint32_t k = 0; k < t->trig_count; k++)
             asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(&G.count[G.triggers[t->trig_first + k]])
                          : "memory");
-#else
-        __threadfence();
-        for (uint32_t k = 0; k < t->trig_count; k++)
-            atomicAdd(&G.count[G.triggers[t->trig_first + k]], 1u);
-#endif
     }
 }
 
