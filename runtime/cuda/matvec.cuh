@@ -309,6 +309,59 @@ __device__ __forceinline__ float matvec_res(const kparams &P, const mpkb_task *t
     return ldx(P.tensors[t->matvec.residual].dtype, P.tp[t->matvec.residual], m * N + t->matvec.lo + x);
 }
 
+/* dot_bf16<false> of two rows a and b at once: both rows' loads are in
+ * flight before either's sums (a streamed row is a memory round trip, and
+ * a long task, the LM head's, is otherwise one a row); each row's sum is
+ * dot_bf16's, in its order. */
+__device__ __forceinline__ void dot2_bf16(const uint4 *a, const uint4 *b, const float *xs, uint32_t c0, uint32_t c1,
+                                          uint32_t lane, float &ra, float &rb)
+{
+    float a0 = 0, a1 = 0, b0 = 0, b1 = 0;
+    uint32_t c = c0 + lane;
+    for (; c + 96 < c1; c += 128) {
+        uint4 u[4], v[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            u[j] = ld_stream(a + c + 32 * j);
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            v[j] = ld_stream(b + c + 32 * j);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const float4 *x = (const float4 *)(xs + 8 * (c + 32 * j));
+            float4 p = x[0], q = x[1];
+            a0 += bf16lo(u[j].x) * p.x + bf16hi(u[j].x) * p.y + bf16lo(u[j].y) * p.z + bf16hi(u[j].y) * p.w;
+            a1 += bf16lo(u[j].z) * q.x + bf16hi(u[j].z) * q.y + bf16lo(u[j].w) * q.z + bf16hi(u[j].w) * q.w;
+            b0 += bf16lo(v[j].x) * p.x + bf16hi(v[j].x) * p.y + bf16lo(v[j].y) * p.z + bf16hi(v[j].y) * p.w;
+            b1 += bf16lo(v[j].z) * q.x + bf16hi(v[j].z) * q.y + bf16lo(v[j].w) * q.z + bf16hi(v[j].w) * q.w;
+        }
+    }
+    for (; c < c1; c += 32) {
+        uint4 u = ld_stream(a + c), v = ld_stream(b + c);
+        const float4 *x = (const float4 *)(xs + 8 * c);
+        float4 p = x[0], q = x[1];
+        a0 += bf16lo(u.x) * p.x + bf16hi(u.x) * p.y + bf16lo(u.y) * p.z + bf16hi(u.y) * p.w;
+        a1 += bf16lo(u.z) * q.x + bf16hi(u.z) * q.y + bf16lo(u.w) * q.z + bf16hi(u.w) * q.w;
+        b0 += bf16lo(v.x) * p.x + bf16hi(v.x) * p.y + bf16lo(v.y) * p.z + bf16hi(v.y) * p.w;
+        b1 += bf16lo(v.z) * q.x + bf16hi(v.z) * q.y + bf16lo(v.w) * q.z + bf16hi(v.w) * q.w;
+    }
+    ra = a0 + a1, rb = b0 + b1;
+}
+
+/* The end of item (row lo + item) of the M = 1 loop with S == 1: its
+ * residual from the lane that loaded it (or loaded now), its epilogue. */
+__device__ __forceinline__ void mv_finish(const kparams &P, const mpkb_task *t, uint64_t m, uint64_t N, uint32_t item,
+                                          uint32_t warp, uint32_t lane, float acc, float res, float &best,
+                                          int32_t &best_at)
+{
+    uint32_t j = (item - warp) / NW; /* the item's lane of res */
+    float rv = __shfl_sync(0xffffffffu, res, j & 31);
+    if (j >= 32)
+        rv = matvec_res(P, t, m, N, item);
+    if (lane == 0)
+        matvec_row_done(P, t, m, N, (uint32_t)t->matvec.lo + item, acc, rv, best, best_at);
+}
+
 /* ---- M > 1: matvec_rows (the header comment) ---------------------------- */
 
 /* What matvec_rows reads of its task and pass, in shared memory at sm[0]:
@@ -697,10 +750,17 @@ __device__ bool op_matvec(const kparams &P, const mpkb_task *t, uint32_t step, u
             uint32_t r = i0 + item / S, s = item % S;
             uint32_t c0 = (uint32_t)((uint64_t)chunks * s / S), c1 = (uint32_t)((uint64_t)chunks * (s + 1) / S);
             float acc;
+            float acc2 = 0;
+            bool two = false; /* this item and the warp's next, both streamed */
             if (fast && r - i0 < nstaged) {
                 acc = dot_bf16<true>(staged + (uint64_t)(r - i0) * (K / 8), xs, c0, c1, lane);
             } else if (fast) {
-                acc = dot_bf16<false>((const uint4 *)(wp + (uint64_t)r * K * 2), xs, c0, c1, lane);
+                const uint4 *wr = (const uint4 *)(wp + (uint64_t)r * K * 2);
+                two = S == 1 && item + NW < R;
+                if (two)
+                    dot2_bf16(wr, wr + (uint64_t)NW * (K / 8), xs, c0, c1, lane, acc, acc2);
+                else
+                    acc = dot_bf16<false>(wr, xs, c0, c1, lane);
             } else {
                 acc = 0;
                 for (uint32_t k = c0 + lane; k < c1; k += 32)
@@ -708,12 +768,11 @@ __device__ bool op_matvec(const kparams &P, const mpkb_task *t, uint32_t step, u
             }
             acc = warp_sum(acc);
             if (S == 1) {
-                uint32_t j = (item - warp) / NW; /* the item's lane of res */
-                float rv = __shfl_sync(0xffffffffu, res, j & 31);
-                if (j >= 32)
-                    rv = matvec_res(P, t, m, N, item);
-                if (lane == 0)
-                    matvec_row_done(P, t, m, N, r, acc, rv, best, best_at);
+                mv_finish(P, t, m, N, item, warp, lane, acc, res, best, best_at);
+                if (two) {
+                    item += NW;
+                    mv_finish(P, t, m, N, item, warp, lane, warp_sum(acc2), res, best, best_at);
+                }
             } else if (lane == 0) {
                 red[item] = acc;
             }
