@@ -77,7 +77,7 @@ __device__ void warp_norm_rope(const kparams &P, float *v, uint32_t D, uint32_t 
  * q_ready, q (normed, roped) and the running max and sum are in place
  * already; the first group of positions of the chunk's first block has
  * its first pre rows of K and V in kbuf and vbuf already (attention_pre),
- * and row newrow too (-1: none; the row appended, op_attention). */
+ * and row newrow too (-1: none; the row appended, attention_one). */
 __device__ void attend_row(const kparams &P, const mpkb_task *t, uint32_t r, int32_t pos, float *sm, bool last,
                            bool q_ready = false, uint32_t pre = 0, int32_t newrow = -1)
 {
@@ -448,11 +448,6 @@ __device__ __noinline__ void attention_rows(katt P, const mpkb_task *t)
     }
 }
 
-/* Attention for kv head g over one chunk's positions (blocks c, c + n, ...
- * of B positions, stored together in the cache; see man 5 mpk-blob), for
- * each of the step's rows: first every row whose position lies in the
- * chunk appends its k (normed, roped) and v, then each row attends up to
- * its own position. */
 /* ---- one row (a decode step): K and V staged before the wait ------------
  *
  * The cache rows a decode step's attention reads, but for the row it
@@ -536,7 +531,8 @@ __device__ void attention_pre(const kparams &P, const mpkb_task *t, uint32_t ste
 }
 
 /* The one-row path after the wait (the comment above). */
-__device__ void attention_one(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, int32_t pos, float *sm)
+__device__ void attention_one(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, int32_t pos,
+                              float *sm)
 {
     const mpkb_tensor *Q = &P.tensors[t->attention.q], *CA = &P.tensors[t->attention.cache];
     uint32_t H = Q->dims[1], D = Q->dims[2], G = CA->dims[1], S = CA->dims[2], per = H / G;
@@ -595,6 +591,11 @@ __device__ void attention_one(const kparams &P, const mpkb_task *t, uint32_t ste
     attend_row(P, t, 0, pos, sm, true, true, pre, newrow);
 }
 
+/* Attention for kv head g over one chunk's positions (blocks c, c + n, ...
+ * of B positions, stored together in the cache; see man 5 mpk-blob), for
+ * each of the step's rows: first every row whose position lies in the
+ * chunk appends its k (normed, roped) and v, then each row attends up to
+ * its own position. */
 __device__ bool op_attention(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
 {
     const mpkb_tensor *Q = &P.tensors[t->attention.q], *CA = &P.tensors[t->attention.cache];

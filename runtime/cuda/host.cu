@@ -498,7 +498,8 @@ extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np,
     for (int gi = 0; gi < 2 && G->g[gi].b; gi++) {
         const mpkb_blob *gb = G->g[gi].b;
         kgraph *k = &P.gr[gi];
-        k->tasks = G->g[gi].tasks, k->copies = G->g[gi].copies, k->events = G->g[gi].events, k->triggers = G->g[gi].triggers;
+        k->tasks = G->g[gi].tasks, k->copies = G->g[gi].copies;
+        k->events = G->g[gi].events, k->triggers = G->g[gi].triggers;
         k->count = G->g[gi].count, k->cta_tasks = G->g[gi].cta_tasks, k->cta_first = G->g[gi].cta_first;
         k->next_out = G->hptr[gb->meta->next_output];
         k->logits = G->hptr[gb->meta->logits];
