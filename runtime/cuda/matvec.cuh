@@ -4,9 +4,11 @@
  * argmax-partials epilogues. The bf16 rows are read 16 bytes a lane: the
  * first rows that fit in a slot of the weight ring (common.cuh) are copied
  * into shared memory ahead of the task, after the worker's previous task on
- * sm_90 (matvec_issue: bulk copies on the slot's mbarrier) or by the task
- * itself before its wait below that (matvec_stage: cp.async); the rest are
- * streamed past L1 and pulled toward L2 ahead of use.
+ * sm_90 (matvec_issue: bulk copies on the slot's mbarrier, as the host
+ * decoded them into a kcopy) or by the task itself before its wait below
+ * that (matvec_stage: cp.async); the rest are streamed past L1, two rows a
+ * warp at a time (dot2_bf16), their first PREFETCH_MAX bytes pulled toward
+ * L2 ahead of use. The residual of a row is loaded before its sum.
  *
  * That is the decode case, M = 1. A chunk step has M = C rows of x, and a
  * task of R = hi - lo weight rows is then a small GEMM, R x M outputs over
