@@ -3,8 +3,9 @@
 # mpk-run --trace writes (runtime/cuda/kernel.cu, write_trace; mpk-run(1)):
 # for every tests/trace/NAME.json, its report must equal tests/trace/NAME.out
 # byte for byte. tiny.json is the format as it is; tiny-bytes.json adds the
-# optional args.bytes. Their numbers are worked out by hand in
-# tests/trace/README. Skipped, with a line saying so, without python3.
+# optional args.bytes, tiny-phases.json the phases, tiny-labels.json is
+# read with the options in tiny-labels.args (--labels). Their numbers are
+# worked out by hand in tests/trace/README. Skipped, with a line saying so, without python3.
 # Run from the repository root: sh tests/run-trace.sh [--update]
 tmp=$(mktemp -d) || exit 2
 trap 'rm -rf "$tmp"' EXIT
@@ -15,7 +16,10 @@ fi
 pass=0 fail=0
 for j in tests/trace/*.json; do
     want=${j%.json}.out
-    if ! python3 tools/trace-report.py "$j" >"$tmp/out" 2>&1; then
+    opts=
+    [ -f "${j%.json}.args" ] && opts=$(cat "${j%.json}.args")
+    # shellcheck disable=SC2086
+    if ! python3 tools/trace-report.py $opts "$j" >"$tmp/out" 2>&1; then
         fail=$((fail + 1)); echo "FAIL $j: trace-report.py failed"; sed 's/^/    /' "$tmp/out"
     elif [ "$1" = --update ]; then
         cmp -s "$tmp/out" "$want" || { cp "$tmp/out" "$want"; echo "updated $want"; }

@@ -2,7 +2,7 @@
 """trace-report.py - where the time of each decode step goes, from the trace
 that `mpk-run --trace FILE` writes (Chrome trace event format).
 
-    python3 tools/trace-report.py TRACE.json
+    python3 tools/trace-report.py [--labels] TRACE.json
 
 Reads the complete events ("ph": "X"), one per task run:
     tid           the SM the task ran on (its track)
@@ -35,7 +35,10 @@ weights and its wait for that event); and with bytes, the step's bytes
 over its wall time. Then the median of each over the steps, and per op kind
 (cat): tasks, total and median duration, and with bytes, the bytes moved and
 GB/s per SM (bytes over the kind's task time), and with phases their
-medians (an op without marks shows "-" for in). A step with fewer tasks than
+medians (an op without marks shows "-" for in). With --labels, the same
+per op kind and task label, the label's layer prefix (model.layers.N.)
+taken off: "matvec self_attn.q_proj" sums the q projections of every
+layer. A step with fewer tasks than
 the largest step is marked "partial": mpk-run keeps only the latest records
 of a long run. Chunk steps are listed before the decode steps, as c0, c1,
 ...; their op kinds are counted apart ("chunk matvec"). Percentiles
@@ -45,10 +48,12 @@ interpolate linearly between ranks. Standard library only.
 import argparse
 import json
 import os
+import re
 import sys
 
 
 PHASES = ("wait", "in", "run", "sig")
+LAYER = re.compile(r"^(?:.*\.)?layers\.\d+\.")  # a label's layer prefix, for --labels
 
 
 def quantile(xs, p):
@@ -89,6 +94,7 @@ def load(path):
                 "start": float(e["ts"]),
                 "dur": float(e["dur"]),
                 "op": str(e.get("cat", e.get("name", "?"))),
+                "label": LAYER.sub("", str(e.get("name", "?"))),
                 "step": (0, int(args["step"])) if args.get("graph") == "chunk" else (1, int(args["step"])),
                 "bytes": None if args.get("bytes") is None else float(args["bytes"]),
             }
@@ -106,7 +112,28 @@ def load(path):
     return tasks, nsm
 
 
-def report(path, out):
+def kind_table(groups, have_bytes, phases, out):
+    """One row per group (a name and its tasks), by total time."""
+    width = max(8, max(len(k) for k in groups))
+    head = f"{'op':<{width}} {'tasks':>7} {'total_us':>12} {'median_us':>10}"
+    if have_bytes:
+        head += f" {'bytes':>14} {'GB/s/SM':>9}"
+    for k in phases:
+        head += f" {k + '_med':>9}"
+    print(head, file=out)
+    for op in sorted(groups, key=lambda k: (-sum(t["dur"] for t in groups[k]), k)):
+        ts = groups[op]
+        total = sum(t["dur"] for t in ts)
+        line = f"{op:<{width}} {len(ts):>7} {total:>12.3f} {quantile(sorted(t['dur'] for t in ts), 0.5):>10.3f}"
+        if have_bytes:
+            nb = sum(t["bytes"] or 0 for t in ts)
+            line += f" {nb:>14.0f} {fmt(nb / (total * 1e3) if total > 0 else None, '9.2f'):>9}"
+        for k in phases:
+            line += f" {fmt(quantile(sorted(t[k] for t in ts if t[k] is not None), 0.5), '9.3f'):>9}"
+        print(line, file=out)
+
+
+def report(path, out, labels=False):
     tasks, nsm = load(path)
     have_bytes = any(t["bytes"] is not None for t in tasks)
     steps = {}
@@ -157,24 +184,14 @@ def report(path, out):
     ops = {}
     for t in tasks:
         ops.setdefault(t["op"], []).append(t)
-    width = max(8, max(len(k) for k in ops))
-    head = f"{'op':<{width}} {'tasks':>7} {'total_us':>12} {'median_us':>10}"
-    if have_bytes:
-        head += f" {'bytes':>14} {'GB/s/SM':>9}"
     phases = [k for k in PHASES if any(t[k] is not None for t in tasks)]
-    for k in phases:
-        head += f" {k + '_med':>9}"
-    print(head, file=out)
-    for op in sorted(ops, key=lambda k: (-sum(t["dur"] for t in ops[k]), k)):
-        ts = ops[op]
-        total = sum(t["dur"] for t in ts)
-        line = f"{op:<{width}} {len(ts):>7} {total:>12.3f} {quantile(sorted(t['dur'] for t in ts), 0.5):>10.3f}"
-        if have_bytes:
-            nb = sum(t["bytes"] or 0 for t in ts)
-            line += f" {nb:>14.0f} {fmt(nb / (total * 1e3) if total > 0 else None, '9.2f'):>9}"
-        for k in phases:
-            line += f" {fmt(quantile(sorted(t[k] for t in ts if t[k] is not None), 0.5), '9.3f'):>9}"
-        print(line, file=out)
+    kind_table(ops, have_bytes, phases, out)
+    if labels:
+        print("", file=out)
+        by = {}
+        for t in tasks:
+            by.setdefault(t["op"] + " " + t["label"], []).append(t)
+        kind_table(by, have_bytes, phases, out)
     if not have_bytes:
         print("", file=out)
         print("no task has args.bytes: bytes moved and GB/s are not known from this trace", file=out)
@@ -185,9 +202,12 @@ def main():
         description="Per-step SM busy fraction, gaps between tasks, and per op kind times "
                     "(and GB/s, when the trace records bytes) from an mpk-run --trace file.")
     ap.add_argument("trace", help="the JSON file mpk-run --trace wrote")
+    ap.add_argument("--labels", action="store_true",
+                    help="also one row per op kind and task label, the layer prefix "
+                         "(model.layers.N.) taken off, so that a model's layers add up")
     a = ap.parse_args()
     try:
-        report(a.trace, sys.stdout)
+        report(a.trace, sys.stdout, a.labels)
         sys.stdout.flush()
     except BrokenPipeError:  # | head
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
