@@ -39,5 +39,15 @@ elif grep -q "bad.json: no traceEvents list" "$tmp/out"; then
 else
     fail=$((fail + 1)); echo "FAIL a file without a traceEvents list:"; sed 's/^/    /' "$tmp/out"
 fi
+# a phase that is not a number is refused, with the file and the event
+printf '{"traceEvents":[{"name":"x","cat":"matvec","ph":"X","tid":0,"ts":0,"dur":1,"args":{"step":0,"wait":"abc"}}]}\n' \
+    >"$tmp/badphase.json"
+if python3 tools/trace-report.py "$tmp/badphase.json" >"$tmp/out" 2>&1; then
+    fail=$((fail + 1)); echo "FAIL a trace whose args.wait is not a number is accepted"
+elif grep -q "badphase.json: event 0: .*numbers in args.bytes and its phases" "$tmp/out"; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1)); echo "FAIL a trace whose args.wait is not a number:"; sed 's/^/    /' "$tmp/out"
+fi
 echo "trace: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

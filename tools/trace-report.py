@@ -22,8 +22,9 @@ Reads the complete events ("ph": "X"), one per task run:
                   input and staged weights in place) the time from ts to
                   that point; with them the op table has their medians
 and the "thread_name" metadata events ("ph": "M"), one per SM of the GPU,
-for the number of SMs (without them, the SMs that ran a task). The other
-fields (name: the task's label; args.task, args.layer, args.i) are not used.
+for the number of SMs (without them, the SMs that ran a task). name, the
+task's label, is used by --labels only; the other fields (args.task,
+args.layer, args.i) are not used.
 
 Prints, per step: the tasks run; the wall time, from the first start to the
 last end of the step's tasks; the SM busy fraction, task time / (SMs x
@@ -98,10 +99,11 @@ def load(path):
                 "step": (0, int(args["step"])) if args.get("graph") == "chunk" else (1, int(args["step"])),
                 "bytes": None if args.get("bytes") is None else float(args["bytes"]),
             }
-            for k in PHASES:
-                t[k] = None if args.get(k) is None else float(args[k])
+            for ph in PHASES:
+                t[ph] = None if args.get(ph) is None else float(args[ph])
         except (KeyError, TypeError, ValueError):
-            sys.exit(f"trace-report: {path}: event {k}: a task needs tid, ts, dur and args.step")
+            sys.exit(f"trace-report: {path}: event {k}: a task needs tid, ts, dur and args.step, "
+                     "and numbers in args.bytes and its phases")
         t["end"] = t["start"] + t["dur"]
         if t["step"][0] == 0:
             t["op"] = "chunk " + t["op"]
