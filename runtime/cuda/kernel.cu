@@ -275,12 +275,11 @@ __device__ bool one_task(const kparams &P, uint32_t task, uint32_t step, float *
     (void)next_task, (void)next_step; /* one slot: each task stages its own */
 #endif
     if (P.trace && threadIdx.x == 0) {
+        uint64_t end = gtimer(); /* before the record's own atomic, which is not the task's */
         unsigned k = atomicAdd(P.trace_n, 1u) % P.trace_cap; /* a ring: the latest records stay */
-        {
-            trace_rec *r = &P.trace[k];
-            r->arrive = s_arrive, r->start = s_start, r->mark = s_mark, r->ran = s_ran, r->end = gtimer();
-            r->task = task, r->step = ls, r->sm = smid(), r->graph = gi;
-        }
+        trace_rec *r = &P.trace[k];
+        r->arrive = s_arrive, r->start = s_start, r->mark = s_mark, r->ran = s_ran, r->end = end;
+        r->task = task, r->step = ls, r->sm = smid(), r->graph = gi;
     }
     return true;
 }
