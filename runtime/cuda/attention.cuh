@@ -110,7 +110,7 @@ __device__ void attend_row(const kparams &P, const mpkb_task *t, uint32_t r, int
     for (int u = 0; u < AOUT; u++)
         acc[u] = 0;
     uint32_t nout = per * D, E = D / 32;
-    /* bf16 rows of 32 x 2, 4 or 8 elements: each lane loads its run at once */
+    /* bf16 rows of 32 x 2, 4 or 8 elements: lane l holds elements l E .. l E + E - 1 */
     bool vec = cd == MPKB_BF16 && D % 32 == 0 && (E == 2 || E == 4 || E == 8);
     bool any = false;
     for (uint32_t kk = 0; kk < PB; kk++) {
@@ -145,30 +145,12 @@ __device__ void attend_row(const kparams &P, const mpkb_task *t, uint32_t r, int
                         sc[h * ABLK + jj] = -INFINITY;
                     continue;
                 }
-                const uint8_t *krow = cp + 2 * (kbase + (rbase + (j - jlo)) * D);
                 float k[AMAXD / 32];
-                if (stage) {
+                if (stage) { /* every bf16 row with D % 8 == 0 (so every vec row) is in kbuf */
 #pragma unroll
                     for (int e = 0; e < AMAXD / 32; e++) {
                         uint32_t i = vec ? lane * E + e : lane + 32 * e;
                         k[e] = (vec ? (uint32_t)e < E : i < D) ? __uint_as_float((uint32_t)kbuf[jj * D + i] << 16) : 0.0f;
-                    }
-                } else if (vec) {
-                    const unsigned short *kr = (const unsigned short *)krow + lane * E;
-                    uint32_t u[4] = {0, 0, 0, 0};
-                    if (E == 2) {
-                        u[0] = __ldcg((const unsigned *)kr);
-                    } else if (E == 4) {
-                        uint2 x = __ldcg((const uint2 *)kr);
-                        u[0] = x.x, u[1] = x.y;
-                    } else {
-                        uint4 x = __ldcg((const uint4 *)kr);
-                        u[0] = x.x, u[1] = x.y, u[2] = x.z, u[3] = x.w;
-                    }
-#pragma unroll
-                    for (int e = 0; e < AMAXD / 32; e += 2) {
-                        k[e] = bf16lo(u[e / 2]);
-                        k[e + 1] = bf16hi(u[e / 2]);
                     }
                 } else {
 #pragma unroll

@@ -258,6 +258,13 @@ __device__ void matvec_stage(const kparams &P, const mpkb_task *t, float *sm)
 }
 #endif
 
+/* 8 bf16 weights u times 8 floats of x (p, then q), into a0 and a1. */
+__device__ __forceinline__ void fma8(uint4 u, float4 p, float4 q, float &a0, float &a1)
+{
+    a0 += bf16lo(u.x) * p.x + bf16hi(u.x) * p.y + bf16lo(u.y) * p.z + bf16hi(u.y) * p.w;
+    a1 += bf16lo(u.z) * q.x + bf16hi(u.z) * q.y + bf16lo(u.w) * q.z + bf16hi(u.w) * q.w;
+}
+
 /* Dot of bf16 weight chunks [c0, c1) of 8 elements with xs, lane-strided. */
 template <bool SMEM>
 __device__ __forceinline__ float dot_bf16(const uint4 *w, const float *xs, uint32_t c0, uint32_t c1, uint32_t lane)
@@ -274,16 +281,14 @@ __device__ __forceinline__ float dot_bf16(const uint4 *w, const float *xs, uint3
         for (int j = 0; j < 4; j++) {
             const float4 *x = (const float4 *)(xs + 8 * (c + 32 * j));
             float4 p = x[0], q = x[1];
-            a0 += bf16lo(u[j].x) * p.x + bf16hi(u[j].x) * p.y + bf16lo(u[j].y) * p.z + bf16hi(u[j].y) * p.w;
-            a1 += bf16lo(u[j].z) * q.x + bf16hi(u[j].z) * q.y + bf16lo(u[j].w) * q.z + bf16hi(u[j].w) * q.w;
+            fma8(u[j], p, q, a0, a1);
         }
     }
     for (; c < c1; c += 32) {
         uint4 u = LDW(w + c);
         const float4 *x = (const float4 *)(xs + 8 * c);
         float4 p = x[0], q = x[1];
-        a0 += bf16lo(u.x) * p.x + bf16hi(u.x) * p.y + bf16lo(u.y) * p.z + bf16hi(u.y) * p.w;
-        a1 += bf16lo(u.z) * q.x + bf16hi(u.z) * q.y + bf16lo(u.w) * q.z + bf16hi(u.w) * q.w;
+        fma8(u, p, q, a0, a1);
     }
 #undef LDW
     return a0 + a1;
@@ -332,20 +337,16 @@ __device__ __forceinline__ void dot2_bf16(const uint4 *a, const uint4 *b, const 
         for (int j = 0; j < 4; j++) {
             const float4 *x = (const float4 *)(xs + 8 * (c + 32 * j));
             float4 p = x[0], q = x[1];
-            a0 += bf16lo(u[j].x) * p.x + bf16hi(u[j].x) * p.y + bf16lo(u[j].y) * p.z + bf16hi(u[j].y) * p.w;
-            a1 += bf16lo(u[j].z) * q.x + bf16hi(u[j].z) * q.y + bf16lo(u[j].w) * q.z + bf16hi(u[j].w) * q.w;
-            b0 += bf16lo(v[j].x) * p.x + bf16hi(v[j].x) * p.y + bf16lo(v[j].y) * p.z + bf16hi(v[j].y) * p.w;
-            b1 += bf16lo(v[j].z) * q.x + bf16hi(v[j].z) * q.y + bf16lo(v[j].w) * q.z + bf16hi(v[j].w) * q.w;
+            fma8(u[j], p, q, a0, a1);
+            fma8(v[j], p, q, b0, b1);
         }
     }
     for (; c < c1; c += 32) {
         uint4 u = ld_stream(a + c), v = ld_stream(b + c);
         const float4 *x = (const float4 *)(xs + 8 * c);
         float4 p = x[0], q = x[1];
-        a0 += bf16lo(u.x) * p.x + bf16hi(u.x) * p.y + bf16lo(u.y) * p.z + bf16hi(u.y) * p.w;
-        a1 += bf16lo(u.z) * q.x + bf16hi(u.z) * q.y + bf16lo(u.w) * q.z + bf16hi(u.w) * q.w;
-        b0 += bf16lo(v.x) * p.x + bf16hi(v.x) * p.y + bf16lo(v.y) * p.z + bf16hi(v.y) * p.w;
-        b1 += bf16lo(v.z) * q.x + bf16hi(v.z) * q.y + bf16lo(v.w) * q.z + bf16hi(v.w) * q.w;
+        fma8(u, p, q, a0, a1);
+        fma8(v, p, q, b0, b1);
     }
     ra = a0 + a1, rb = b0 + b1;
 }
