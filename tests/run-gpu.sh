@@ -88,6 +88,7 @@
 # "FILE: tensor 'NAME': problem").
 set -u
 unset MPK_PATH
+. "$(dirname "$0")/lib.sh" # ref_info
 usage='usage: sh tests/run-gpu.sh MPK MPK-RUN LOGITS_CMP'
 mpk=${1:-} run=${2:-} cmp=${3:-}
 if [ -z "$mpk" ] || [ -z "$run" ] || [ -z "$cmp" ]; then
@@ -222,24 +223,6 @@ tasks() {
     "$mpk" dump "$1" 2>/dev/null | head -n 1 | sed -n 's/.* \([0-9][0-9]*\) tasks.*/\1/p'
 }
 
-# model_info DIR MPK: the reference in DIR (prompt, want, n, np, vocab) and
-# the eos ids of the imported model MPK; expect: want up to and including
-# the first eos id (HF's decode does not stop there, mpk-run does)
-model_info() {
-    prompt=$(cat "$1/prompt.ids")
-    want=$(cat "$1/generated.ids")
-    # shellcheck disable=SC2086
-    n=$(count $want)
-    # shellcheck disable=SC2046
-    np=$(count $(echo "$prompt" | tr ',' ' '))
-    vocab=$(sed -n 's/.*"vocab_size": *\([0-9]*\).*/\1/p' "$1/config.json" | head -n 1)
-    eos=$(sed -n 's/^param eos = \[*\([0-9, ]*\)\]*$/\1/p' "$2" | tr -d ' ')
-    expect=""
-    for t in $want; do
-        expect="$expect${expect:+ }$t"
-        case ",$eos," in *",$t,"*) break ;; esac
-    done
-}
 # first_ids N IDS...: the first N of IDS, stopping after an eos id
 first_ids() {
     k=$1 acc=""
@@ -281,7 +264,7 @@ say "gpu-check: logs in $log"
 # ---------------------------------------------------------------------------
 sd=tests/data/$SMALL
 if blob_for "$SMALL" 5; then
-    model_info "$sd" "$work/$SMALL.mpk"
+    ref_info "$sd" "$work/$SMALL.mpk"
     # One byte flipped in the middle of the blob's largest section (the bytes
     # between sections are not covered by any CRC): read the section table
     # (mpk-blob(5): table offset at byte 24, nsections at 32, records of 32
@@ -349,7 +332,7 @@ for dir in tests/data/*/; do
     worst=0 worst_hf=0 runs=0
     for workers in 1 5 8 132; do
         blob_for "$name" "$workers" || continue
-        model_info "$dir" "$work/$name.mpk"
+        ref_info "$dir" "$work/$name.mpk"
         cpu=$work/$name-w$workers-cpu.f32
         runc "cpu-$name-w$workers" 300 "$run" "$blob" --weights "$dir" --cpu --order-seed 0 \
             --prompt-ids "$prompt" -n "$n" --dump-logits "$cpu"
@@ -434,7 +417,7 @@ else
     for name in qwen3-tiny llama-tiny qwen3-tied; do
         dir=tests/data/$name
         blob_for "$name" 5 || continue
-        model_info "$dir" "$work/$name.mpk"
+        ref_info "$dir" "$work/$name.mpk"
         for set in "1 0 1 0 1" "0.7 20 0.9 0 2" "1.5 0 0.8 0.02 3" "0.9 40 0.95 0.05 18446744073709551615"; do
             # shellcheck disable=SC2086
             set -- $set
@@ -473,7 +456,7 @@ say "gpu-check: sampling done ($(elapsed) s so far)"
 for name in qwen3-tiny llama-tiny qwen3-tied llama-untied; do
     dir=tests/data/$name
     blob_for "$name" 5 || continue
-    model_info "$dir" "$work/$name.mpk"
+    ref_info "$dir" "$work/$name.mpk"
     for cfg in "3 5" "4 132" "16 5"; do
         # shellcheck disable=SC2086
         set -- $cfg
@@ -546,7 +529,7 @@ say "gpu-check: chunks done ($(elapsed) s so far)"
 # 3. The watchdog, and 4. --trace
 # ---------------------------------------------------------------------------
 if blob_for "$SMALL" 5; then
-    model_info "$sd" "$work/$SMALL.mpk"
+    ref_info "$sd" "$work/$SMALL.mpk"
     ntasks=$(tasks "$blob")
     if [ -z "$ntasks" ]; then
         bad "watchdog/trace: cannot read the task count from '$mpk dump $blob | head -1'"
@@ -642,7 +625,7 @@ san=$(command -v compute-sanitizer 2>/dev/null)
 if [ -z "$san" ]; then
     bad "compute-sanitizer: not on PATH nor at /usr/local/cuda/bin/compute-sanitizer"
 elif blob_for "$SMALL" 5; then
-    model_info "$sd" "$work/$SMALL.mpk"
+    ref_info "$sd" "$work/$SMALL.mpk"
     # shellcheck disable=SC2086
     want4=$(first_ids 4 $want)
     for tool_sched in memcheck:static memcheck:dynamic racecheck:dynamic; do
@@ -692,6 +675,18 @@ ref_ok() {
     [ -n "$v" ] && [ "$g" -gt 0 ] && [ "$(wc -c <"$1/all_logits.f32")" -eq $((g * v * 4)) ]
 }
 
+# real_verdict DIR LOGITS: real_cmp.py's verdict on the last run (its ids
+# in $out, its logits LOGITS) against the reference in DIR
+real_verdict() {
+    verdict=$(python3 tests/real_cmp.py "$1" "$2" "$np" "$(cat "$out")" "$expect" 2>&1)
+    case $verdict in
+    PASS*) good "$what: ${verdict#PASS } [$took s]" ;;
+    *) bad "$what: ${verdict#FAIL }" ;;
+    esac
+    say "    mpk  $(cat "$out")"
+    say "    hf   $expect"
+}
+
 # real_run PRESET SCHED: one GPU run of a real-shape blob against HF
 real_run() {
     p=$1 sched=$2 d=$REF_DIR/$1
@@ -703,13 +698,7 @@ real_run() {
         badcmd "$what: mpk-run failed"
         return
     fi
-    verdict=$(python3 tests/real_cmp.py "$d" "$lf" "$np" "$(cat "$out")" "$expect" 2>&1)
-    case $verdict in
-    PASS*) good "$what: ${verdict#PASS } [$took s]" ;;
-    *) bad "$what: ${verdict#FAIL }" ;;
-    esac
-    say "    mpk  $(cat "$out")"
-    say "    hf   $expect"
+    real_verdict "$d" "$lf"
 }
 
 # real_chunk PRESET: the prompt in chunk steps (mpk build --chunk 64),
@@ -728,13 +717,7 @@ real_chunk() {
     lf=$work/$p-c64-full.f32
     head -c $(((np - 1) * vocab * 4)) "$d/all_logits.f32" >"$lf"
     cat "$work/$p-c64.f32" >>"$lf"
-    verdict=$(python3 tests/real_cmp.py "$d" "$lf" "$np" "$(cat "$out")" "$expect" 2>&1)
-    case $verdict in
-    PASS*) good "$what: ${verdict#PASS } [$took s]" ;;
-    *) bad "$what: ${verdict#FAIL }" ;;
-    esac
-    say "    mpk  $(cat "$out")"
-    say "    hf   $expect"
+    real_verdict "$d" "$lf"
 }
 
 # real_cpu PRESET: the GPU against the CPU executor at real shapes, over the
@@ -819,7 +802,7 @@ else
             badcmd "real $p: mpk build"
             continue
         fi
-        model_info "$d" "$work/$p.mpk"
+        ref_info "$d" "$work/$p.mpk"
         say "gpu-check: real $p: built in $took s: $("$mpk" dump "$work/$p.mpkb" 2>/dev/null | head -n 1 | sed 's/^blob [^:]*: //')"
         case $p in
         *8b*)

@@ -30,24 +30,22 @@ for j in tests/trace/*.json; do
         fail=$((fail + 1)); echo "FAIL $j: the report differs from $want"; diff -u "$want" "$tmp/out"
     fi
 done
-# a file that is not a trace is refused, with its name
-printf '{"traceEvents": 3}\n' >"$tmp/bad.json"
-if python3 tools/trace-report.py "$tmp/bad.json" >"$tmp/out" 2>&1; then
-    fail=$((fail + 1)); echo "FAIL a file without a traceEvents list is accepted"
-elif grep -q "bad.json: no traceEvents list" "$tmp/out"; then
-    pass=$((pass + 1))
-else
-    fail=$((fail + 1)); echo "FAIL a file without a traceEvents list:"; sed 's/^/    /' "$tmp/out"
-fi
-# a phase that is not a number is refused, with the file and the event
-printf '{"traceEvents":[{"name":"x","cat":"matvec","ph":"X","tid":0,"ts":0,"dur":1,"args":{"step":0,"wait":"abc"}}]}\n' \
-    >"$tmp/badphase.json"
-if python3 tools/trace-report.py "$tmp/badphase.json" >"$tmp/out" 2>&1; then
-    fail=$((fail + 1)); echo "FAIL a trace whose args.wait is not a number is accepted"
-elif grep -q "badphase.json: event 0: .*numbers in args.bytes and its phases" "$tmp/out"; then
-    pass=$((pass + 1))
-else
-    fail=$((fail + 1)); echo "FAIL a trace whose args.wait is not a number:"; sed 's/^/    /' "$tmp/out"
-fi
+# refused NAME JSON PATTERN WHAT: trace-report.py on a file NAME.json
+# holding JSON fails, with a message matching PATTERN
+refused() {
+    printf '%s\n' "$2" >"$tmp/$1.json"
+    if python3 tools/trace-report.py "$tmp/$1.json" >"$tmp/out" 2>&1; then
+        fail=$((fail + 1)); echo "FAIL $4 is accepted"
+    elif grep -q "$3" "$tmp/out"; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1)); echo "FAIL $4:"; sed 's/^/    /' "$tmp/out"
+    fi
+}
+# a file that is not a trace, with its name; a phase that is not a number,
+# with the file and the event
+refused bad '{"traceEvents": 3}' "bad.json: no traceEvents list" "a file without a traceEvents list"
+refused badphase '{"traceEvents":[{"name":"x","cat":"matvec","ph":"X","tid":0,"ts":0,"dur":1,"args":{"step":0,"wait":"abc"}}]}' \
+    "badphase.json: event 0: .*numbers in args.bytes and its phases" "a trace whose args.wait is not a number"
 echo "trace: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
