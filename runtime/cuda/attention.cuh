@@ -241,12 +241,16 @@ __device__ void attend_row(const kparams &P, const mpkb_task *t, uint32_t r, int
 /* ---- several rows (a chunk step) ----------------------------------------
  * The one-row path above goes through a row's heads with the whole CTA;
  * for R rows that is R times its latency. Here each warp takes (row, head)
- * items of its own, AI at a time, and streams the chunk's positions up to
- * the items' positions with an online softmax in registers: lane l holds
- * elements l * E .. l * E + E of q, of each K and V row it loads, and of
- * the accumulators (D = 32 E, bf16 cache). rmsnorm and rope of q and k run
- * in registers too: the rope partner of element i < D / 2 is i + D / 2,
- * held by lane l ^ 16. */
+ * items of its own, AI at a time, and goes through the chunk's positions
+ * up to the items' positions with an online softmax in registers: lane l
+ * holds elements l * E .. l * E + E of q, of each K and V row, and of the
+ * accumulators (D = 32 E, bf16 cache). rmsnorm and rope of q and k run in
+ * registers too: the rope partner of element i < D / 2 is i + D / 2, held
+ * by lane l ^ 16. The items of all warps make a pass; the pass's K and V
+ * rows are copied into kbuf and vbuf (cp.async, the whole CTA) ABLK
+ * positions at a time, so that a position costs the warps shared-memory
+ * reads, not two dependent L2 round trips each (113 us a task at 64 rows,
+ * one round trip after another). */
 #define AI(E) ((E) >= 4 ? 2 : 4) /* items per warp at a time */
 
 /* What a chunk step's attention needs of kparams, passed by value: a
@@ -319,9 +323,32 @@ __device__ __forceinline__ void lane_row(const uint8_t *cp, uint64_t base, uint6
     }
 }
 
+/* A lane's E elements of row `row` of a staged block (kbuf or vbuf). */
 template <int E>
-__device__ __noinline__ void attention_rows(katt P, const mpkb_task *t)
+__device__ __forceinline__ void lane_srow(const unsigned short *buf, uint32_t row, float (&k)[E])
 {
+    const unsigned short *kr = buf + row * (32 * E) + (threadIdx.x & 31) * E;
+    uint32_t u[4] = {0, 0, 0, 0};
+    if (E == 2) {
+        u[0] = *(const unsigned *)kr;
+    } else if (E == 4) {
+        uint2 x = *(const uint2 *)kr;
+        u[0] = x.x, u[1] = x.y;
+    } else {
+        uint4 x = *(const uint4 *)kr;
+        u[0] = x.x, u[1] = x.y, u[2] = x.z, u[3] = x.w;
+    }
+#pragma unroll
+    for (int e = 0; e < E; e += 2) {
+        k[e] = bf16lo(u[e / 2]);
+        k[e + 1] = bf16hi(u[e / 2]);
+    }
+}
+
+template <int E>
+__device__ __noinline__ void attention_rows(katt P, const mpkb_task *t, float *sm)
+{
+    __shared__ int32_t s_top[2]; /* the last position any item of a pass attends to, by pass parity */
     const int A = AI(E);
     const mpkb_tensor *Q = &P.T[t->attention.q], *CA = &P.T[t->attention.cache];
     uint32_t R = Q->dims[0], H = Q->dims[1], D = 32 * E, G = CA->dims[1], S = CA->dims[2];
@@ -355,11 +382,17 @@ __device__ __noinline__ void attention_rows(katt P, const mpkb_task *t)
     __syncthreads(); /* the appended rows visible to the CTA */
     uint8_t *op = P.tp[t->attention.out];
     uint32_t od = P.T[t->attention.out].dtype;
+    unsigned short *kbuf = (unsigned short *)(((uintptr_t)(sm + at_floats(per, D)) + 15) & ~(uintptr_t)15);
+    unsigned short *vbuf = kbuf + ABLK * D;
     uint32_t NI = R * per; /* item i: row i / per, head g * per + i % per */
-    for (uint32_t i0 = warp * A; i0 < NI; i0 += NW * A) {
+    for (uint32_t p0 = 0; p0 < NI; p0 += NW * A) {
+        uint32_t i0 = p0 + warp * A;
         float q[A][E], acc[A][E], m[A], l[A];
         int32_t pos[A];
         int32_t top = -1;
+        uint32_t par = (p0 / (NW * A)) & 1;
+        if (threadIdx.x == 0)
+            s_top[par] = -1; /* last read two passes ago, before this pass's barriers */
 #pragma unroll
         for (int a = 0; a < A; a++) {
             uint32_t i = i0 + a;
@@ -377,32 +410,53 @@ __device__ __noinline__ void attention_rows(katt P, const mpkb_task *t)
             lane_norm_rope<E>(P, q[a], t->attention.q_norm, t->attention.q_eps, t->attention.q_rope, pos[a]);
             top = pos[a] > top ? pos[a] : top;
         }
+        __syncthreads(); /* s_top reset; the last pass is done with kbuf */
+        if (lane == 0)
+            atomicMax(&s_top[par], top);
+        __syncthreads();
+        int32_t all = s_top[par];
+        bool staged = false;
         for (uint32_t kk = 0; kk < PB; kk++) {
             uint64_t jlo = (uint64_t)(c + (uint64_t)kk * nch) * B;
-            if ((int64_t)jlo > (int64_t)top)
+            if ((int64_t)jlo > (int64_t)all)
                 break;
-            uint64_t jhi = jlo + B < (uint64_t)top + 1 ? jlo + B : (uint64_t)top + 1;
+            uint64_t jhi = jlo + B < (uint64_t)all + 1 ? jlo + B : (uint64_t)all + 1;
             uint64_t rbase = ((uint64_t)c * PB + kk) * B; /* the cache row of jlo */
-            for (uint64_t j = jlo; j < jhi; j++) {
-                float kr[E], vr[E];
-                lane_row<E>(cp, kbase, rbase + (j - jlo), D, kr);
-                lane_row<E>(cp, vbase, rbase + (j - jlo), D, vr);
+            for (uint64_t j0 = jlo; j0 < jhi; j0 += ABLK) {
+                uint32_t nb = jhi - j0 < ABLK ? (uint32_t)(jhi - j0) : ABLK, pieces = D / 8; /* 16 bytes each */
+                uint64_t r0 = rbase + (j0 - jlo);
+                if (staged)
+                    __syncthreads(); /* the warps are done with the block before */
+                staged = true;
+                for (uint32_t x = threadIdx.x; x < nb * pieces; x += NT) {
+                    uint32_t rr = x / pieces, q16 = x % pieces;
+                    cp_async16(kbuf + rr * D + q16 * 8, cp + 2 * (kbase + (r0 + rr) * D) + 16 * q16);
+                    cp_async16(vbuf + rr * D + q16 * 8, cp + 2 * (vbase + (r0 + rr) * D) + 16 * q16);
+                }
+                cp_async_wait_all();
+                __syncthreads();
+                for (uint32_t jj = 0; jj < nb && (int64_t)(j0 + jj) <= (int64_t)top; jj++) {
+                    uint64_t j = j0 + jj;
+                    float kr[E], vr[E];
+                    lane_srow<E>(kbuf, jj, kr);
+                    lane_srow<E>(vbuf, jj, vr);
 #pragma unroll
-                for (int a = 0; a < A; a++) {
-                    if ((int64_t)j > (int64_t)pos[a]) /* causal; pos -1: no item */
-                        continue;
-                    float d = 0;
+                    for (int a = 0; a < A; a++) {
+                        if ((int64_t)j > (int64_t)pos[a]) /* causal; pos -1: no item */
+                            continue;
+                        float d = 0;
 #pragma unroll
-                    for (int e = 0; e < E; e++)
-                        d += q[a][e] * kr[e];
-                    float sc = warp_sum(d) * t->attention.scale;
-                    float mn = fmaxf(m[a], sc);
-                    float corr = m[a] == -INFINITY ? 0.0f : expf(m[a] - mn), p = expf(sc - mn);
-                    l[a] = l[a] * corr + p;
+                        for (int e = 0; e < E; e++)
+                            d += q[a][e] * kr[e];
+                        float sc = warp_sum(d) * t->attention.scale;
+                        float mn = fmaxf(m[a], sc);
+                        float corr = m[a] == -INFINITY ? 0.0f : expf(m[a] - mn), p = expf(sc - mn);
+                        l[a] = l[a] * corr + p;
 #pragma unroll
-                    for (int e = 0; e < E; e++)
-                        acc[a][e] = acc[a][e] * corr + p * vr[e];
-                    m[a] = mn;
+                        for (int e = 0; e < E; e++)
+                            acc[a][e] = acc[a][e] * corr + p * vr[e];
+                        m[a] = mn;
+                    }
                 }
             }
         }
@@ -600,11 +654,11 @@ __device__ bool op_attention(const kparams &P, const mpkb_task *t, uint32_t step
     if (R > 1 && cd == MPKB_BF16 && (D == 64 || D == 128 || D == 256) && ((uintptr_t)cp & 15) == 0) {
         katt K = {P.tensors, P.tp};
         if (D == 64)
-            attention_rows<2>(K, t);
+            attention_rows<2>(K, t, sm);
         else if (D == 128)
-            attention_rows<4>(K, t);
+            attention_rows<4>(K, t, sm);
         else
-            attention_rows<8>(K, t);
+            attention_rows<8>(K, t, sm);
         return true;
     }
     if (att_one(Q, CA, cp)) {
