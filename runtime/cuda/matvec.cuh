@@ -185,6 +185,34 @@ __host__ __device__ inline uint32_t mv_rows_bytes(uint32_t R, uint32_t M, uint32
     return most;
 }
 
+/* M > 1 on tensor cores (mv_tc, below): the slab and its stages. */
+#ifndef MPK_TC
+#if __CUDA_ARCH__ >= 800
+#define MPK_TC 1 /* mma.sync with bf16 operands */
+#else
+#define MPK_TC 0
+#endif
+#endif
+#define TC_KS 32     /* K elements per slab */
+#define TC_XR32 144  /* bytes per x row of a slab, f32 x: 128 + 16, a quarter warp on distinct banks */
+#define TC_XR16 64   /* bf16 x */
+#define TC_WR 64     /* bytes per row of a weight slab */
+#define TC_STAGES 4  /* slabs in flight, at most */
+
+/* Can mv_tc take the pass (no prologue, x f32 or bf16, K in whole slabs)? */
+__host__ __device__ __forceinline__ bool tc_ok(uint32_t flags, uint32_t xd, uint32_t K)
+{
+    return !(flags & (MPKB_F_PRO_RMSNORM | MPKB_F_PRO_SILU_MUL)) && (xd == MPKB_F32 || xd == MPKB_BF16) &&
+           K % TC_KS == 0;
+}
+
+/* Bytes of one stage: M x rows and the pass's `rest` weight rows that are
+ * not in the ring slot. */
+__host__ __device__ __forceinline__ uint32_t tc_stage(uint32_t M, uint32_t rest, bool x16)
+{
+    return (M + 15) / 16 * 16 * (x16 ? TC_XR16 : TC_XR32) + rest * TC_WR; /* x rows to whole tiles of 16 */
+}
+
 __host__ __device__ inline uint32_t smem_matvec(const mpkb_tensor *T, const mpkb_task *t, char *why, size_t n)
 {
     (void)why, (void)n;
@@ -194,6 +222,8 @@ __host__ __device__ inline uint32_t smem_matvec(const mpkb_tensor *T, const mpkb
     if (X->dims[0] > 1 && T[t->matvec.w].dtype == MPKB_BF16 && X->dims[1] % 8 == 0) {
         uint32_t r = mv_rows_bytes((uint32_t)(t->matvec.hi - t->matvec.lo), X->dims[0], X->dims[1],
                                    X->dtype != MPKB_F32);
+        if (tc_ok(t->flags, X->dtype, X->dims[1]))
+            r = MV_HEAD + MV_SLAB; /* mv_tc fills the slab with stages */
         s = r > s ? r : s;
     }
     return s;
@@ -380,6 +410,7 @@ typedef struct {
     float eps;
     uint32_t rows, xrows, passes, nr; /* the task's R and M; its passes, nr along R */
     uint32_t r0, R, m0, M, stats;     /* the pass: weight rows r0.. of the task, x rows m0.. */
+    uint32_t tc;                      /* the pass runs on tensor cores (mv_tc) */
     mv_plan pl;
 } mv_desc;
 static_assert(sizeof(mv_desc) + 4 * MV_MB <= MV_HEAD, "the head holds the task and the rmsnorm factors");
@@ -645,6 +676,166 @@ __device__ __noinline__ void mv_pass(void)
     }
 }
 
+/* ---- M > 1 on tensor cores: mv_tc (the header comment) ------------------ */
+
+/* Two floats as bf16x2, e0 in the low half (the lower k). */
+__device__ __forceinline__ uint32_t tc_pack(float e0, float e1)
+{
+    uint32_t d;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(e1), "f"(e0));
+    return d;
+}
+
+/* hi = bf16x2 of (e0, e1), lo = bf16x2 of what hi leaves: hi + lo holds
+ * 16 of an f32's 24 mantissa bits, so w . hi + w . lo (exact products,
+ * fp32 sums) is the fp32 product to about 2^-17 of x. */
+__device__ __forceinline__ void tc_split(float e0, float e1, uint32_t &hi, uint32_t &lo)
+{
+    hi = tc_pack(e0, e1);
+    lo = tc_pack(e0 - bf16lo(hi), e1 - bf16hi(hi));
+}
+
+__device__ __forceinline__ void tc_mma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                       uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void tc_wait(uint32_t pending)
+{
+    if (pending == 0)
+        asm volatile("cp.async.wait_group 0;" ::: "memory");
+    else if (pending == 1)
+        asm volatile("cp.async.wait_group 1;" ::: "memory");
+    else
+        asm volatile("cp.async.wait_group 2;" ::: "memory");
+}
+
+/* Slab s of the pass (K elements 32 s ..): its x rows and the weight rows
+ * not in the ring into stage buffer b, 16 bytes a cp.async. */
+__device__ __forceinline__ void tc_issue(const mv_desc &d, uint8_t *buf, uint32_t s, uint32_t first, uint32_t rest,
+                                         bool x16)
+{
+    uint32_t xr = x16 ? TC_XR16 : TC_XR32, xp = x16 ? 4 : 8, k0 = s * TC_KS, es = x16 ? 2 : 4;
+    for (uint32_t i = threadIdx.x; i < d.M * xp; i += NT) {
+        uint32_t r = i / xp, q = i % xp;
+        cp_async16(buf + r * xr + 16 * q, d.x + ((uint64_t)(d.m0 + r) * d.K + k0) * es + 16 * q);
+    }
+    uint8_t *wb = buf + (d.M + 15) / 16 * 16 * xr;
+    for (uint32_t i = threadIdx.x; i < rest * 4; i += NT) {
+        uint32_t r = i / 4, q = i % 4;
+        cp_async16(wb + r * TC_WR + 16 * q, d.w + ((uint64_t)(first + r) * d.K + k0) * 2 + 16 * q);
+    }
+    asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+/* The pass that the mv_desc at sm[0] describes, on tensor cores
+ * (mma.sync m16n8k16, bf16 in, fp32 sums): x rows are the MMA's rows, the
+ * weight rows its columns. A warp owns up to two 16 x 8 output tiles and
+ * goes through all of K; K runs in slabs of 32 that cp.async brings into a
+ * ring of stages (x, and the weight rows that are not in the ring slot;
+ * those that are are read there). Within a slab of 32, lane (g, t) of a
+ * tile reads elements 8 t .. 8 t + 7 of its rows, 16 or 32 bytes at once,
+ * and the two MMAs take them as their k = 2 t, 2 t + 1, 2 t + 8, 2 t + 9:
+ * a permutation of the slab's k, the same for x and w, so the sum is the
+ * slab's. f32 x goes in as hi + lo (tc_split), two MMAs. */
+__device__ __noinline__ void mv_tc(void)
+{
+    float *sm = (float *)mv_smem;
+    const mv_desc &d = *(const mv_desc *)sm;
+    uint8_t *stage0 = (uint8_t *)(sm + MV_HEAD / 4);
+    uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    bool x16 = d.xd == MPKB_BF16;
+    uint32_t first = d.r0 > d.nst ? d.r0 : d.nst; /* the pass's first row not in the ring slot */
+    uint32_t rest = d.r0 + d.R > first ? d.r0 + d.R - first : 0;
+    uint32_t sb = tc_stage(d.M, rest, x16), ns = mv_min(TC_STAGES, MV_SLAB / sb), nslab = d.K / TC_KS;
+    uint32_t xr = x16 ? TC_XR16 : TC_XR32, MT = (d.M + 15) / 16, NTL = (d.R + 7) / 8;
+
+    /* this warp's tiles: u = warp, warp + NW (MT x NTL <= 32) */
+    float acc[2][4];
+    const uint8_t *wrow[2];  /* a tile's weight row for this lane, in the ring slot, or NULL */
+    uint32_t wslab[2], mi[2], ni[2];
+    bool has[2];
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        uint32_t u = warp + NW * j;
+        has[j] = u < MT * NTL;
+        mi[j] = has[j] ? u / NTL : 0, ni[j] = has[j] ? u % NTL : 0;
+        uint32_t r = mv_min(ni[j] * 8 + g, d.R - 1) + d.r0; /* rows past R: another row, not stored */
+        wrow[j] = r < d.nst ? d.ring + (uint64_t)r * d.K * 2 + 16 * t : NULL;
+        wslab[j] = r < d.nst ? 0 : MT * 16 * xr + (r - first) * TC_WR + 16 * t;
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            acc[j][e] = 0;
+    }
+
+    for (uint32_t s = 0; s + 1 < ns; s++)
+        if (s < nslab)
+            tc_issue(d, stage0 + s * sb, s, first, rest, x16);
+        else
+            asm volatile("cp.async.commit_group;" ::: "memory");
+    for (uint32_t s = 0; s < nslab; s++) {
+        tc_wait(ns - 2); /* slab s is in, this thread's part */
+        __syncthreads(); /* and everyone's; the stage of slab s - 1 is free */
+        if (s + ns - 1 < nslab)
+            tc_issue(d, stage0 + ((s + ns - 1) % ns) * sb, s + ns - 1, first, rest, x16);
+        else
+            asm volatile("cp.async.commit_group;" ::: "memory");
+        const uint8_t *buf = stage0 + (s % ns) * sb;
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            if (!has[j])
+                continue;
+            uint4 w = wrow[j] ? *(const uint4 *)(wrow[j] + s * TC_KS * 2) : *(const uint4 *)(buf + wslab[j]);
+            uint32_t m = mi[j] * 16 + g;
+            uint32_t ah[8], al[8]; /* rows m, m + 8: elements (0,1) (2,3) (4,5) (6,7) of 8 t.. */
+            if (x16) {
+                uint4 p = *(const uint4 *)(buf + m * xr + 16 * t), q = *(const uint4 *)(buf + (m + 8) * xr + 16 * t);
+                ah[0] = p.x, ah[1] = q.x, ah[2] = p.y, ah[3] = q.y, ah[4] = p.z, ah[5] = q.z, ah[6] = p.w, ah[7] = q.w;
+                tc_mma(acc[j], ah[0], ah[1], ah[2], ah[3], w.x, w.y);
+                tc_mma(acc[j], ah[4], ah[5], ah[6], ah[7], w.z, w.w);
+            } else {
+                const float4 *p = (const float4 *)(buf + m * xr + 32 * t), *q = (const float4 *)(buf + (m + 8) * xr + 32 * t);
+                float4 p0 = p[0], p1 = p[1], q0 = q[0], q1 = q[1];
+                tc_split(p0.x, p0.y, ah[0], al[0]);
+                tc_split(q0.x, q0.y, ah[1], al[1]);
+                tc_split(p0.z, p0.w, ah[2], al[2]);
+                tc_split(q0.z, q0.w, ah[3], al[3]);
+                tc_split(p1.x, p1.y, ah[4], al[4]);
+                tc_split(q1.x, q1.y, ah[5], al[5]);
+                tc_split(p1.z, p1.w, ah[6], al[6]);
+                tc_split(q1.z, q1.w, ah[7], al[7]);
+                tc_mma(acc[j], ah[0], ah[1], ah[2], ah[3], w.x, w.y);
+                tc_mma(acc[j], ah[4], ah[5], ah[6], ah[7], w.z, w.w);
+                tc_mma(acc[j], al[0], al[1], al[2], al[3], w.x, w.y);
+                tc_mma(acc[j], al[4], al[5], al[6], al[7], w.z, w.w);
+            }
+        }
+    }
+    tc_wait(0); /* the empty groups at the end */
+
+    /* c0, c1: x row g, weight rows 2 t, 2 t + 1 of the tile; c2, c3: row g + 8 */
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        if (!has[j])
+            continue;
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            uint32_t m = mi[j] * 16 + g + (e >= 2 ? 8 : 0), n = ni[j] * 8 + 2 * t + (e & 1);
+            if (m < d.M && n < d.R) {
+                uint64_t o = (uint64_t)(d.m0 + m) * d.N + d.col + d.r0 + n;
+                float v = acc[j][e];
+                if (d.res)
+                    v += ldx(d.rd, d.res, o);
+                stx(d.od, d.out, o, v);
+            }
+        }
+    }
+}
+
 /* M > 1 with bf16 rows (mv_fast) and x and the prologue's tensor in a
  * float dtype, 16-byte aligned (b of x's size); else false, and nothing
  * was done. */
@@ -697,11 +888,16 @@ __device__ bool matvec_rows(const kparams &P, const mpkb_task *t, float *sm)
             d.r0 = mv_cut(d.rows, d.nr, b), d.R = mv_cut(d.rows, d.nr, b + 1) - d.r0;
             d.stats = (d.flags & MPKB_F_PRO_RMSNORM) && b == 0;
             d.pl = mv_plan_of(d.R, d.M, d.K, dsize(d.xd) == 2);
+            d.tc = MPK_TC && tc_ok(d.flags, d.xd, d.K) &&
+                   tc_stage(d.M, d.R, d.xd == MPKB_BF16) * 2 <= MV_SLAB; /* two stages at least */
         }
         __syncthreads();
         if (i >= d.passes)
             return true;
-        mv_pass();
+        if (d.tc)
+            mv_tc();
+        else
+            mv_pass();
     }
 }
 
