@@ -641,13 +641,25 @@ __device__ bool op_attention(const kparams &P, const mpkb_task *t, uint32_t step
     uint32_t per = H / G, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     uint32_t PB = (uint32_t)(((uint64_t)S + (uint64_t)B * nch - 1) / ((uint64_t)B * nch)); /* blocks per chunk */
     const int32_t *posv = (const int32_t *)P.tp[t->attention.pos];
-    for (uint32_t r = 0; r < R; r++) {
+    /* every row's position in the cache: one row (a decode step) read by
+     * every thread; several rows a thread per row, not one after another
+     * (64 rows' loads in a row took ~24 us), and the first bad one found
+     * again for the message */
+    bool bad = false;
+    for (uint32_t r = R == 1 ? 0 : threadIdx.x; r < R; r += R == 1 ? 1 : NT) {
         int32_t pos = __ldcg(posv + r);
-        if (pos < 0 || (uint32_t)pos >= S) {
-            if (threadIdx.x == 0)
-                raise_error(P, ERR_POS, (int32_t)step, (int32_t)task, -1, pos, S, 0, 0);
-            return false;
-        }
+        bad |= pos < 0 || (uint32_t)pos >= S;
+    }
+    if (R == 1 ? bad : __syncthreads_or(bad)) {
+        if (threadIdx.x == 0)
+            for (uint32_t r = 0; r < R; r++) {
+                int32_t pos = __ldcg(posv + r);
+                if (pos < 0 || (uint32_t)pos >= S) {
+                    raise_error(P, ERR_POS, (int32_t)step, (int32_t)task, -1, pos, S, 0, 0);
+                    break;
+                }
+            }
+        return false;
     }
     uint8_t *cp = P.tp[t->attention.cache];
     uint32_t cd = CA->dtype;

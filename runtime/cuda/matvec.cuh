@@ -12,9 +12,16 @@
  *
  * That is the decode case, M = 1. A chunk step has M = C rows of x, and a
  * task of R = hi - lo weight rows is then a small GEMM, R x M outputs over
- * K. With bf16 weights (mv_fast) it goes to matvec_rows, which reads each
- * weight element once per pass (not once per row of x) and keeps the FMA
- * pipes fed from shared memory:
+ * K. With bf16 weights (mv_fast) it goes to matvec_rows, in passes of at
+ * most MV_RB weight rows x MV_MB x rows. A pass without a prologue, x in
+ * f32 or bf16 and K a multiple of 32 (every pass of a chunk graph, whose
+ * rmsnorm and silu * mul are tasks of their own) runs on tensor cores,
+ * mv_tc: mma.sync m16n8k16 with bf16 operands and fp32 sums, f32 x split
+ * into bf16 hi + lo (two MMAs, the products good to about 2^-17 of x), x
+ * streamed in slabs of 32 through a cp.async ring of stages, the weight
+ * rows read in the ring slot they were copied to. Other passes take
+ * mv_pass, which reads each weight element once per pass (not once per
+ * row of x) and keeps the FMA pipes fed from shared memory:
  *
  *   passes   blocks of at most MV_RB weight rows x MV_MB x rows (the
  *            chunk shapes, R <= 64 and M = 64, are one pass); each walks
@@ -56,8 +63,8 @@
  * that a chunk graph does not shrink the weight ring of the decode steps.
  *
  * Numerics are the spec's and the M = 1 path's: the same prologue
- * formulas in fp32, fp32 products and sums (in another order), residual
- * after the sum, rounding at the store. EPI_ARGMAX has M = 1 (the reader
+ * formulas in fp32, fp32 products (mv_tc: of x's hi + lo) and fp32 sums
+ * (in another order), residual after the sum, rounding at the store. EPI_ARGMAX has M = 1 (the reader
  * refuses it otherwise), so matvec_rows has no argmax. Other dtypes, odd
  * K or unaligned tensors take the M = 1 loop once per row of x.
  */
