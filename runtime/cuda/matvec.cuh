@@ -64,8 +64,9 @@
  *
  * Numerics are the spec's and the M = 1 path's: the same prologue
  * formulas in fp32, fp32 products (mv_tc: of x's hi + lo) and fp32 sums
- * (in another order), residual after the sum, rounding at the store. EPI_ARGMAX has M = 1 (the reader
- * refuses it otherwise), so matvec_rows has no argmax. Other dtypes, odd
+ * (in another order), residual after the sum, rounding at the store.
+ * EPI_ARGMAX has M = 1 (the reader refuses it otherwise), so matvec_rows
+ * has no argmax. Other dtypes, odd
  * K or unaligned tensors take the M = 1 loop once per row of x.
  */
 #ifndef MPK_CUDA_MATVEC_CUH
@@ -800,12 +801,14 @@ __device__ __noinline__ void mv_tc(void)
             uint32_t m = mi[j] * 16 + g;
             uint32_t ah[8], al[8]; /* rows m, m + 8: elements (0,1) (2,3) (4,5) (6,7) of 8 t.. */
             if (x16) {
-                uint4 p = *(const uint4 *)(buf + m * xr + 16 * t), q = *(const uint4 *)(buf + (m + 8) * xr + 16 * t);
+                uint4 p = *(const uint4 *)(buf + m * xr + 16 * t);
+                uint4 q = *(const uint4 *)(buf + (m + 8) * xr + 16 * t);
                 ah[0] = p.x, ah[1] = q.x, ah[2] = p.y, ah[3] = q.y, ah[4] = p.z, ah[5] = q.z, ah[6] = p.w, ah[7] = q.w;
                 tc_mma(acc[j], ah[0], ah[1], ah[2], ah[3], w.x, w.y);
                 tc_mma(acc[j], ah[4], ah[5], ah[6], ah[7], w.z, w.w);
             } else {
-                const float4 *p = (const float4 *)(buf + m * xr + 32 * t), *q = (const float4 *)(buf + (m + 8) * xr + 32 * t);
+                const float4 *p = (const float4 *)(buf + m * xr + 32 * t);
+                const float4 *q = (const float4 *)(buf + (m + 8) * xr + 32 * t);
                 float4 p0 = p[0], p1 = p[1], q0 = q[0], q1 = q[1];
                 tc_split(p0.x, p0.y, ah[0], al[0]);
                 tc_split(q0.x, q0.y, ah[1], al[1]);
