@@ -301,28 +301,6 @@ __device__ __forceinline__ void lane_norm_rope(const katt &K, float (&v)[E], uin
     }
 }
 
-/* A lane's E bf16 elements of row `row` of a cache plane. */
-template <int E>
-__device__ __forceinline__ void lane_row(const uint8_t *cp, uint64_t base, uint64_t row, uint32_t D, float (&k)[E])
-{
-    const unsigned short *kr = (const unsigned short *)(cp + 2 * (base + row * D)) + (threadIdx.x & 31) * E;
-    uint32_t u[4] = {0, 0, 0, 0};
-    if (E == 2) {
-        u[0] = __ldcg((const unsigned *)kr);
-    } else if (E == 4) {
-        uint2 x = __ldcg((const uint2 *)kr);
-        u[0] = x.x, u[1] = x.y;
-    } else {
-        uint4 x = __ldcg((const uint4 *)kr);
-        u[0] = x.x, u[1] = x.y, u[2] = x.z, u[3] = x.w;
-    }
-#pragma unroll
-    for (int e = 0; e < E; e += 2) {
-        k[e] = bf16lo(u[e / 2]);
-        k[e + 1] = bf16hi(u[e / 2]);
-    }
-}
-
 /* A lane's E elements of row `row` of a staged block (kbuf or vbuf). */
 template <int E>
 __device__ __forceinline__ void lane_srow(const unsigned short *buf, uint32_t row, float (&k)[E])
