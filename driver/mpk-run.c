@@ -73,9 +73,11 @@ static const char usage_text[] =
     "                     max_new_tokens, cut to fit the KV cache, else 16;\n"
     "                     16 per turn with --chat)\n"
     "  --cpu              run on the CPU reference executor instead of the GPU\n"
-    "  --schedule KIND    GPU: dynamic (tasks handed out in order as workers\n"
-    "                     free up; the default) or static (each worker runs the\n"
-    "                     queue the compiler placed)\n"
+    "  --schedule KIND    GPU: static (each worker runs the queue the compiler\n"
+    "                     placed), dynamic (tasks handed out in order as workers\n"
+    "                     free up) or auto (the default: static when the blob was\n"
+    "                     placed for as many workers as the GPU has SMs, else\n"
+    "                     dynamic)\n"
     "  --watchdog MS      GPU: a wait longer than MS milliseconds is a stall:\n"
     "                     report it and stop (default 10000)\n"
     "  --trace FILE       GPU: write each task's start and end per SM as Chrome\n"
@@ -325,7 +327,7 @@ static int run_gpu(const options *o, const mpkb_blob *b, const void *const *tabl
             snprintf(chunks, sizeof chunks, " in %u chunk steps of %u", st.chunk_steps, b->meta->chunk);
         fprintf(stderr, "mpk-run: gpu: %u steps (%s schedule, %d workers), time to first token %.2f ms "
                         "(a %d-token prompt%s, %.0f tokens/s), ",
-                st.steps, o->schedule == MPK_SCHED_STATIC ? "static" : "dynamic", st.sms, st.ttft_ms, np, chunks,
+                st.steps, st.schedule == MPK_SCHED_STATIC ? "static" : "dynamic", st.sms, st.ttft_ms, np, chunks,
                 st.ttft_ms > 0 ? np * 1e3 / st.ttft_ms : 0.0);
         if (st.made > 1) {
             fprintf(stderr, "mean per token %.3f ms, median per token %.3f ms, p99 per token %.3f ms, "
@@ -834,7 +836,7 @@ int main(int argc, char **argv)
         {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
         {NULL, 0, NULL, 0},
     };
-    options o = {.n = 16, .order_seed = 1, .samp = {.top_p = 1}, .watchdog = 10000, .stall = -1, .schedule = MPK_SCHED_DYNAMIC};
+    options o = {.n = 16, .order_seed = 1, .samp = {.top_p = 1}, .watchdog = 10000, .stall = -1, .schedule = MPK_SCHED_AUTO};
     const char *gpu_only = NULL;
     uint64_t v;
     opterr = 0;
@@ -865,8 +867,10 @@ int main(int argc, char **argv)
                 o.schedule = MPK_SCHED_STATIC;
             else if (!strcmp(optarg, "dynamic"))
                 o.schedule = MPK_SCHED_DYNAMIC;
+            else if (!strcmp(optarg, "auto"))
+                o.schedule = MPK_SCHED_AUTO;
             else
-                return usage_error("--schedule is static or dynamic, not '%s'", optarg);
+                return usage_error("--schedule is static, dynamic or auto, not '%s'", optarg);
             gpu_only = "--schedule";
             break;
         case OPT_WATCHDOG:

@@ -104,10 +104,12 @@ const void **mpk_bind_weights(const mpkb_blob *b, const char *path, uint32_t ran
 
 /* ---- cuda/host.cu ------------------------------------------------------------- */
 
-typedef enum { MPK_SCHED_DYNAMIC = 0, MPK_SCHED_STATIC = 1 } mpk_schedule;
+/* AUTO: static when every graph was placed for as many workers as the GPU
+ * has SMs (the placement is then the GPU's), else dynamic. */
+typedef enum { MPK_SCHED_DYNAMIC = 0, MPK_SCHED_STATIC = 1, MPK_SCHED_AUTO = 2 } mpk_schedule;
 
 typedef struct {
-    int32_t schedule;       /* mpk_schedule */
+    int32_t schedule;       /* mpk_schedule; mpk_gpu_new resolves AUTO */
     uint32_t watchdog_ms;   /* a wait longer than this is a stall: report and stop */
     const char *trace;      /* write a Chrome trace JSON here, or NULL */
     int32_t test_stall;     /* test only: this task never signals (-1: none) */
@@ -125,6 +127,7 @@ typedef struct {
     uint32_t chunk_steps;   /* the prompt's chunk steps (0: a token a step) */
     uint32_t logit_rows;    /* rows written to mpk_gpu_generate's logits */
     int sms;                /* worker CTAs */
+    int32_t schedule;       /* the schedule that ran (AUTO resolved) */
     uint32_t trace_events;
 } mpk_gpu_stats;
 

@@ -65,7 +65,7 @@ if [ -x "$run" ]; then
     expect 2 '--weights PATH is required'  "$run" "$tmp/q.mpkb" --cpu --prompt-ids 1
     expect 2 'needs comma-separated'       "$run" "$tmp/q.mpkb" --cpu --weights x --prompt-ids 1,,2
     expect 2 'is for the GPU executor'     "$run" "$tmp/q.mpkb" --cpu --weights x --prompt-ids 1 --trace t.json
-    expect 2 'static or dynamic'           "$run" "$tmp/q.mpkb" --weights x --prompt-ids 1 --schedule fast
+    expect 2 'static, dynamic or auto'         "$run" "$tmp/q.mpkb" --weights x --prompt-ids 1 --schedule fast
     expect 2 'needs milliseconds'          "$run" "$tmp/q.mpkb" --weights x --prompt-ids 1 --watchdog 0
     # without a GPU (CI), the GPU executor (the default) says how to go on
     if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi >/dev/null 2>&1; then

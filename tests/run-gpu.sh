@@ -615,6 +615,27 @@ for sched in static dynamic; do
         fi
     done
 done
+# --schedule auto (the default): dynamic for a blob placed for 5 workers,
+# static for one placed for the GPU's SM count (the stats line says which)
+sdir=tests/data/$SMALL
+sprompt=$(tr -s ' \n' ',' <"$sdir/prompt.ids" | sed 's/^,//; s/,$//')
+if blob_for "$SMALL" 5; then
+    runc "auto-$SMALL-w5" 120 "$run" "$blob" --weights "$sdir" --prompt-ids "$sprompt" -n 4 --stats
+    sms=$(sed -n 's/^mpk-run: gpu: .*schedule, \([0-9][0-9]*\) workers).*/\1/p' "$err")
+    if [ "$rc" -eq 0 ] && grep -q '^mpk-run: gpu: .*(dynamic schedule, ' "$err"; then
+        good "schedule auto: workers=5 on $sms SMs ran the dynamic schedule"
+    else
+        badcmd "schedule auto: workers=5: exit $rc, no 'dynamic schedule' in the stats line"
+    fi
+    if [ -n "$sms" ] && blob_for "$SMALL" "$sms"; then
+        runc "auto-$SMALL-w$sms" 120 "$run" "$blob" --weights "$sdir" --prompt-ids "$sprompt" -n 4 --stats
+        if [ "$rc" -eq 0 ] && grep -q '^mpk-run: gpu: .*(static schedule, ' "$err"; then
+            good "schedule auto: workers=$sms (the SM count) ran the static schedule"
+        else
+            badcmd "schedule auto: workers=$sms: exit $rc, no 'static schedule' in the stats line"
+        fi
+    fi
+fi
 say "gpu-check: watchdog and trace done ($(elapsed) s so far)"
 
 # ---------------------------------------------------------------------------

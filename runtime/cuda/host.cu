@@ -242,6 +242,10 @@ extern "C" mpk_gpu *mpk_gpu_new(const mpkb_blob *b, const void *const *weights, 
     G->sms = p.multiProcessorCount;
     if (!check_limits(G, &p))
         goto fail;
+    if (G->o.schedule == MPK_SCHED_AUTO) /* the placement fits this GPU: static (bench/RESULTS.md) */
+        G->o.schedule = b->nqueues == (uint32_t)G->sms && (!b->chunk || b->chunk->nqueues == (uint32_t)G->sms)
+                            ? MPK_SCHED_STATIC
+                            : MPK_SCHED_DYNAMIC;
     /* weights: one buffer, each loaded tensor 256-byte aligned */
     for (uint32_t i = 0; i < b->ntensors; i++) {
         const mpkb_tensor *t = &b->tensors[i];
@@ -575,6 +579,7 @@ extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np,
         st->made = (uint32_t)made;
         st->steps = (uint32_t)hs->steps;
         st->sms = G->sms;
+        st->schedule = G->o.schedule;
         if (made > 1) {
             double *d = (double *)malloc(sizeof *d * (size_t)made);
             if (d) {
