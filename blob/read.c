@@ -362,6 +362,35 @@ static void check_matvec(tcheck *T, const mpkb_task *t)
              "argmax partials must have room for this tile, and M must be 1");
 }
 
+/* x [M, K], w [N, K], partials f32 [parts, M, N]; rows lo..hi of w; part
+ * `part` of K, in whole slabs of 32 (mpkb_kcut). */
+static void check_matvec_part(tcheck *T, const mpkb_task *t)
+{
+    const mpkb_tensor *x = opnd(T, t, MPKB_SLOT(matvec_part, x)), *w = opnd(T, t, MPKB_SLOT(matvec_part, w));
+    const mpkb_tensor *p = opnd(T, t, MPKB_SLOT(matvec_part, partials));
+    if (!want(T, x->ndim == 2 && w->ndim == 2 && p->ndim == 3, "x and w must be matrices, partials of rank 3") ||
+        !want(T, x->dims[1] == w->dims[1] && p->dims[1] == x->dims[0] && p->dims[2] == w->dims[0],
+              "shapes x [M, K], w [N, K], partials [parts, M, N] do not agree") ||
+        !want(T, range_ok(t->matvec_part.lo, t->matvec_part.hi, w->dims[0]), "row range outside w"))
+        return;
+    want(T, x->dims[1] % 32 == 0 && t->matvec_part.parts >= 2 && (uint64_t)t->matvec_part.parts == p->dims[0] &&
+                (uint64_t)t->matvec_part.parts <= x->dims[1] / 32 && t->matvec_part.part >= 0 &&
+                t->matvec_part.part < t->matvec_part.parts,
+         "parts must be partials' first dim, from 2 to K / 32 (K a multiple of 32), and part one of them");
+}
+
+/* partials f32 [P, ...] of P x out's elements; a range of out */
+static void check_part_sum(tcheck *T, const mpkb_task *t)
+{
+    const mpkb_tensor *p = opnd(T, t, MPKB_SLOT(part_sum, partials)), *o = opnd(T, t, MPKB_SLOT(part_sum, out));
+    const mpkb_tensor *r = opnd(T, t, MPKB_SLOT(part_sum, residual));
+    want(T, !r == !(t->flags & MPKB_F_EPI_RESIDUAL) && (!r || mpkb_numel(r) == mpkb_numel(o)) && p->ndim >= 2 &&
+                p->dims[0] >= 1 && mpkb_numel(p) == (uint64_t)p->dims[0] * mpkb_numel(o) &&
+                range_ok(t->part_sum.lo, t->part_sum.hi, mpkb_numel(o)),
+         "partials [P, ...] must hold P x out's elements, a residual (with its flag) match out, and the range lie "
+         "inside out");
+}
+
 static void check_attention(tcheck *T, const mpkb_task *t)
 {
     const mpkb_tensor *q = opnd(T, t, MPKB_SLOT(attention, q)), *k = opnd(T, t, MPKB_SLOT(attention, k));

@@ -78,6 +78,11 @@ static const char usage_text[] =
     "  --chunk=C        (build) also compile the model at n = C, a chunk graph\n"
     "                   that feeds prompts C tokens a step (2 to 1024; mpk run:\n"
     "                   default 64, 0 for none)\n"
+    "  --split-k=P      (build) split the contraction of a matvec of several rows\n"
+    "                   (a chunk graph's) into P parts (1 to 64, fewer where K\n"
+    "                   has fewer slabs of 32) whose sums part_sum tasks add;\n"
+    "                   'auto': as many as the tile cost model picks (default 1:\n"
+    "                   no split)\n"
     "  --stats          (build) print tasks, events, bytes and bytes per token\n"
     "  --dump=PASS      (build) print the graph after PASS (see below)\n"
     "  --emit=graph     (build) print the expanded, typed op graph instead\n"
@@ -136,6 +141,7 @@ typedef struct {
     const char *out_path, *emit, *dump;
     int64_t workers, tp;
     int64_t chunk;          /* build: also the chunk graph, n = chunk (0: none) */
+    int64_t split_k;        /* build: mpk_lower_opts.split_k (0: the default, none) */
 } job;
 
 /* "dir/qwen3-8b.mpk" -> "qwen3-8b.mpkb" (in the current directory). */
@@ -209,7 +215,8 @@ static int compile(const char *path, const mpk_options *opt, const job *j)
     } else if (status == 0 && j->build && j->emit) {
         status = write_graph(g, j->out_path);
     } else if (status == 0 && j->build) {
-        mpk_lower_opts lo = {.workers = j->workers, .tp = j->tp, .dump = j->dump, .dump_out = stdout, .rows = 1};
+        mpk_lower_opts lo = {.workers = j->workers, .tp = j->tp, .dump = j->dump, .dump_out = stdout, .rows = 1,
+                             .split_k = j->split_k};
         mpk_low *L = mpk_lower(g, &lo, &c->diag), *Lc = NULL;
         mpk_ctx *cc = NULL;
         if (L && !mpk_diag_failed(&c->diag) && j->chunk) {
@@ -306,7 +313,7 @@ static int dump_blob(const char *path, const char *out_path, bool dot)
 int main(int argc, char **argv)
 {
     enum { OPT_EMIT = 256, OPT_MAX_ERRORS, OPT_TIME, OPT_VERSION, OPT_WERROR, OPT_WORKERS, OPT_STATS,
-           OPT_DUMP, OPT_DOT, OPT_TP, OPT_CHUNK };
+           OPT_DUMP, OPT_DOT, OPT_TP, OPT_CHUNK, OPT_SPLIT_K };
     static const struct option longopts[] = {
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
@@ -320,6 +327,7 @@ int main(int argc, char **argv)
         {"dot", no_argument, NULL, OPT_DOT},
         {"tp", required_argument, NULL, OPT_TP},
         {"chunk", required_argument, NULL, OPT_CHUNK},
+        {"split-k", required_argument, NULL, OPT_SPLIT_K},
         {NULL, 0, NULL, 0},
     };
     if (argc < 2) {
@@ -407,6 +415,17 @@ int main(int argc, char **argv)
             j.chunk = v;
             break;
         }
+        case OPT_SPLIT_K: {
+            char *end = NULL;
+            errno = 0;
+            bool is_auto = strcmp(optarg, "auto") == 0;
+            long v = is_auto ? MPK_SPLIT_AUTO : strtol(optarg, &end, 10);
+            if (!is_auto && (!*optarg || *end || errno || v < 1 || v > MPK_SPLIT_MAX))
+                return usage_error("--split-k needs 'auto' or a number of parts from 1 to %d, not '%s'", MPK_SPLIT_MAX,
+                                   optarg);
+            j.split_k = v;
+            break;
+        }
         case OPT_MAX_ERRORS: {
             char *end;
             errno = 0;
@@ -432,8 +451,9 @@ int main(int argc, char **argv)
     if (j.emit && strcmp(j.emit, "graph") != 0)
         return usage_error("unknown --emit kind '%s' (the kind is graph; without --emit, build writes "
                            "a blob)", j.emit);
-    if ((j.stats || j.dump || j.workers || j.tp || j.chunk) && (!build || j.emit))
-        return usage_error("%s", "--stats, --dump, --workers, --tp and --chunk go with 'mpk build' of a blob");
+    if ((j.stats || j.dump || j.workers || j.tp || j.chunk || j.split_k) && (!build || j.emit))
+        return usage_error("%s", "--stats, --dump, --workers, --tp, --chunk and --split-k go with 'mpk build' of a "
+                                 "blob");
     for (int i = 0; j.chunk && i < opt.ndefines; i++)
         if (strncmp(defs[i], "n=", 2) == 0)
             return usage_error("-D %s and --chunk %lld both set n: --chunk compiles the model at n = 1 and "

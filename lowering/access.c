@@ -107,6 +107,29 @@ static void access_matvec(acc *A, const mpkb_task *t)
         add(A, t->matvec.partials, true, lo_of(t->matvec.tile) * 2, lo_of(t->matvec.tile) * 2 + 2);
 }
 
+/* Its part of K of every row of x; its rows of its part's partials. */
+static void access_matvec_part(acc *A, const mpkb_task *t)
+{
+    uint64_t m = dim(A->tg, t->matvec_part.x, 0), k = dim(A->tg, t->matvec_part.x, 1);
+    uint64_t n = dim(A->tg, t->matvec_part.w, 0), parts = lo_of(t->matvec_part.parts), p = lo_of(t->matvec_part.part);
+    cols(A, t->matvec_part.x, false, m, k, mpkb_kcut(k, parts, p), mpkb_kcut(k, parts, p + 1));
+    for (uint64_t r = 0; r < m; r++)
+        add(A, t->matvec_part.partials, true, (p * m + r) * n + lo_of(t->matvec_part.lo),
+            (p * m + r) * n + lo_of(t->matvec_part.hi));
+}
+
+/* Its range of out, of the residual and of every part's partials. */
+static void access_part_sum(acc *A, const mpkb_task *t)
+{
+    uint64_t lo = lo_of(t->part_sum.lo), hi = lo_of(t->part_sum.hi), n = numel(A->tg, t->part_sum.out);
+    uint64_t parts = dim(A->tg, t->part_sum.partials, 0);
+    for (uint64_t p = 0; p < parts; p++)
+        add(A, t->part_sum.partials, false, p * n + lo, p * n + hi);
+    if (t->flags & MPKB_F_EPI_RESIDUAL)
+        add(A, t->part_sum.residual, false, lo, hi);
+    add(A, t->part_sum.out, true, lo, hi);
+}
+
 /* For each of the step's n rows: its group's heads of q, k and v of its kv
  * head; its chunk's rows of the cache (contiguous: mpk-blob(5)), read and
  * written; its output (or its chunk's partials) of each row. */

@@ -38,7 +38,13 @@ typedef struct {
     const char *dump;     /* pass after which to print the graph, or NULL */
     FILE *dump_out;
     int64_t rows;         /* tokens per step: 1 (decode; 0 reads as 1), or the chunk */
+    int64_t split_k;      /* parts of K a matvec of M > 1 rows may take (mpk build
+                           * --split-k): 0 or 1 none, N at most N, MPK_SPLIT_AUTO */
 } mpk_lower_opts;
+
+/* --split-k auto: up to this many parts, as the cost model (tile.c) picks. */
+#define MPK_SPLIT_AUTO (-1)
+#define MPK_SPLIT_MAX 64
 
 /* The largest chunk (mpk build --chunk): tokens of one prompt step. */
 #define MPK_MAX_CHUNK 1024

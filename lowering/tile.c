@@ -123,11 +123,99 @@ static int64_t sibling_rows(const mpk_low *L, const mpk_kop *k, const int *head,
     return pool;
 }
 
+/* A matvec of M > 1 rows of x (a chunk graph's) with --split-k: R weight
+ * rows x part of K a task, into f32 partials [parts, M, N] that part_sum
+ * tasks add (with the residual) into out. Each task reads its part of all
+ * M rows of x, which at M = 64 outweighs its weight rows, so the cost of
+ * a task counts x (once per pass of MV_RB = 64 weight rows on the GPU,
+ * matvec.cuh) as well as w; splitting K cuts both, at the price of the
+ * sums, a stage more: their bytes over the workers and two task costs.
+ * --split-k N takes N parts (fewer where K has fewer slabs of 32), auto
+ * the cheapest count. Returns the parts (1: no split) and sets *rows;
+ * pool: the rows of the matvec and its siblings, which share the tiling. */
+static int64_t split_parts(mpk_low *L, const mpk_kop *k, int64_t pool, int64_t *rows)
+{
+    const mpk_ltensor *x = &L->lt[k->t[MPKB_SLOT(matvec, x)]], *w = &L->lt[k->t[MPKB_SLOT(matvec, w)]];
+    const mpk_ltensor *o = &L->lt[k->t[MPKB_SLOT(matvec, out)]];
+    int64_t want = L->opt.split_k, m = x->dims[0], kk = w->dims[1], n = w->dims[0];
+    if ((want >= 0 && want <= 1) || m <= 1 || kk % 32 || k->hint_tile > 0 || L->tp > 1 ||
+        (k->flags & (MPKB_F_PRO_RMSNORM | MPKB_F_PRO_SILU_MUL | MPKB_F_EPI_ARGMAX)))
+        return 1;
+    int64_t most = want < 0 ? MPK_SPLIT_MAX : want; /* auto: the best of 1 to MPK_SPLIT_MAX; N: N */
+    if (most > kk / 32)
+        most = kk / 32;
+    int64_t least = want < 0 ? 1 : most;
+    int64_t xe = mpk_dtype_size(x->dtype), we = mpk_dtype_size(w->dtype), oe = mpk_dtype_size(o->dtype);
+    int64_t res = (k->flags & MPKB_F_EPI_RESIDUAL) ? oe : 0, all = pool > n ? pool : n;
+    int64_t best_p = 1, best_r = 8, best_cost = -1;
+    for (int64_t p = least; p <= most; p++) {
+        int64_t ks = kk / p;
+        int64_t sums = p > 1 ? cdiv(m * all * (4 * p + res + oe), L->workers) + 2 * TASK_COST_BYTES : 0;
+        for (int64_t r = 8; r < all + 8; r += 8) {
+            int64_t rr = r < all ? r : all;
+            int64_t waves = cdiv(cdiv(all, rr) * p, L->workers);
+            int64_t task = cdiv(m, 64) * rr * ks * we + cdiv(rr, 64) * m * ks * xe + TASK_COST_BYTES;
+            int64_t cost = waves * task + sums;
+            if (best_cost < 0 || cost < best_cost)
+                best_p = p, best_r = rr, best_cost = cost;
+            if (rr == all)
+                break;
+        }
+    }
+    *rows = best_r < n ? best_r : n;
+    return best_p;
+}
+
+/* The parts of a split matvec (split_parts), then its sums: pieces of out
+ * sized so that the sums of it and its siblings fill about one wave. */
+static void tile_split(mpk_low *L, mpk_kop *k, int64_t pool, int64_t rows, int64_t parts)
+{
+    const mpk_ltensor *x = &L->lt[k->t[MPKB_SLOT(matvec, x)]], *w = &L->lt[k->t[MPKB_SLOT(matvec, w)]];
+    int64_t m = x->dims[0], n = w->dims[0], tiles = cdiv(n, rows), all = pool > n ? pool : n;
+    int64_t piece = cdiv(m * all, L->workers), out_n = m * n;
+    if (piece < 256)
+        piece = 256;
+    if (piece > out_n)
+        piece = out_n;
+    if (!range_fits(L, k, out_n) || !room(L, k, tiles * parts + cdiv(out_n, piece)))
+        return;
+    L->lt[k->t[MPKB_SLOT(matvec, out)]].tile_rows = rows;
+    int64_t dims[3] = {parts, m, n};
+    int partials = mpk_lt_new(L, MPK_DT_F32, 3, dims, MPKB_SPACE_ARENA,
+                              mpk_arena_printf(L->arena, "k parts of %s", k->label));
+    for (int64_t p = 0; p < parts; p++)
+        for (int64_t i = 0; i < tiles; i++) {
+            mpkb_task *t = mpk_task_new(L, MPKB_OP_MATVEC_PART, k);
+            set_t(t, MPKB_SLOT(matvec_part, x), k->t[MPKB_SLOT(matvec, x)]);
+            set_t(t, MPKB_SLOT(matvec_part, w), k->t[MPKB_SLOT(matvec, w)]);
+            set_t(t, MPKB_SLOT(matvec_part, partials), partials);
+            t->matvec_part.lo = (int32_t)(i * rows);
+            t->matvec_part.hi = (int32_t)(i + 1 == tiles ? n : (i + 1) * rows);
+            t->matvec_part.part = (int32_t)p;
+            t->matvec_part.parts = (int32_t)parts;
+        }
+    for (int64_t b = 0; b < out_n; b += piece) {
+        mpkb_task *t = mpk_task_new(L, MPKB_OP_PART_SUM, k);
+        t->flags = k->flags & MPKB_F_EPI_RESIDUAL;
+        set_t(t, MPKB_SLOT(part_sum, partials), partials);
+        set_t(t, MPKB_SLOT(part_sum, residual), t->flags ? k->t[MPKB_SLOT(matvec, residual)] : -1);
+        set_t(t, MPKB_SLOT(part_sum, out), k->t[MPKB_SLOT(matvec, out)]);
+        t->part_sum.lo = (int32_t)b;
+        t->part_sum.hi = (int32_t)(b + piece < out_n ? b + piece : out_n);
+    }
+}
+
 static void tile_matvec(mpk_low *L, mpk_kop *k, int64_t pool)
 {
     const mpk_ltensor *w = &L->lt[k->t[MPKB_SLOT(matvec, w)]];
-    int64_t n = w->dims[0], kk = w->dims[1];
-    int64_t rows = pick_rows(pool > n ? pool : n, kk, L->workers, mpk_dtype_size(w->dtype), k->hint_tile);
+    int64_t n = w->dims[0], kk = w->dims[1], rows = 0;
+    int64_t parts = split_parts(L, k, pool, &rows);
+    if (parts > 1) {
+        tile_split(L, k, pool, rows, parts);
+        return;
+    }
+    if (rows <= 0)
+        rows = pick_rows(pool > n ? pool : n, kk, L->workers, mpk_dtype_size(w->dtype), k->hint_tile);
     if (rows > n)
         rows = n;
     int64_t tiles = cdiv(n, rows);

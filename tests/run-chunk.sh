@@ -12,6 +12,7 @@
 #   - the logits at the last prompt position (row 0 of a chunked
 #     --dump-logits) within relative L2 error 1e-2 of HF's and of the
 #     one-token path's.
+# Then split-K (--split-k) on llama-tp against HF and the unsplit blob.
 # Then the refusals: --chunk out of range, -D n with --chunk, a model
 # without param n, a decode graph with n > 1.
 # Run from the repository root: sh tests/run-chunk.sh BIN/mpk BIN/mpk-run CMP
@@ -72,6 +73,49 @@ for dir in tests/data/*/; do
                 done
             done
             echo "chunk: $name tp=$tp workers=$workers: chunks 2 3 4 16 give HF's tokens, last-prompt logits rel L2 $hf (HF), $self (one token a step)"
+        done
+    done
+done
+
+# split-K (mpk build --split-k P): llama-tp, whose K are whole slabs of 32,
+# its chunk graph's matvecs in P parts (matvec_part, part_sum; 64 clips to
+# K / 32): HF's tokens under three order seeds, and the last prompt
+# position's logits within TOL of HF's and of the unsplit chunk blob's
+dir=tests/data/llama-tp
+ref_info "$dir" "$tmp/llama-tp.mpk"
+for workers in 5 132; do
+    for c in 3 16; do
+        base="$tmp/ltp-c$c-w$workers.mpkb"
+        "$mpk" build --workers=$workers --chunk $c "$tmp/llama-tp.mpk" -o "$base" >"$tmp/log" 2>&1 &&
+            "$run" "$base" --weights "$dir" --cpu --prompt-ids "$prompt" -n "$n" --dump-logits "$tmp/base.f32" \
+                >/dev/null 2>"$tmp/log" ||
+            { fail=$((fail + 1)); echo "FAIL llama-tp chunk=$c workers=$workers: unsplit"; sed 's/^/    /' "$tmp/log"; continue; }
+        for k in 2 3 64; do
+            what="llama-tp workers=$workers chunk=$c --split-k=$k"
+            blob="$tmp/ltp-s.mpkb"
+            if ! "$mpk" build --workers=$workers --chunk $c --split-k=$k "$tmp/llama-tp.mpk" -o "$blob" >"$tmp/log" 2>&1; then
+                fail=$((fail + 1)); echo "FAIL $what: mpk build"; sed 's/^/    /' "$tmp/log"; continue
+            fi
+            parts=$("$mpk" dump "$blob" | grep -c ' matvec_part ')
+            sums=$("$mpk" dump "$blob" | grep -c ' part_sum ')
+            if [ "$parts" -eq 0 ] || [ "$sums" -eq 0 ]; then
+                fail=$((fail + 1)); echo "FAIL $what: $parts matvec_part and $sums part_sum tasks"; continue
+            fi
+            for seed in 0 1 2; do
+                got=$("$run" "$blob" --weights "$dir" --cpu --prompt-ids "$prompt" -n "$n" --order-seed $seed \
+                      --dump-logits "$tmp/split.f32" 2>"$tmp/log")
+                if [ $? -ne 0 ] || [ "$got" != "$expect" ]; then
+                    fail=$((fail + 1)); echo "FAIL $what seed=$seed: tokens"; echo "    got  $got"
+                    echo "    want $expect"; sed 's/^/    /' "$tmp/log"; continue
+                fi
+                if ! hf=$("$cmp" "$tmp/split.f32" 0 "$dir/last_logits.f32" 0 "$vocab" $TOL) ||
+                   ! self=$("$cmp" "$tmp/split.f32" 0 "$tmp/base.f32" 0 "$vocab" $TOL); then
+                    fail=$((fail + 1)); echo "FAIL $what seed=$seed: last-prompt logits rel L2 $hf (HF), $self (unsplit) > $TOL"
+                    continue
+                fi
+                pass=$((pass + 1))
+            done
+            echo "chunk: $what: $parts matvec_part, $sums part_sum tasks; HF's tokens, last-prompt logits rel L2 $hf (HF), $self (unsplit)"
         done
     done
 done

@@ -50,6 +50,19 @@ expect 0 'ranks  *4 (tensor parallel'   "$bin" build --stats --tp=4 examples/qwe
 expect 0 ' tp 4$'                       "$bin" dump "$tmp/q8tp4.mpkb"
 expect 1 'error: --tp 3: cannot shard'  "$bin" build --tp=3 examples/qwen3-0.6b.mpk -o "$tmp/x.mpkb"
 [ ! -e "$tmp/x.mpkb" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL a refused --tp build left a blob"; }
+# split-K: its values, where it goes, and that it splits a chunk graph's matvecs
+expect 2 '--split-k needs .auto. or a number of parts from 1 to 64' "$bin" build --split-k=0 examples/qwen3-0.6b.mpk
+expect 2 '--split-k needs .auto. or a number of parts from 1 to 64' "$bin" build --split-k=65 examples/qwen3-0.6b.mpk
+expect 2 '--split-k needs .auto. or a number of parts from 1 to 64' "$bin" build --split-k=-1 examples/qwen3-0.6b.mpk
+expect 2 "--split-k needs .auto. or a number of parts from 1 to 64, not 'Auto'" "$bin" build --split-k=Auto examples/qwen3-0.6b.mpk
+expect 2 '--split-k needs .auto. or a number of parts from 1 to 64' "$bin" build --split-k= examples/qwen3-0.6b.mpk
+expect 2 'go with .mpk build'           "$bin" check --split-k=2 examples/qwen3-0.6b.mpk
+expect 0 ''                             "$bin" build --chunk=16 --split-k=4 -D layers=2 examples/qwen3-0.6b.mpk -o "$tmp/qs4.mpkb"
+expect 0 'matvec_part.*parts=4'         "$bin" dump "$tmp/qs4.mpkb"
+expect 0 'part_sum'                     "$bin" dump "$tmp/qs4.mpkb"
+expect 0 ''                             "$bin" build --chunk=16 -D layers=2 examples/qwen3-0.6b.mpk -o "$tmp/qs1.mpkb"
+"$bin" dump "$tmp/qs1.mpkb" | grep -q 'matvec_part\|part_sum' &&
+    { fail=$((fail + 1)); echo "FAIL a build without --split-k has matvec_part or part_sum tasks"; } || pass=$((pass + 1))
 expect 2 '--dot goes with'             "$bin" build --dot examples/qwen3-0.6b.mpk
 expect 1 'not an mpk blob'             "$bin" dump examples/qwen3-0.6b.mpk
 expect 1 'cannot open'                 "$bin" dump "$tmp/nope.mpkb"

@@ -30,8 +30,9 @@
 #     same settings are shown next to them, for information (its logits
 #     differ by rounding, so a near-tie may go the other way).
 #  2c. Chunked prompts: for qwen3-tiny, llama-tiny, qwen3-tied and
-#     llama-untied, mpk build --chunk 3, 4 and 16 (workers 5 and 132), both
-#     schedules: the GPU's tokens equal the CPU executor's (chunked too) and
+#     llama-untied, mpk build --chunk 3, 4 and 16 (workers 5 and 132), and
+#     for llama-tp (whose K split) --chunk 16 and 5 with --split-k 2, 3
+#     and 4 (workers 5, 132, 7), both schedules: the GPU's tokens equal the CPU executor's (chunked too) and
 #     HF's, and every logits row (the prompt's last position on) is within
 #     relative L2 1e-2 of the CPU's; sampled tokens over a chunked prompt are
 #     the sampler's draws from the GPU's own logits.
@@ -58,10 +59,11 @@
 #     its token and mpk's is within 4x that row's RMS logit error (a
 #     near-tie at this precision), and every row 0..k is within relative L2
 #     max(1e-2, 1.25 x HF bf16's error at that row) of HF fp32.
-#     Each preset also with the prompt in chunk steps (--chunk 64), judged
-#     the same way from the prompt's last position on.
+#     Each preset also with the prompt in chunk steps (--chunk 64, and
+#     --chunk 64 --split-k auto), judged the same way from the prompt's last
+#     position on.
 #     For 0.6B and 1B, also the GPU against the CPU executor over the prompt
-#     and 2 tokens: identical ids, every row within relative L2 max(1e-2,
+#     and 2 tokens (and so both chunk blobs): identical ids, every row within relative L2 max(1e-2,
 #     HF bf16's error at the last prompt position): at 16-28 layers the two
 #     bf16 executors differ by about half their distance from fp32.
 #
@@ -453,17 +455,26 @@ say "gpu-check: sampling done ($(elapsed) s so far)"
 # ---------------------------------------------------------------------------
 # 2c. Prompts in chunk steps (mpk build --chunk): the GPU against the CPU
 # ---------------------------------------------------------------------------
-for name in qwen3-tiny llama-tiny qwen3-tied llama-untied; do
+for name in qwen3-tiny llama-tiny qwen3-tied llama-untied llama-tp; do
     dir=tests/data/$name
     blob_for "$name" 5 || continue
     ref_info "$dir" "$work/$name.mpk"
-    for cfg in "3 5" "4 132" "16 5"; do
+    cfgs="3:5 4:132 16:5"
+    # llama-tp's K are multiples of 32: its matvecs split (matvec_part, part_sum)
+    [ "$name" = llama-tp ] && cfgs="16:5:2 16:132:3 5:7:4"
+    for cfg in $cfgs; do
         # shellcheck disable=SC2086
-        set -- $cfg
-        cb=$work/$name-c$1-w$2.mpkb
-        runc "build-$name-c$1-w$2" 300 "$mpk" build --chunk "$1" --workers="$2" "$work/$name.mpk" -o "$cb"
+        set -- $(echo "$cfg" | tr : ' ')
+        cb=$work/$name-c$1-w$2.mpkb split=""
+        [ $# -ge 3 ] && cb=$work/$name-c$1-w$2-s$3.mpkb split="--split-k=$3"
+        # shellcheck disable=SC2086
+        runc "build-$name-c$1-w$2$split" 300 "$mpk" build --chunk "$1" --workers="$2" $split "$work/$name.mpk" -o "$cb"
         if [ "$rc" -ne 0 ]; then
-            badcmd "chunk: $name --chunk $1 --workers=$2: mpk build"
+            badcmd "chunk: $name --chunk $1 --workers=$2 $split: mpk build"
+            continue
+        fi
+        if [ -n "$split" ] && ! "$mpk" dump "$cb" 2>/dev/null | grep -q matvec_part; then
+            bad "chunk: $name --chunk $1 $split: no matvec_part task in the blob"
             continue
         fi
         runc "cpu-chunk-$name-c$1-w$2" 300 "$run" "$cb" --weights "$dir" --cpu --order-seed 0 \
@@ -474,7 +485,7 @@ for name in qwen3-tiny llama-tiny qwen3-tied llama-untied; do
         fi
         cpu_ids=$(cat "$out")
         for sched in static dynamic; do
-            what="chunk: $name --chunk $1 --workers=$2 schedule=$sched"
+            what="chunk: $name --chunk $1 --workers=$2${split:+ $split} schedule=$sched"
             runc "gpu-chunk-$name-c$1-w$2-$sched" 120 "$run" "$cb" --weights "$dir" --schedule "$sched" \
                 --prompt-ids "$prompt" -n "$n" --dump-logits "$work/gpu-chunk.f32"
             if [ "$rc" -ne 0 ]; then
@@ -728,16 +739,16 @@ real_run() {
 # before it (they compare as equal); every row from the prompt's last
 # position on is mpk's.
 real_chunk() {
-    p=$1 d=$REF_DIR/$1
-    what="real $p --chunk 64"
-    runc "build-$p-c64" 300 "$mpk" build --chunk 64 "$work/$p.mpk" -o "$work/$p-c64.mpkb"
+    p=$1 d=$REF_DIR/$1 s=${2:+-s$2}
+    what="real $p --chunk 64${2:+ --split-k=$2}"
+    runc "build-$p-c64$s" 300 "$mpk" build --chunk 64 ${2:+--split-k=$2} "$work/$p.mpk" -o "$work/$p-c64$s.mpkb"
     [ "$rc" -eq 0 ] || { badcmd "$what: mpk build"; return; }
-    runc "real-$p-c64" 300 "$run" "$work/$p-c64.mpkb" --weights "$d" --prompt-ids "$prompt" -n "$n" \
-        --dump-logits "$work/$p-c64.f32"
+    runc "real-$p-c64$s" 300 "$run" "$work/$p-c64$s.mpkb" --weights "$d" --prompt-ids "$prompt" -n "$n" \
+        --dump-logits "$work/$p-c64$s.f32"
     [ "$rc" -eq 0 ] || { badcmd "$what: mpk-run failed"; return; }
-    lf=$work/$p-c64-full.f32
+    lf=$work/$p-c64$s-full.f32
     head -c $(((np - 1) * vocab * 4)) "$d/all_logits.f32" >"$lf"
-    cat "$work/$p-c64.f32" >>"$lf"
+    cat "$work/$p-c64$s.f32" >>"$lf"
     real_verdict "$d" "$lf"
 }
 
@@ -828,6 +839,7 @@ else
         case $p in
         *8b*)
             real_chunk "$p"
+            real_chunk "$p" auto
             real_run "$p" dynamic
             if [ $(($(elapsed) + took)) -lt "$BUDGET" ]; then
                 real_run "$p" static
@@ -841,6 +853,8 @@ else
             real_chunk "$p"
             real_cpu "$p"
             real_cpu "$p" -c64
+            real_chunk "$p" auto
+            real_cpu "$p" -c64-sauto
             ;;
         esac
         say "gpu-check: real $p done ($(elapsed) s so far)"

@@ -200,7 +200,7 @@ typedef enum {
 enum {
     MPKB_F_PRO_RMSNORM = 1u << 0,  /* matvec: t4 gamma [K], f0 eps: normed input */
     MPKB_F_PRO_SILU_MUL = 1u << 1, /* matvec: t4 b [M, K]: input silu(x) * b */
-    MPKB_F_EPI_RESIDUAL = 1u << 2, /* matvec, allreduce: out = acc + residual */
+    MPKB_F_EPI_RESIDUAL = 1u << 2, /* matvec, allreduce, part_sum: out = acc + residual */
     MPKB_F_EPI_ARGMAX = 1u << 3,   /* matvec: argmax partials of its rows */
     MPKB_F_DIRECT = 1u << 4,       /* attention: one chunk, writes out itself */
     MPKB_F_ALL_RANKS = 1u << 5,    /* argmax_reduce: every rank's partials */
@@ -266,7 +266,10 @@ MPKB_STATIC_ASSERT(sizeof(mpkb_task) == 96, "mpkb_task is 96 bytes");
 MPKB_STATIC_ASSERT(sizeof(mpkb_event) == 16, "mpkb_event is 16 bytes");
 MPKB_STATIC_ASSERT(sizeof(mpkb_queue) == 8, "mpkb_queue is 8 bytes");
 
-MPKB_STATIC_ASSERT(MPKB_NOPS == 14, "taskops.def changed: update MPKB_NOPS here and the format's version");
+/* Kinds 14 and 15 (matvec_part, part_sum) came after version 3 without a
+ * new version: a reader that predates them refuses their tasks as unknown
+ * ops, and a blob without them is what it was. */
+MPKB_STATIC_ASSERT(MPKB_NOPS == 16, "taskops.def changed: update MPKB_NOPS here and the format's version");
 
 static inline MPKB_HD uint32_t mpkb_dtype_size(uint32_t dt)
 {
@@ -288,6 +291,14 @@ static inline MPKB_HD uint64_t mpkb_numel(const mpkb_tensor *t)
 static inline MPKB_HD uint64_t mpkb_kv_blocks(uint64_t S, uint64_t B, uint64_t n)
 {
     return (S + B * n - 1) / (B * n);
+}
+
+/* MATVEC_PART: where part p of `parts` of a contraction of K elements
+ * (K a multiple of 32) starts: whole slabs of 32, as even as they go;
+ * part p is [mpkb_kcut(K, parts, p), mpkb_kcut(K, parts, p + 1)). */
+static inline MPKB_HD uint64_t mpkb_kcut(uint64_t K, uint64_t parts, uint64_t p)
+{
+    return p >= parts ? K : K / 32 * p / parts * 32;
 }
 
 static inline MPKB_HD uint64_t mpkb_kv_row(uint64_t j, uint64_t B, uint64_t n, uint64_t P)

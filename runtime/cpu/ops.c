@@ -421,6 +421,52 @@ static bool op_allreduce(const cpu_ctx *c, const mpkb_task *t)
     return true;
 }
 
+/* partials[part, m, r] = x[m, k0..k1) . w[r, k0..k1) for rows r of lo..hi,
+ * [k0, k1) the task's part of K (mpkb_kcut); no prologue, no epilogue:
+ * part_sum adds the parts. */
+static bool op_matvec_part(const cpu_ctx *c, const mpkb_task *t)
+{
+    const mpkb_tensor *x = tn(c, t->matvec_part.x), *w = tn(c, t->matvec_part.w);
+    uint64_t m_rows = x->dims[0], k = x->dims[1], n = w->dims[0], p = (uint64_t)t->matvec_part.part;
+    uint64_t k0 = mpkb_kcut(k, (uint64_t)t->matvec_part.parts, p), k1 = mpkb_kcut(k, (uint64_t)t->matvec_part.parts, p + 1);
+    const uint8_t *wp = ptr(c, t->matvec_part.w);
+    uint8_t *pp = ptr(c, t->matvec_part.partials);
+    uint32_t wd = w->dtype;
+    float *in = c->scratch;
+    for (uint64_t m = 0; m < m_rows; m++) {
+        load_row(c, t->matvec_part.x, m * k + k0, k1 - k0, in);
+        for (uint64_t r = (uint64_t)t->matvec_part.lo; r < (uint64_t)t->matvec_part.hi; r++) {
+            float acc = 0;
+            for (uint64_t i = k0; i < k1; i++)
+                acc += in[i - k0] * ld(wd, wp, r * k + i);
+            st(MPKB_F32, pp, (p * m_rows + m) * n + r, acc);
+        }
+    }
+    return true;
+}
+
+/* out[lo..hi) = the sum of the parts' partials, in part order, plus
+ * residual (rounded once, at the store). */
+static bool op_part_sum(const cpu_ctx *c, const mpkb_task *t)
+{
+    const uint8_t *pp = ptr(c, t->part_sum.partials), *rp = NULL;
+    uint32_t rd = 0;
+    if (t->flags & MPKB_F_EPI_RESIDUAL)
+        rp = ptr(c, t->part_sum.residual), rd = dt(c, t->part_sum.residual);
+    uint8_t *op = ptr(c, t->part_sum.out);
+    uint32_t od = dt(c, t->part_sum.out);
+    uint64_t n = mpkb_numel(tn(c, t->part_sum.out)), parts = tn(c, t->part_sum.partials)->dims[0];
+    for (uint64_t i = (uint64_t)t->part_sum.lo; i < (uint64_t)t->part_sum.hi; i++) {
+        float sum = 0;
+        for (uint64_t q = 0; q < parts; q++)
+            sum += ld(MPKB_F32, pp, q * n + i);
+        if (rp)
+            sum = ld(rd, rp, i) + sum;
+        st(od, op, i, sum);
+    }
+    return true;
+}
+
 /* ---- dispatch ------------------------------------------------------------- */
 
 typedef bool (*cpu_op)(const cpu_ctx *c, const mpkb_task *t);

@@ -1,7 +1,8 @@
 /*
  * elementwise.cuh - the small task kinds (man 5 mpk-blob): INPUTS, EMBED,
- * RMSNORM, ROPE, ADD, MUL, SILU and COPY, each over its [lo, hi) range with
- * the CTA's threads striding it; and ALLREDUCE, which the one-GPU executor
+ * RMSNORM, ROPE, ADD, MUL, SILU, COPY and PART_SUM (the sums of a split
+ * matvec's parts), each over its [lo, hi) range with the CTA's threads
+ * striding it; and ALLREDUCE, which the one-GPU executor
  * refuses before the launch. Imported models fuse most of these into
  * matvec and attention; the op-by-op test (tests/ops) runs each alone.
  */
@@ -18,6 +19,7 @@ SMEM_NONE(add)
 SMEM_NONE(mul)
 SMEM_NONE(silu)
 SMEM_NONE(copy)
+SMEM_NONE(part_sum)
 
 /* The step's tokens and positions. A chunk step (global step gs <
  * nchunk): rows r of prompt positions gs * chunk + r, the rows past the
@@ -164,6 +166,27 @@ __device__ bool op_copy(const kparams &P, const mpkb_task *t, uint32_t step, uin
             __stcg((unsigned short *)dst + r * w + e, __ldcg((const unsigned short *)src + from));
         else
             __stcg((unsigned *)dst + r * w + e, __ldcg((const unsigned *)src + from));
+    }
+    return true;
+}
+
+/* out[i] = the parts' partials at i, summed in part order, + residual[i]
+ * (the CPU executor's order, so equal partials give equal bits). */
+__device__ bool op_part_sum(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
+{
+    (void)step, (void)task, (void)sm;
+    const mpkb_tensor *O = &P.tensors[t->part_sum.out];
+    uint64_t n = mpkb_numel(O), parts = P.tensors[t->part_sum.partials].dims[0];
+    const float *pp = (const float *)P.tp[t->part_sum.partials];
+    const uint8_t *rp = (t->flags & MPKB_F_EPI_RESIDUAL) ? P.tp[t->part_sum.residual] : NULL;
+    uint32_t rd = rp ? P.tensors[t->part_sum.residual].dtype : 0;
+    for (uint64_t i = (uint64_t)t->part_sum.lo + threadIdx.x; i < (uint64_t)t->part_sum.hi; i += NT) {
+        float sum = 0;
+        for (uint64_t q = 0; q < parts; q++)
+            sum += __ldcg(pp + q * n + i);
+        if (rp)
+            sum = ldx(rd, rp, i) + sum;
+        stx(O->dtype, P.tp[t->part_sum.out], i, sum);
     }
     return true;
 }

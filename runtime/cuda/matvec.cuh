@@ -205,7 +205,8 @@ __host__ __device__ inline uint32_t mv_rows_bytes(uint32_t R, uint32_t M, uint32
 #define TC_XR32 144  /* bytes per x row of a slab, f32 x: 128 + 16, a quarter warp on distinct banks */
 #define TC_XR16 64   /* bf16 x */
 #define TC_WR 64     /* bytes per row of a weight slab */
-#define TC_STAGES 4  /* slabs in flight, at most */
+#define TC_STAGES 4  /* slabs in flight, at most, in the slab */
+#define TC_STAGES_RING 8 /* in the free ring slots (mv_stages) */
 
 /* Can mv_tc take the pass (no prologue, x f32 or bf16, K in whole slabs)? */
 __host__ __device__ __forceinline__ bool tc_ok(uint32_t flags, uint32_t xd, uint32_t K)
@@ -419,6 +420,9 @@ typedef struct {
     uint32_t rows, xrows, passes, nr; /* the task's R and M; its passes, nr along R */
     uint32_t r0, R, m0, M, stats;     /* the pass: weight rows r0.. of the task, x rows m0.. */
     uint32_t tc;                      /* the pass runs on tensor cores (mv_tc) */
+    uint32_t k0, kn;                  /* the part of K a pass sums: all of it, or a matvec_part's */
+    uint8_t *stage;                   /* mv_tc's stages: the slab, or the free ring slots */
+    uint32_t scap;                    /* their bytes */
     mv_plan pl;
 } mv_desc;
 static_assert(sizeof(mv_desc) + 4 * MV_MB <= MV_HEAD, "the head holds the task and the rmsnorm factors");
@@ -714,12 +718,15 @@ __device__ __forceinline__ void tc_mma(float (&c)[4], uint32_t a0, uint32_t a1, 
 
 __device__ __forceinline__ void tc_wait(uint32_t pending)
 {
-    if (pending == 0)
-        asm volatile("cp.async.wait_group 0;" ::: "memory");
-    else if (pending == 1)
-        asm volatile("cp.async.wait_group 1;" ::: "memory");
-    else
-        asm volatile("cp.async.wait_group 2;" ::: "memory");
+    switch (pending) { /* an immediate operand: one case per stage count */
+    case 0: asm volatile("cp.async.wait_group 0;" ::: "memory"); break;
+    case 1: asm volatile("cp.async.wait_group 1;" ::: "memory"); break;
+    case 2: asm volatile("cp.async.wait_group 2;" ::: "memory"); break;
+    case 3: asm volatile("cp.async.wait_group 3;" ::: "memory"); break;
+    case 4: asm volatile("cp.async.wait_group 4;" ::: "memory"); break;
+    case 5: asm volatile("cp.async.wait_group 5;" ::: "memory"); break;
+    default: asm volatile("cp.async.wait_group 6;" ::: "memory"); break;
+    }
 }
 
 /* Slab s of the pass (K elements 32 s ..): its x rows and the weight rows
@@ -727,7 +734,7 @@ __device__ __forceinline__ void tc_wait(uint32_t pending)
 __device__ __forceinline__ void tc_issue(const mv_desc &d, uint8_t *buf, uint32_t s, uint32_t first, uint32_t rest,
                                          bool x16)
 {
-    uint32_t xr = x16 ? TC_XR16 : TC_XR32, xp = x16 ? 4 : 8, k0 = s * TC_KS, es = x16 ? 2 : 4;
+    uint32_t xr = x16 ? TC_XR16 : TC_XR32, xp = x16 ? 4 : 8, k0 = d.k0 + s * TC_KS, es = x16 ? 2 : 4;
     for (uint32_t i = threadIdx.x; i < d.M * xp; i += NT) {
         uint32_t r = i / xp, q = i % xp;
         cp_async16(buf + r * xr + 16 * q, d.x + ((uint64_t)(d.m0 + r) * d.K + k0) * es + 16 * q);
@@ -754,12 +761,13 @@ __device__ __noinline__ void mv_tc(void)
 {
     float *sm = (float *)mv_smem;
     const mv_desc &d = *(const mv_desc *)sm;
-    uint8_t *stage0 = (uint8_t *)(sm + MV_HEAD / 4);
+    uint8_t *stage0 = d.stage;
     uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     bool x16 = d.xd == MPKB_BF16;
     uint32_t first = d.r0 > d.nst ? d.r0 : d.nst; /* the pass's first row not in the ring slot */
     uint32_t rest = d.r0 + d.R > first ? d.r0 + d.R - first : 0;
-    uint32_t sb = tc_stage(d.M, rest, x16), ns = mv_min(TC_STAGES, MV_SLAB / sb), nslab = d.K / TC_KS;
+    uint32_t sb = tc_stage(d.M, rest, x16), nslab = d.kn / TC_KS;
+    uint32_t ns = mv_min(d.scap > MV_SLAB ? TC_STAGES_RING : TC_STAGES, d.scap / sb);
     uint32_t xr = x16 ? TC_XR16 : TC_XR32, MT = (d.M + 15) / 16, NTL = (d.R + 7) / 8;
 
     /* this warp's tiles: u = warp, warp + NW (MT x NTL <= 32) */
@@ -773,7 +781,7 @@ __device__ __noinline__ void mv_tc(void)
         has[j] = u < MT * NTL;
         mi[j] = has[j] ? u / NTL : 0, ni[j] = has[j] ? u % NTL : 0;
         uint32_t r = mv_min(ni[j] * 8 + g, d.R - 1) + d.r0; /* rows past R: another row, not stored */
-        wrow[j] = r < d.nst ? d.ring + (uint64_t)r * d.K * 2 + 16 * t : NULL;
+        wrow[j] = r < d.nst ? d.ring + ((uint64_t)r * d.K + d.k0) * 2 + 16 * t : NULL;
         wslab[j] = r < d.nst ? 0 : MT * 16 * xr + (r - first) * TC_WR + 16 * t;
 #pragma unroll
         for (int e = 0; e < 4; e++)
@@ -846,20 +854,51 @@ __device__ __noinline__ void mv_tc(void)
     }
 }
 
+/* Where mv_tc's stages go (MPK_TC_RING, mv_tc): the slab after the head;
+ * or, when the task has nothing in the weight ring (s_ring.cur < 0, as a
+ * matvec_part never has), the ring's slots, which stay free until the task
+ * has signalled (one_task copies the next task's weights only then). */
+#ifndef MPK_TC_RING
+#define MPK_TC_RING 1 /* 0: the slab always; 1: the ring for matvec_part; 2: for matvec too */
+#endif
+/* matvec_rows reads a matvec_part through matvec's view: the slots and
+ * the range they share are at the same places. A pass (R, M <= 64) fits
+ * two stages in the slab, so a part always runs on tensor cores. */
+static_assert(MPKB_SLOT(matvec, x) == MPKB_SLOT(matvec_part, x) && MPKB_SLOT(matvec, w) == MPKB_SLOT(matvec_part, w) &&
+                  offsetof(mpkb_task, matvec.lo) == offsetof(mpkb_task, matvec_part.lo) &&
+                  offsetof(mpkb_task, matvec.hi) == offsetof(mpkb_task, matvec_part.hi),
+              "matvec and matvec_part share x, w, lo and hi");
+static_assert(2 * (MV_MB * TC_XR32 + MV_RB * TC_WR) <= MV_SLAB, "two stages of the largest pass fit the slab");
+
+__device__ __forceinline__ void mv_stages(const kparams &P, float *sm, bool part, uint8_t **at, uint32_t *cap)
+{
+    *at = (uint8_t *)(sm + MV_HEAD / 4), *cap = MV_SLAB;
+#if MPK_RING
+    bool free = s_ring.cur < 0 && s_ring.task[0] < 0 && s_ring.task[1] < 0; /* no copy in either */
+    uint32_t ring = free ? 2 * P.ring_slot : 0; /* both slots, contiguous */
+#else
+    uint32_t ring = P.ring_slot; /* its one slot: matvec_stage fills it only for a matvec */
+#endif
+    if (ring > MV_SLAB && (MPK_TC_RING >= 2 || (MPK_TC_RING == 1 && part)))
+        *at = (uint8_t *)ring_buf(P, sm, 0), *cap = ring;
+}
+
 /* M > 1 with bf16 rows (mv_fast) and x and the prologue's tensor in a
  * float dtype, 16-byte aligned (b of x's size); else false, and nothing
- * was done. */
-__device__ bool matvec_rows(const kparams &P, const mpkb_task *t, float *sm)
+ * was done. part: t is a matvec_part, which sums its part of K (no
+ * prologue, no ring copy) into its partials (no residual), on tensor cores
+ * only (else false). */
+__device__ bool matvec_rows(const kparams &P, const mpkb_task *t, float *sm, bool part)
 {
     const mpkb_tensor *X = &P.tensors[t->matvec.x];
     uint32_t M = X->dims[0], K = X->dims[1], R = (uint32_t)(t->matvec.hi - t->matvec.lo);
-    bool rms = (t->flags & MPKB_F_PRO_RMSNORM) != 0, silu = (t->flags & MPKB_F_PRO_SILU_MUL) != 0;
+    bool rms = !part && (t->flags & MPKB_F_PRO_RMSNORM) != 0, silu = !part && (t->flags & MPKB_F_PRO_SILU_MUL) != 0;
     const uint8_t *xp = P.tp[t->matvec.x];
     tview pro = {xp, X->dtype, false};
     if (rms || silu)
         pro = view(P, t->matvec.pro);
     if (!mv_fast(P, t) || !mv_float(X->dtype) || !mv_float(pro.dtype) || !mv_aligned(xp) || !mv_aligned(pro.p) ||
-        (silu && dsize(pro.dtype) != dsize(X->dtype)))
+        (silu && dsize(pro.dtype) != dsize(X->dtype)) || (part && !(MPK_TC && tc_ok(0, X->dtype, K))))
         return false;
 #if MPK_RING
     int32_t slot = s_ring.cur; /* -1: nothing was copied for this task */
@@ -869,7 +908,7 @@ __device__ bool matvec_rows(const kparams &P, const mpkb_task *t, float *sm)
         while (!mbar_done(&s_ring.bar[slot], s_ring.cur_parity))
             ;
 #else
-    uint32_t nst = mv_staged(P, t);
+    uint32_t nst = part ? 0 : mv_staged(P, t);
     const uint8_t *ring = (const uint8_t *)ring_buf(P, sm, 0);
     if (nst) {
         cp_async_wait_all();
@@ -879,13 +918,21 @@ __device__ bool matvec_rows(const kparams &P, const mpkb_task *t, float *sm)
     mv_desc &d = *(mv_desc *)sm;
     if (threadIdx.x == 0) {
         d.x = xp, d.xd = X->dtype, d.pro = pro.p, d.prd = pro.dtype, d.pro_ro = pro.ro;
-        d.ring = ring, d.nst = nst, d.K = K, d.flags = t->flags, d.eps = t->matvec.eps;
+        d.ring = ring, d.nst = nst, d.K = K, d.flags = part ? 0 : t->flags, d.eps = part ? 0.0f : t->matvec.eps;
         d.N = P.tensors[t->matvec.w].dims[0], d.col = (uint32_t)t->matvec.lo;
         d.w = P.tp[t->matvec.w] + (uint64_t)d.col * K * 2;
-        d.out = P.tp[t->matvec.out], d.od = P.tensors[t->matvec.out].dtype;
         d.res = NULL, d.rd = 0;
-        if (t->flags & MPKB_F_EPI_RESIDUAL)
-            d.res = P.tp[t->matvec.residual], d.rd = P.tensors[t->matvec.residual].dtype;
+        if (part) {
+            uint32_t np = (uint32_t)t->matvec_part.parts, p = (uint32_t)t->matvec_part.part;
+            d.k0 = (uint32_t)mpkb_kcut(K, np, p), d.kn = (uint32_t)mpkb_kcut(K, np, p + 1) - d.k0;
+            d.out = P.tp[t->matvec_part.partials] + (uint64_t)p * M * d.N * 4, d.od = MPKB_F32;
+        } else {
+            d.k0 = 0, d.kn = K;
+            d.out = P.tp[t->matvec.out], d.od = P.tensors[t->matvec.out].dtype;
+            if (t->flags & MPKB_F_EPI_RESIDUAL)
+                d.res = P.tp[t->matvec.residual], d.rd = P.tensors[t->matvec.residual].dtype;
+        }
+        mv_stages(P, sm, part, &d.stage, &d.scap);
         d.rows = R, d.xrows = M, d.nr = (R + MV_RB - 1) / MV_RB;
         d.passes = (M + MV_MB - 1) / MV_MB * d.nr;
     }
@@ -899,7 +946,7 @@ __device__ bool matvec_rows(const kparams &P, const mpkb_task *t, float *sm)
             d.stats = (d.flags & MPKB_F_PRO_RMSNORM) && b == 0;
             d.pl = mv_plan_of(d.R, d.M, d.K, dsize(d.xd) == 2);
             d.tc = MPK_TC && tc_ok(d.flags, d.xd, d.K) &&
-                   tc_stage(d.M, d.R, d.xd == MPKB_BF16) * 2 <= MV_SLAB; /* two stages at least */
+                   tc_stage(d.M, d.R, d.xd == MPKB_BF16) * 2 <= d.scap; /* two stages at least */
         }
         __syncthreads();
         if (i >= d.passes)
@@ -907,7 +954,7 @@ __device__ bool matvec_rows(const kparams &P, const mpkb_task *t, float *sm)
         if (d.tc)
             mv_tc();
         else
-            mv_pass();
+            mv_pass(); /* never for a part: tc_stage of a pass (R, M <= 64) is under MV_SLAB / 2 */
     }
 }
 
@@ -916,7 +963,7 @@ __device__ bool op_matvec(const kparams &P, const mpkb_task *t, uint32_t step, u
     (void)step, (void)task;
     const mpkb_tensor *X = &P.tensors[t->matvec.x], *W = &P.tensors[t->matvec.w];
     uint32_t M = X->dims[0], K = X->dims[1], N = W->dims[0];
-    if (M > 1 && matvec_rows(P, t, sm))
+    if (M > 1 && matvec_rows(P, t, sm, false))
         return true;
     uint32_t i0 = (uint32_t)t->matvec.lo, R = (uint32_t)(t->matvec.hi - t->matvec.lo);
     uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -1004,6 +1051,38 @@ __device__ bool op_matvec(const kparams &P, const mpkb_task *t, uint32_t step, u
             }
         }
         __syncthreads(); /* xs and red are reused by the next row */
+    }
+    return true;
+}
+
+/* MATVEC_PART: on tensor cores with bf16 rows (matvec_rows), else a warp
+ * an output over the part's K, fp32 (other dtypes, unaligned tensors). */
+__host__ __device__ inline uint32_t smem_matvec_part(const mpkb_tensor *T, const mpkb_task *t, char *why, size_t n)
+{
+    (void)T, (void)t, (void)why, (void)n;
+    return MV_HEAD + MV_SLAB;
+}
+
+__device__ bool op_matvec_part(const kparams &P, const mpkb_task *t, uint32_t step, uint32_t task, float *sm)
+{
+    (void)step, (void)task;
+    const mpkb_tensor *X = &P.tensors[t->matvec_part.x], *W = &P.tensors[t->matvec_part.w];
+    uint64_t M = X->dims[0], K = X->dims[1], N = W->dims[0], lo = (uint64_t)t->matvec_part.lo;
+    uint64_t R = (uint64_t)t->matvec_part.hi - lo, p = (uint64_t)t->matvec_part.part;
+    if (matvec_rows(P, t, sm, true))
+        return true;
+    uint64_t k0 = mpkb_kcut(K, (uint64_t)t->matvec_part.parts, p), k1 = mpkb_kcut(K, (uint64_t)t->matvec_part.parts, p + 1);
+    tview x = view(P, t->matvec_part.x), w = view(P, t->matvec_part.w);
+    float *out = (float *)P.tp[t->matvec_part.partials] + p * M * N;
+    uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (uint64_t e = warp; e < M * R; e += NW) {
+        uint64_t m = e / R, r = lo + e % R;
+        float acc = 0;
+        for (uint64_t k = k0 + lane; k < k1; k += 32)
+            acc += ldv(x, m * K + k) * ldv(w, r * K + k);
+        acc = warp_sum(acc);
+        if (lane == 0)
+            __stcg(out + m * N + r, acc);
     }
     return true;
 }

@@ -789,6 +789,81 @@ static void case_matvec(G *g, const char *dir, FILE *list, const mv_case *c)
     emit(g, dir, c->workers, list);
 }
 
+/*
+ * A split matvec: matvec_part tasks, `parts` per tile of w's rows, write
+ * f32 partials [parts, M, N]; part_sum tasks (pieces of `piece`) add them
+ * and the residual into out [M, N] = the logits. Bound: the matvec's,
+ * (K + 1) u, plus the parts' sum, parts u, of the sum of |x_k w_nk|; and
+ * the residual's rounding.
+ */
+static void case_split(G *g, const char *dir, FILE *list, const char *name, uint32_t M, uint32_t K, uint32_t N,
+                       uint32_t tile, uint32_t parts, bool residual, int xdt, int wdt, int odt, uint32_t piece,
+                       int workers)
+{
+    start(g, name, 1, 3);
+    inputs(g, false, 11);
+    stage(g, 0);
+    weight *xt = weight(g, "x.weight", MPKB_BF16, -2, 2, 11, M * K);
+    uint32_t xe = embed(g, "x", xt, xdt, 64);
+    weight *rt = NULL;
+    uint32_t re = MPKB_NONE;
+    if (residual) {
+        rt = weight(g, "r.weight", MPKB_BF16, -4, 4, 11, M * N);
+        re = embed(g, "residual", rt, MPKB_F32, 128);
+    }
+    stage(g, 0);
+    uint32_t x = view(g, xe, "x rows", xdt, 0, M, K);
+    weight *w = weight(g, "w.weight", wdt, -1, 1, N, K);
+    uint32_t pt = arena(g, "k parts", MPKB_F32, parts, M, N);
+    for (uint32_t lo = 0; lo < N; lo += tile)
+        for (uint32_t p = 0; p < parts; p++) {
+            mpkb_task *t = task(g, MPKB_OP_MATVEC_PART, "w");
+            t->matvec_part.x = x;
+            t->matvec_part.w = w->tensor;
+            t->matvec_part.partials = pt;
+            t->matvec_part.lo = (int32_t)lo;
+            t->matvec_part.hi = (int32_t)(lo + tile < N ? lo + tile : N);
+            t->matvec_part.part = (int32_t)p;
+            t->matvec_part.parts = (int32_t)parts;
+        }
+    stage(g, 0);
+    uint32_t r = residual ? view(g, re, "residual rows", MPKB_F32, 0, M, N) : MPKB_NONE;
+    uint32_t out = arena(g, "logits", odt, M, N);
+    for (uint32_t lo = 0; lo < M * N; lo += piece) {
+        mpkb_task *t = task(g, MPKB_OP_PART_SUM, "sum");
+        t->part_sum.partials = pt;
+        t->part_sum.residual = r;
+        t->part_sum.out = out;
+        t->part_sum.lo = (int32_t)lo;
+        t->part_sum.hi = (int32_t)(lo + piece < M * N ? lo + piece : M * N);
+        t->flags = residual ? MPKB_F_EPI_RESIDUAL : 0;
+    }
+    finish(g, out, 40, MPKB_NONE, 0);
+    g->out_dtype = odt;
+
+    double *xr = xcalloc((size_t)M * K, sizeof *xr), *rr = xcalloc((size_t)M * N, sizeof *rr);
+    for (int s = 0; s < g->steps; s++) {
+        embed_row(xt, g->prompt[s], xdt, xr);
+        if (rt)
+            embed_row(rt, g->prompt[s], MPKB_F32, rr);
+        for (uint32_t m = 0; m < M; m++)
+            for (uint32_t n = 0; n < N; n++) {
+                double acc = 0, mag = 0;
+                for (uint32_t k = 0; k < K; k++) {
+                    acc += xr[(size_t)m * K + k] * w->val[(size_t)n * K + k];
+                    mag += fabs(xr[(size_t)m * K + k] * w->val[(size_t)n * K + k]);
+                }
+                double d = (K + 1 + parts) * U * mag;
+                if (residual)
+                    acc += rr[(size_t)m * N + n], d += U * fabs(acc);
+                g->v[s][m * N + n] = acc;
+                g->d[s][m * N + n] = d;
+            }
+    }
+    free(xr), free(rr);
+    emit(g, dir, workers, list);
+}
+
 typedef struct {
     const char *name;
     uint32_t H, G, D, S, B, n;
@@ -1244,6 +1319,13 @@ static void make_all(const char *dir)
     };
     for (size_t i = 0; i < sizeof mv / sizeof *mv; i++)
         case_matvec(g, dir, list, &mv[i]);
+
+    /* 8 slabs of K in 3 parts (2, 3, 3 slabs): tensor cores (bf16 w, M > 1), the ring's
+     * slots or the slab; f16 w: the warp-per-output path; M = 1 */
+    case_split(g, dir, list, "matvec_part-bf16", 12, 256, 80, 32, 3, true, MPKB_BF16, MPKB_BF16, MPKB_F32, 100, 3);
+    case_split(g, dir, list, "matvec_part-f32x", 5, 192, 96, 40, 2, false, MPKB_F32, MPKB_BF16, MPKB_BF16, 77, 2);
+    case_split(g, dir, list, "matvec_part-f16w", 3, 128, 64, 64, 4, true, MPKB_BF16, MPKB_F16, MPKB_F32, 64, 2);
+    case_split(g, dir, list, "matvec_part-m1", 1, 320, 200, 48, 5, true, MPKB_F32, MPKB_BF16, MPKB_F32, 50, 4);
 
     static const at_case at[] = {
         {"attention-direct", 4, 2, 64, 8, 8, 1, false, false, false, false, MPKB_BF16, MPKB_BF16, MPKB_BF16, 3},
