@@ -131,7 +131,7 @@ static int64_t sibling_rows(const mpk_low *L, const mpk_kop *k, const int *head,
  * matvec.cuh) as well as w; splitting K cuts both, at the price of the
  * sums, a stage more: their bytes over the workers and two task costs.
  * --split-k N takes N parts (fewer where K has fewer slabs of 32), auto
- * the cheapest count. Returns the parts (1: no split) and sets *rows;
+ * the cheapest count. Returns the parts (1: no split) and, split, sets *rows;
  * pool: the rows of the matvec and its siblings, which share the tiling. */
 static int64_t split_parts(mpk_low *L, const mpk_kop *k, int64_t pool, int64_t *rows)
 {
@@ -162,7 +162,8 @@ static int64_t split_parts(mpk_low *L, const mpk_kop *k, int64_t pool, int64_t *
                 break;
         }
     }
-    *rows = best_r < n ? best_r : n;
+    if (best_p > 1) /* unsplit, the matvec keeps pick_rows' tiling */
+        *rows = best_r < n ? best_r : n;
     return best_p;
 }
 
@@ -214,8 +215,7 @@ static void tile_matvec(mpk_low *L, mpk_kop *k, int64_t pool)
         tile_split(L, k, pool, rows, parts);
         return;
     }
-    if (rows <= 0)
-        rows = pick_rows(pool > n ? pool : n, kk, L->workers, mpk_dtype_size(w->dtype), k->hint_tile);
+    rows = pick_rows(pool > n ? pool : n, kk, L->workers, mpk_dtype_size(w->dtype), k->hint_tile);
     if (rows > n)
         rows = n;
     int64_t tiles = cdiv(n, rows);
