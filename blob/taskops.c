@@ -1,5 +1,6 @@
 /*
- * taskops.c - the names in mpk/taskops.def, for messages and mpk dump.
+ * taskops.c - the names in mpk/taskops.def, for messages and mpk dump, and
+ * which slots a kind writes, for the arena planner.
  */
 #include "mpk/blob.h"
 
@@ -14,9 +15,10 @@ static const struct {
     const char *t[MPKB_NT];
     const char *i[MPKB_NI];
     const char *f[MPKB_NF];
+    const char *k[MPKB_NT]; /* the slots' kinds, as named in the table */
 } ops[MPKB_NOPS] = {
 #define MPKB_TASKOP(ID, name, flags, opnds, kinds, ints, floats) \
-    [MPKB_OP_##ID] = {#name, STR10_ opnds, STR4_ ints, STR4_ floats},
+    [MPKB_OP_##ID] = {#name, STR10_ opnds, STR4_ ints, STR4_ floats, STR10_ kinds},
 #include "mpk/taskops.def"
 #undef MPKB_TASKOP
 };
@@ -28,6 +30,14 @@ static const char *used(const char *s) { return s[0] == '_' ? NULL : s; }
 const char *mpkb_operand_name(uint32_t op, int k)
 {
     return op < MPKB_NOPS && k >= 0 && k < MPKB_NT ? used(ops[op].t[k]) : NULL;
+}
+
+bool mpkb_operand_writes(uint32_t op, int k)
+{
+    if (op >= MPKB_NOPS || k < 0 || k >= MPKB_NT)
+        return false;
+    const char *s = ops[op].k[k]; /* OUT_..., INOUT_... */
+    return strncmp(s, "OUT", 3) == 0 || strncmp(s, "INOUT", 5) == 0;
 }
 
 const char *mpkb_imm_name(uint32_t op, int k, bool is_float)

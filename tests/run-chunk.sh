@@ -120,6 +120,39 @@ for workers in 5 132; do
     done
 done
 
+# Ops the data flow leaves independent stay so: the arena planner must not
+# give one the bytes of a tensor that another of them, or one after it,
+# still reads (memory.c), which would order them. In layer 0 of every
+# chunk graph the up projection waits for the event the gate projection
+# waits for (not for the silu that reads gate's output), and with
+# --split-k the q, k and v parts wait for one event (not for each other's
+# sums).
+waits() { # BLOB LABEL-REGEX: the distinct events the chunk graph's matvec (or matvec_part) tasks of that label wait for
+    "$mpk" dump "$1" | awk -v re="$2" '/^chunk graph/ { c = 1 } c && $1 == "task" && $3 ~ /^matvec/ && $4 ~ re {
+        for (i = 5; i < NF; i++) if ($i == "wait") print $(i + 1) }' | sort -u | tr '\n' ' '
+}
+for m in qwen3-tiny llama-tp; do
+    for k in 1 2; do
+        what="$m chunk=16 --split-k=$k"
+        if ! "$mpk" build --chunk 16 --split-k=$k "$tmp/$m.mpk" -o "$tmp/ind.mpkb" >"$tmp/log" 2>&1; then
+            fail=$((fail + 1)); echo "FAIL $what: mpk build"; sed 's/^/    /' "$tmp/log"; continue
+        fi
+        g=$(waits "$tmp/ind.mpkb" 'layers\.0\.mlp\.gate_proj$') u=$(waits "$tmp/ind.mpkb" 'layers\.0\.mlp\.up_proj$')
+        if [ -z "$g" ] || [ "$g" != "$u" ]; then
+            fail=$((fail + 1)); echo "FAIL $what: gate_proj waits for $g, up_proj for $u (want one event)"
+        else
+            pass=$((pass + 1))
+        fi
+        qkv=$(waits "$tmp/ind.mpkb" 'layers\.0\.self_attn\.[qkv]_proj$')
+        if [ "$(echo $qkv | wc -w)" -ne 1 ]; then
+            fail=$((fail + 1)); echo "FAIL $what: the q, k and v projections wait for $qkv (want one event)"
+        else
+            pass=$((pass + 1))
+        fi
+    done
+done
+echo "chunk: gate and up, and q, k and v, wait for one event in layer 0 (qwen3-tiny, llama-tp, split 1 and 2)"
+
 # refusals: exit status and a line that names the problem
 refuse() { # WANT_STATUS PATTERN CMD...
     st=$1 pat=$2

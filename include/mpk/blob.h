@@ -381,6 +381,8 @@ uint32_t mpkb_crc(const void *p, size_t n);
 const char *mpkb_op_name(uint32_t op);
 /* Name of operand slot k of kind op, NULL for an unused slot. */
 const char *mpkb_operand_name(uint32_t op, int k);
+/* Whether kind op writes operand slot k (an OUT or INOUT slot). */
+bool mpkb_operand_writes(uint32_t op, int k);
 /* Name of integer immediate k (0..MPKB_NI-1) or, with is_float, float k. */
 const char *mpkb_imm_name(uint32_t op, int k, bool is_float);
 /* Names of the flags in mask, space-separated, into buf. */
