@@ -17,9 +17,10 @@
  *
  * Events are monotonic counters in global memory: in step s event e has
  * fired once count[e] >= (s + 1 - lag) * triggers. A producer publishes
- * with __syncthreads + a gpu-scope release add (red.release.gpu; a
- * __threadfence + atomicAdd cost 0.03-0.16 ms a token on the 0.6B shape,
- * bench/NOTES.md); a consumer's thread 0 spins with ld.acquire.gpu and
+ * with __syncthreads + a gpu-scope release add per trigger, from the lanes
+ * of warp 0 at once (red.release.gpu; a __threadfence + atomicAdd cost
+ * 0.03-0.16 ms a token on the 0.6B shape, bench/NOTES.md); a consumer's
+ * thread 0 spins with ld.acquire.gpu and
  * releases its CTA with __syncthreads. While it spins, warp 1 pulls the
  * task's descriptors into L1 and, for a decode attention task, warps 2 on
  * copy in the K and V rows of earlier steps (attention.cuh). Everything a
@@ -112,9 +113,12 @@ __device__ int wait_event(const kparams &P, const kgraph &G, uint32_t e, uint32_
 __device__ void signal_triggers(const kparams &P, const kgraph &G, const mpkb_task *t, uint32_t task)
 {
     __syncthreads(); /* the task's stores are done */
-    if (threadIdx.x == 0 && (int32_t)task != P.stall_task) {
-        /* a release add: the CTA's stores (ordered by the barrier) before the count */
-        for (uint32_t k = 0; k < t->trig_count; k++)
+    if (threadIdx.x < 32 && (int32_t)task != P.stall_task) {
+        /* release adds, a lane per trigger: the CTA's stores (ordered by
+         * the barrier) before each count. One after another from thread 0
+         * they cost about 0.7 us each: a chunk graph's tile that feeds 20
+         * consumers' events spent 17 us signalling (bench/NOTES.md) */
+        for (uint32_t k = threadIdx.x; k < t->trig_count; k += 32)
             asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(&G.count[G.triggers[t->trig_first + k]])
                          : "memory");
     }
