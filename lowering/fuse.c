@@ -6,11 +6,16 @@
  *
  *   rmsnorm -> matmul          the norm becomes the prologue of every matmul
  *                              that reads it (each tile reads all of x anyway)
+ *                              (one row only: with n > 1 rows every tile
+ *                              would redo the statistics of all n rows, so
+ *                              the norm stays tasks of its own, into an f32
+ *                              tensor that holds the prologue's fp32 values
+ *                              exactly)
  *   mul(silu(a), b) -> matmul  silu*mul becomes the down projection's prologue
- *                              (both one row only: with n > 1 rows every tile
- *                              would redo the prologue over all n rows, so the
- *                              ops stay tasks of their own, into f32 tensors
- *                              that hold the prologue's fp32 values exactly)
+ *                              (with n > 1 rows too: each tile redoes it
+ *                              over all n rows, but reads a and b in place
+ *                              of the f32 product, the same bytes, and two
+ *                              stages a layer are saved)
  *   matmul -> add(., r)        the residual add becomes the epilogue
  *   matmul -> argmax           argmax partials in the epilogue (on the fp32
  *                              accumulator), then one reduce task
@@ -215,16 +220,11 @@ static void fuse_matmul(fuser *F, const mpk_node *n)
             mpk_node *s = sole_producer(F, mul->in[side], MPK_OP_SILU);
             if (!s || mul->in[0] == mul->in[1])
                 continue;
-            if (x->dims[0] > 1) {
-                /* A chunk step: each of the matvec's tasks would compute
-                 * silu(a) * b over all its rows, n x K elements, again.
-                 * The silu and the mul run once, as their own tasks, into
-                 * f32 tensors, which hold the fp32 values the prologue
-                 * would have computed, exactly. */
-                F->L->lt[s->out[0]->id].dtype = MPK_DT_F32;
-                F->L->lt[mul->out[0]->id].dtype = MPK_DT_F32;
-                break;
-            }
+            /* In a chunk step too (n > 1 rows): each of the matvec's
+             * tasks computes silu(a) * b over all n rows again, but it
+             * reads a and b (16-bit) in place of the product (f32),
+             * the same bytes, and two stages a layer (silu, then mul)
+             * are gone. */
             k->flags |= MPKB_F_PRO_SILU_MUL;
             k->t[MPKB_SLOT(matvec, x)] = s->in[0]->id;
             k->t[MPKB_SLOT(matvec, pro)] = mul->in[1 - side]->id;

@@ -208,18 +208,28 @@ __host__ __device__ inline uint32_t mv_rows_bytes(uint32_t R, uint32_t M, uint32
 #define TC_STAGES 4  /* slabs in flight, at most, in the slab */
 #define TC_STAGES_RING 8 /* in the free ring slots (mv_stages) */
 
-/* Can mv_tc take the pass (no prologue, x f32 or bf16, K in whole slabs)? */
-__host__ __device__ __forceinline__ bool tc_ok(uint32_t flags, uint32_t xd, uint32_t K)
+/* Can mv_tc take the pass (K in whole slabs; x f32 or bf16 and no
+ * prologue, or the silu-mul prologue with x and b both bf16; prd: b's
+ * dtype)? */
+__host__ __device__ __forceinline__ bool tc_ok(uint32_t flags, uint32_t xd, uint32_t prd, uint32_t K)
 {
-    return !(flags & (MPKB_F_PRO_RMSNORM | MPKB_F_PRO_SILU_MUL)) && (xd == MPKB_F32 || xd == MPKB_BF16) &&
-           K % TC_KS == 0;
+    if (K % TC_KS != 0 || (flags & MPKB_F_PRO_RMSNORM))
+        return false;
+    if (flags & MPKB_F_PRO_SILU_MUL)
+        return xd == MPKB_BF16 && prd == MPKB_BF16;
+    return xd == MPKB_F32 || xd == MPKB_BF16;
 }
+
+/* Bytes per x row of a slab: f32 x, or with the silu-mul prologue x's 32
+ * bf16 then b's (64 + 64 bytes: the f32 row's stride, so that a quarter
+ * warp's loads hit distinct banks); bf16 x alone. */
+__host__ __device__ __forceinline__ uint32_t tc_xr(bool x16, bool silu) { return x16 && !silu ? TC_XR16 : TC_XR32; }
 
 /* Bytes of one stage: M x rows and the pass's `rest` weight rows that are
  * not in the ring slot. */
-__host__ __device__ __forceinline__ uint32_t tc_stage(uint32_t M, uint32_t rest, bool x16)
+__host__ __device__ __forceinline__ uint32_t tc_stage(uint32_t M, uint32_t rest, bool x16, bool silu)
 {
-    return (M + 15) / 16 * 16 * (x16 ? TC_XR16 : TC_XR32) + rest * TC_WR; /* x rows to whole tiles of 16 */
+    return (M + 15) / 16 * 16 * tc_xr(x16, silu) + rest * TC_WR; /* x rows to whole tiles of 16 */
 }
 
 __host__ __device__ inline uint32_t smem_matvec(const mpkb_tensor *T, const mpkb_task *t, char *why, size_t n)
@@ -231,7 +241,8 @@ __host__ __device__ inline uint32_t smem_matvec(const mpkb_tensor *T, const mpkb
     if (X->dims[0] > 1 && T[t->matvec.w].dtype == MPKB_BF16 && X->dims[1] % 8 == 0) {
         uint32_t r = mv_rows_bytes((uint32_t)(t->matvec.hi - t->matvec.lo), X->dims[0], X->dims[1],
                                    X->dtype != MPKB_F32);
-        if (tc_ok(t->flags, X->dtype, X->dims[1]))
+        uint32_t prd = t->matvec.pro != MPKB_NONE ? T[t->matvec.pro].dtype : X->dtype;
+        if (tc_ok(t->flags, X->dtype, prd, X->dims[1]))
             r = MV_HEAD + MV_SLAB; /* mv_tc fills the slab with stages */
         s = r > s ? r : s;
     }
@@ -707,6 +718,20 @@ __device__ __forceinline__ void tc_split(float e0, float e1, uint32_t &hi, uint3
     lo = tc_pack(e0 - bf16lo(hi), e1 - bf16hi(hi));
 }
 
+/* Elements 8 t .. 8 t + 7 of a silu-mul slab row (x's bf16 at p, b's 64
+ * bytes on): silu(x) * b, fp32, into v[0..8). */
+__device__ __forceinline__ void tc_silu8(const uint8_t *p, float *v)
+{
+    uint4 a = *(const uint4 *)p, b = *(const uint4 *)(p + 64);
+    uint32_t av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float x0 = bf16lo(av[i]), x1 = bf16hi(av[i]);
+        v[2 * i] = x0 / (1.0f + expf(-x0)) * bf16lo(bv[i]);
+        v[2 * i + 1] = x1 / (1.0f + expf(-x1)) * bf16hi(bv[i]);
+    }
+}
+
 __device__ __forceinline__ void tc_mma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
                                        uint32_t b1)
 {
@@ -732,12 +757,17 @@ __device__ __forceinline__ void tc_wait(uint32_t pending)
 /* Slab s of the pass (K elements 32 s ..): its x rows and the weight rows
  * not in the ring into stage buffer b, 16 bytes a cp.async. */
 __device__ __forceinline__ void tc_issue(const mv_desc &d, uint8_t *buf, uint32_t s, uint32_t first, uint32_t rest,
-                                         bool x16)
+                                         bool x16, bool silu)
 {
-    uint32_t xr = x16 ? TC_XR16 : TC_XR32, xp = x16 ? 4 : 8, k0 = d.k0 + s * TC_KS, es = x16 ? 2 : 4;
-    for (uint32_t i = threadIdx.x; i < d.M * xp; i += NT) {
-        uint32_t r = i / xp, q = i % xp;
-        cp_async16(buf + r * xr + 16 * q, d.x + ((uint64_t)(d.m0 + r) * d.K + k0) * es + 16 * q);
+    uint32_t xr = tc_xr(x16, silu), k0 = d.k0 + s * TC_KS, es = x16 ? 2 : 4;
+    /* 16-byte pieces of a row: 4 of bf16 x (then 4 of b with silu), 8 of f32 x */
+    for (uint32_t i = threadIdx.x; i < d.M * 8; i += NT) {
+        uint32_t r = i >> 3, q = i & 7;
+        if (x16 && !silu && q >= 4)
+            continue;
+        const uint8_t *src = x16 && q >= 4 ? d.pro + ((uint64_t)(d.m0 + r) * d.K + k0) * 2 + 16 * (q - 4)
+                                           : d.x + ((uint64_t)(d.m0 + r) * d.K + k0) * es + 16 * q;
+        cp_async16(buf + r * xr + 16 * q, src);
     }
     uint8_t *wb = buf + (d.M + 15) / 16 * 16 * xr;
     for (uint32_t i = threadIdx.x; i < rest * 4; i += NT) {
@@ -763,12 +793,12 @@ __device__ __noinline__ void mv_tc(void)
     const mv_desc &d = *(const mv_desc *)sm;
     uint8_t *stage0 = d.stage;
     uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    bool x16 = d.xd == MPKB_BF16;
+    bool x16 = d.xd == MPKB_BF16, silu = (d.flags & MPKB_F_PRO_SILU_MUL) != 0;
     uint32_t first = d.r0 > d.nst ? d.r0 : d.nst; /* the pass's first row not in the ring slot */
     uint32_t rest = d.r0 + d.R > first ? d.r0 + d.R - first : 0;
-    uint32_t sb = tc_stage(d.M, rest, x16), nslab = d.kn / TC_KS;
+    uint32_t sb = tc_stage(d.M, rest, x16, silu), nslab = d.kn / TC_KS;
     uint32_t ns = mv_min(d.scap > MV_SLAB ? TC_STAGES_RING : TC_STAGES, d.scap / sb);
-    uint32_t xr = x16 ? TC_XR16 : TC_XR32, MT = (d.M + 15) / 16, NTL = (d.R + 7) / 8;
+    uint32_t xr = tc_xr(x16, silu), MT = (d.M + 15) / 16, NTL = (d.R + 7) / 8;
 
     /* this warp's tiles: u = warp, warp + NW (MT x NTL <= 32) */
     float acc[2][4];
@@ -790,14 +820,14 @@ __device__ __noinline__ void mv_tc(void)
 
     for (uint32_t s = 0; s + 1 < ns; s++)
         if (s < nslab)
-            tc_issue(d, stage0 + s * sb, s, first, rest, x16);
+            tc_issue(d, stage0 + s * sb, s, first, rest, x16, silu);
         else
             asm volatile("cp.async.commit_group;" ::: "memory");
     for (uint32_t s = 0; s < nslab; s++) {
         tc_wait(ns - 2); /* slab s is in, this thread's part */
         __syncthreads(); /* and everyone's; the stage of slab s - 1 is free */
         if (s + ns - 1 < nslab)
-            tc_issue(d, stage0 + ((s + ns - 1) % ns) * sb, s + ns - 1, first, rest, x16);
+            tc_issue(d, stage0 + ((s + ns - 1) % ns) * sb, s + ns - 1, first, rest, x16, silu);
         else
             asm volatile("cp.async.commit_group;" ::: "memory");
         const uint8_t *buf = stage0 + (s % ns) * sb;
@@ -808,7 +838,21 @@ __device__ __noinline__ void mv_tc(void)
             uint4 w = wrow[j] ? *(const uint4 *)(wrow[j] + s * TC_KS * 2) : *(const uint4 *)(buf + wslab[j]);
             uint32_t m = mi[j] * 16 + g;
             uint32_t ah[8], al[8]; /* rows m, m + 8: elements (0,1) (2,3) (4,5) (6,7) of 8 t.. */
-            if (x16) {
+            if (silu) {
+                /* silu(x) * b in fp32, matvec_input's formula, then as f32 x */
+                float v[16];
+                tc_silu8(buf + m * xr + 16 * t, v);
+                tc_silu8(buf + (m + 8) * xr + 16 * t, v + 8);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    tc_split(v[2 * e], v[2 * e + 1], ah[2 * e], al[2 * e]);
+                    tc_split(v[8 + 2 * e], v[8 + 2 * e + 1], ah[2 * e + 1], al[2 * e + 1]);
+                }
+                tc_mma(acc[j], ah[0], ah[1], ah[2], ah[3], w.x, w.y);
+                tc_mma(acc[j], ah[4], ah[5], ah[6], ah[7], w.z, w.w);
+                tc_mma(acc[j], al[0], al[1], al[2], al[3], w.x, w.y);
+                tc_mma(acc[j], al[4], al[5], al[6], al[7], w.z, w.w);
+            } else if (x16) {
                 uint4 p = *(const uint4 *)(buf + m * xr + 16 * t);
                 uint4 q = *(const uint4 *)(buf + (m + 8) * xr + 16 * t);
                 ah[0] = p.x, ah[1] = q.x, ah[2] = p.y, ah[3] = q.y, ah[4] = p.z, ah[5] = q.z, ah[6] = p.w, ah[7] = q.w;
@@ -898,7 +942,7 @@ __device__ bool matvec_rows(const kparams &P, const mpkb_task *t, float *sm, boo
     if (rms || silu)
         pro = view(P, t->matvec.pro);
     if (!mv_fast(P, t) || !mv_float(X->dtype) || !mv_float(pro.dtype) || !mv_aligned(xp) || !mv_aligned(pro.p) ||
-        (silu && dsize(pro.dtype) != dsize(X->dtype)) || (part && !(MPK_TC && tc_ok(0, X->dtype, K))))
+        (silu && dsize(pro.dtype) != dsize(X->dtype)) || (part && !(MPK_TC && tc_ok(0, X->dtype, X->dtype, K))))
         return false;
 #if MPK_RING
     int32_t slot = s_ring.cur; /* -1: nothing was copied for this task */
@@ -945,8 +989,9 @@ __device__ bool matvec_rows(const kparams &P, const mpkb_task *t, float *sm, boo
             d.r0 = mv_cut(d.rows, d.nr, b), d.R = mv_cut(d.rows, d.nr, b + 1) - d.r0;
             d.stats = (d.flags & MPKB_F_PRO_RMSNORM) && b == 0;
             d.pl = mv_plan_of(d.R, d.M, d.K, dsize(d.xd) == 2);
-            d.tc = MPK_TC && tc_ok(d.flags, d.xd, d.K) &&
-                   tc_stage(d.M, d.R, d.xd == MPKB_BF16) * 2 <= d.scap; /* two stages at least */
+            d.tc = MPK_TC && tc_ok(d.flags, d.xd, d.prd, d.K) &&
+                   tc_stage(d.M, d.R, d.xd == MPKB_BF16, (d.flags & MPKB_F_PRO_SILU_MUL) != 0) * 2 <=
+                       d.scap; /* two stages at least */
         }
         __syncthreads();
         if (i >= d.passes)

@@ -1316,6 +1316,11 @@ static void make_all(const char *dir)
         {"matvec-silu_mul-residual", PRO_SILU, true, false, 1, 144, 64, 64, MPKB_F32, MPKB_BF16, MPKB_F32, true, 1},
         {"matvec-silu_mul-argmax", PRO_SILU, false, true, 1, 160, 120, 24, MPKB_BF16, MPKB_BF16, MPKB_F32, true, 4},
         {"matvec-silu_mul-residual-argmax", PRO_SILU, true, true, 1, 100, 70, 32, MPKB_F16, MPKB_F16, MPKB_F32, false, 2},
+        /* a chunk graph's down projection: M > 1, bf16 x, b and w, K in slabs of
+         * 32: on tensor cores (mv_tc) with the prologue; M in a whole and in a
+         * partial tile of 16 */
+        {"matvec-silu_mul-tc", PRO_SILU, true, false, 16, 256, 64, 16, MPKB_BF16, MPKB_BF16, MPKB_F32, false, 3},
+        {"matvec-silu_mul-tc-rows", PRO_SILU, false, false, 21, 128, 48, 24, MPKB_BF16, MPKB_BF16, MPKB_BF16, false, 2},
     };
     for (size_t i = 0; i < sizeof mv / sizeof *mv; i++)
         case_matvec(g, dir, list, &mv[i]);
