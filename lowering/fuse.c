@@ -5,12 +5,9 @@
  * every weight once and keeping small activations out of memory round trips:
  *
  *   rmsnorm -> matmul          the norm becomes the prologue of every matmul
- *                              that reads it (each tile reads all of x anyway)
- *                              (one row only: with n > 1 rows every tile
- *                              would redo the statistics of all n rows, so
- *                              the norm stays tasks of its own, into an f32
- *                              tensor that holds the prologue's fp32 values
- *                              exactly)
+ *                              that reads it (each tile reads all of x anyway,
+ *                              with n > 1 rows too: every row's statistics
+ *                              come from the pass over x the tile makes)
  *   mul(silu(a), b) -> matmul  silu*mul becomes the down projection's prologue
  *                              (with n > 1 rows too: each tile redoes it
  *                              over all n rows, but reads a and b in place
@@ -203,13 +200,11 @@ static void fuse_matmul(fuser *F, const mpk_node *n)
         all_matmul = un->op == MPK_OP_MATMUL && un->in[0] == x && un->in[1] != x;
     }
     mpk_node *mul;
-    if (all_matmul && x->dims[0] > 1) {
-        /* A chunk step: every task of every matmul reading the norm would
-         * compute the statistics of all n rows again; the norm runs once,
-         * as its own tasks, into an f32 tensor (the prologue's fp32
-         * values, exactly). */
-        F->L->lt[x->id].dtype = MPK_DT_F32;
-    } else if (all_matmul) {
+    if (all_matmul) {
+        /* In a chunk step too (n > 1 rows): every task of every matmul
+         * reading the norm sums the squares of all n rows again, but it
+         * reads those rows anyway (x, every row, all of K), on the GPU
+         * in the same pass (matvec.cuh), and a stage a norm is gone. */
         k->flags |= MPKB_F_PRO_RMSNORM;
         k->t[MPKB_SLOT(matvec, x)] = p->in[0]->id;
         k->t[MPKB_SLOT(matvec, pro)] = p->in[1]->id;

@@ -13,13 +13,15 @@
  * That is the decode case, M = 1. A chunk step has M = C rows of x, and a
  * task of R = hi - lo weight rows is then a small GEMM, R x M outputs over
  * K. With bf16 weights (mv_fast) it goes to matvec_rows, in passes of at
- * most MV_RB weight rows x MV_MB x rows. A pass without a prologue, x in
- * f32 or bf16 and K a multiple of 32 (every pass of a chunk graph, whose
- * rmsnorm and silu * mul are tasks of their own) runs on tensor cores,
+ * most MV_RB weight rows x MV_MB x rows. A pass with x in f32 or bf16 and
+ * K a multiple of 32 (every pass of a chunk graph) runs on tensor cores,
  * mv_tc: mma.sync m16n8k16 with bf16 operands and fp32 sums, f32 x split
  * into bf16 hi + lo (two MMAs, the products good to about 2^-17 of x), x
  * streamed in slabs of 32 through a cp.async ring of stages, the weight
- * rows read in the ring slot they were copied to. Other passes take
+ * rows read in the ring slot they were copied to. Its prologues: rmsnorm
+ * as x * gamma into the MMAs (hi + lo) and each row's sum of squares in
+ * the same pass, the sums times the row's 1 / rms at the end; silu-mul
+ * (x and b bf16) as silu(x) * b in fp32 (hi + lo). Other passes take
  * mv_pass, which reads each weight element once per pass (not once per
  * row of x) and keeps the FMA pipes fed from shared memory:
  *
@@ -208,12 +210,12 @@ __host__ __device__ inline uint32_t mv_rows_bytes(uint32_t R, uint32_t M, uint32
 #define TC_STAGES 4  /* slabs in flight, at most, in the slab */
 #define TC_STAGES_RING 8 /* in the free ring slots (mv_stages) */
 
-/* Can mv_tc take the pass (K in whole slabs; x f32 or bf16 and no
- * prologue, or the silu-mul prologue with x and b both bf16; prd: b's
- * dtype)? */
+/* Can mv_tc take the pass (K in whole slabs; x f32 or bf16, with no
+ * prologue or the rmsnorm one, or the silu-mul prologue with x and b both
+ * bf16; prd: b's dtype)? */
 __host__ __device__ __forceinline__ bool tc_ok(uint32_t flags, uint32_t xd, uint32_t prd, uint32_t K)
 {
-    if (K % TC_KS != 0 || (flags & MPKB_F_PRO_RMSNORM))
+    if (K % TC_KS != 0)
         return false;
     if (flags & MPKB_F_PRO_SILU_MUL)
         return xd == MPKB_BF16 && prd == MPKB_BF16;
@@ -732,6 +734,21 @@ __device__ __forceinline__ void tc_silu8(const uint8_t *p, float *v)
     }
 }
 
+/* Elements 8 t .. 8 t + 7 of a slab row at p (bf16 or f32), fp32, into v[0..8). */
+__device__ __forceinline__ void tc_row8(const uint8_t *p, uint32_t t, bool x16, float *v)
+{
+    if (x16) {
+        uint4 a = *(const uint4 *)(p + 16 * t);
+        uint32_t av[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            v[2 * i] = bf16lo(av[i]), v[2 * i + 1] = bf16hi(av[i]);
+    } else {
+        float4 a = *(const float4 *)(p + 32 * t), b = *(const float4 *)(p + 32 * t + 16);
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+    }
+}
+
 __device__ __forceinline__ void tc_mma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
                                        uint32_t b1)
 {
@@ -794,6 +811,7 @@ __device__ __noinline__ void mv_tc(void)
     uint8_t *stage0 = d.stage;
     uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     bool x16 = d.xd == MPKB_BF16, silu = (d.flags & MPKB_F_PRO_SILU_MUL) != 0;
+    bool rms = (d.flags & MPKB_F_PRO_RMSNORM) != 0;
     uint32_t first = d.r0 > d.nst ? d.r0 : d.nst; /* the pass's first row not in the ring slot */
     uint32_t rest = d.r0 + d.R > first ? d.r0 + d.R - first : 0;
     uint32_t sb = tc_stage(d.M, rest, x16, silu), nslab = d.kn / TC_KS;
@@ -801,7 +819,7 @@ __device__ __noinline__ void mv_tc(void)
     uint32_t xr = tc_xr(x16, silu), MT = (d.M + 15) / 16, NTL = (d.R + 7) / 8;
 
     /* this warp's tiles: u = warp, warp + NW (MT x NTL <= 32) */
-    float acc[2][4];
+    float acc[2][4], ss[2][2] = {{0, 0}, {0, 0}}; /* ss: the squares of x rows m, m + 8 (rmsnorm) */
     const uint8_t *wrow[2];  /* a tile's weight row for this lane, in the ring slot, or NULL */
     uint32_t wslab[2], mi[2], ni[2];
     bool has[2];
@@ -852,6 +870,30 @@ __device__ __noinline__ void mv_tc(void)
                 tc_mma(acc[j], ah[4], ah[5], ah[6], ah[7], w.z, w.w);
                 tc_mma(acc[j], al[0], al[1], al[2], al[3], w.x, w.y);
                 tc_mma(acc[j], al[4], al[5], al[6], al[7], w.z, w.w);
+            } else if (rms) {
+                /* rmsnorm: x * gamma here, the row's 1 / rms on the sums
+                 * at the end (the squares summed meanwhile, of x) */
+                float v[16], gm[8];
+                tc_row8(buf + m * xr, t, x16, v);
+                tc_row8(buf + (m + 8) * xr, t, x16, v + 8);
+                uint64_t k = d.k0 + s * TC_KS + 8 * t;
+#pragma unroll
+                for (int e = 0; e < 8; e++)
+                    gm[e] = d.pro_ro ? ldw(d.prd, d.pro, k + e) : ldx(d.prd, d.pro, k + e);
+#pragma unroll
+                for (int e = 0; e < 8; e++) {
+                    ss[j][0] += v[e] * v[e], ss[j][1] += v[8 + e] * v[8 + e];
+                    v[e] *= gm[e], v[8 + e] *= gm[e];
+                }
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    tc_split(v[2 * e], v[2 * e + 1], ah[2 * e], al[2 * e]);
+                    tc_split(v[8 + 2 * e], v[8 + 2 * e + 1], ah[2 * e + 1], al[2 * e + 1]);
+                }
+                tc_mma(acc[j], ah[0], ah[1], ah[2], ah[3], w.x, w.y);
+                tc_mma(acc[j], ah[4], ah[5], ah[6], ah[7], w.z, w.w);
+                tc_mma(acc[j], al[0], al[1], al[2], al[3], w.x, w.y);
+                tc_mma(acc[j], al[4], al[5], al[6], al[7], w.z, w.w);
             } else if (x16) {
                 uint4 p = *(const uint4 *)(buf + m * xr + 16 * t);
                 uint4 q = *(const uint4 *)(buf + (m + 8) * xr + 16 * t);
@@ -884,12 +926,21 @@ __device__ __noinline__ void mv_tc(void)
     for (int j = 0; j < 2; j++) {
         if (!has[j])
             continue;
+        float r[2] = {1.0f, 1.0f}; /* rmsnorm: 1 / rms of rows g, g + 8, as matvec_input has it */
+        if (rms)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                float q = ss[j][h]; /* the four lanes t of a row hold its four eighths */
+                q += __shfl_xor_sync(0xffffffffu, q, 1);
+                q += __shfl_xor_sync(0xffffffffu, q, 2);
+                r[h] = 1.0f / sqrtf(q / (float)d.K + d.eps);
+            }
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             uint32_t m = mi[j] * 16 + g + (e >= 2 ? 8 : 0), n = ni[j] * 8 + 2 * t + (e & 1);
             if (m < d.M && n < d.R) {
                 uint64_t o = (uint64_t)(d.m0 + m) * d.N + d.col + d.r0 + n;
-                float v = acc[j][e];
+                float v = acc[j][e] * r[e >> 1];
                 if (d.res)
                     v += ldx(d.rd, d.res, o);
                 stx(d.od, d.out, o, v);

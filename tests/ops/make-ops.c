@@ -1321,6 +1321,9 @@ static void make_all(const char *dir)
          * partial tile of 16 */
         {"matvec-silu_mul-tc", PRO_SILU, true, false, 16, 256, 64, 16, MPKB_BF16, MPKB_BF16, MPKB_F32, false, 3},
         {"matvec-silu_mul-tc-rows", PRO_SILU, false, false, 21, 128, 48, 24, MPKB_BF16, MPKB_BF16, MPKB_BF16, false, 2},
+        /* a chunk graph's q/k/v or gate/up: the rmsnorm prologue on tensor cores, f32 and bf16 x */
+        {"matvec-rmsnorm-tc", PRO_NORM, false, false, 16, 256, 64, 32, MPKB_F32, MPKB_BF16, MPKB_F32, false, 3},
+        {"matvec-rmsnorm-tc-rows", PRO_NORM, true, false, 19, 160, 48, 16, MPKB_BF16, MPKB_BF16, MPKB_F32, false, 2},
     };
     for (size_t i = 0; i < sizeof mv / sizeof *mv; i++)
         case_matvec(g, dir, list, &mv[i]);
