@@ -529,6 +529,10 @@ extern "C" bool mpk_gpu_generate(mpk_gpu *G, const int32_t *prompt, uint32_t np,
     {   /* MPK_GPU_PREFETCH=0 turns the descriptor prefetch off (mpk-run(1)) */
         const char *e = getenv("MPK_GPU_PREFETCH");
         P.prefetch = !(e && strcmp(e, "0") == 0);
+        /* MPK_GPU_L2_AHEAD=N: the static schedule's workers pull the weights
+         * of their task N ahead toward L2 (mpk-run(1)); 0 or unset: none */
+        e = getenv("MPK_GPU_L2_AHEAD");
+        P.l2_ahead = e && *e >= '1' && *e <= '8' && !e[1] ? *e - '0' : 0;
     }
     if (P.sampling)
         P.sampler = *smp;

@@ -213,7 +213,7 @@ __device__ void ring_drain(void)
  * to end (its INPUTS, the one task that waits for the step event, reads
  * the chunk graph's token). false: stop. */
 __device__ bool one_task(const kparams &P, uint32_t task, uint32_t step, float *sm, unsigned long long *ticket,
-                         int32_t next_task, uint32_t next_step)
+                         int32_t next_task, uint32_t next_step, int32_t ahead_task)
 {
     uint32_t gi = gs_graph(P, step), ls = gs_local(P, step);
     const kgraph &G = P.gr[gi];
@@ -228,6 +228,12 @@ __device__ bool one_task(const kparams &P, uint32_t task, uint32_t step, float *
 #if MPK_RING
         if (threadIdx.x == 32 && next_task >= 0 && next_step < P.max_steps) /* for ring_put, after this task */
             prefetch_l1(&P.gr[gs_graph(P, next_step)].copies[next_task]);
+        if (threadIdx.x == 33 && ahead_task >= 0) { /* MPK_GPU_L2_AHEAD: a later task's weights toward L2 */
+            const kcopy *c = &G.copies[ahead_task];
+            uint32_t n = c->bytes + c->rest;
+            if (n)
+                bulk_prefetch_l2(c->src, n);
+        }
 #endif
     }
 #if MPK_RING
@@ -313,7 +319,7 @@ extern "C" __global__ void __launch_bounds__(NT, 1) mpk_kernel(kparams P)
             const kgraph &G = P.gr[gs_graph(P, step)];
             uint32_t a = G.cta_first[blockIdx.x], b = G.cta_first[blockIdx.x + 1];
             for (uint32_t k = a; k < b; k++) {
-                int32_t nt = -1;
+                int32_t nt = -1, at = P.l2_ahead && k + P.l2_ahead < b ? (int32_t)G.cta_tasks[k + P.l2_ahead] : -1;
                 uint32_t ns = step;
                 if (k + 1 < b) {
                     nt = (int32_t)G.cta_tasks[k + 1];
@@ -323,7 +329,7 @@ extern "C" __global__ void __launch_bounds__(NT, 1) mpk_kernel(kparams P)
                     if (na < N.cta_first[blockIdx.x + 1])
                         nt = (int32_t)N.cta_tasks[na], ns = step + 1;
                 }
-                if (!one_task(P, G.cta_tasks[k], step, sm, NULL, nt, ns))
+                if (!one_task(P, G.cta_tasks[k], step, sm, NULL, nt, ns, at))
                     return;
             }
         }
@@ -341,7 +347,7 @@ extern "C" __global__ void __launch_bounds__(NT, 1) mpk_kernel(kparams P)
             ring_drain();
             return;
         }
-        if (!one_task(P, task, step, sm, &s_ticket, -1, 0))
+        if (!one_task(P, task, step, sm, &s_ticket, -1, 0, -1))
             return;
         __syncthreads(); /* s_ticket is the next one */
     }

@@ -112,6 +112,7 @@ typedef struct {
     uint32_t ring_slot;           /* bytes per slot (two slots; one below sm_90) */
     int32_t sampling;             /* draw the tokens with sampler (sample.cuh), not greedily */
     int32_t prefetch;             /* pull a task's descriptors into L1 while it waits (kernel.cu) */
+    int32_t l2_ahead;             /* static: pull the weights of the task this many ahead toward L2 (0: none) */
     mpk_sampler sampler;
 } kparams;
 
