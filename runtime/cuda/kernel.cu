@@ -20,10 +20,11 @@
  * with __syncthreads + a gpu-scope release add per trigger, from the lanes
  * of warp 0 at once (red.release.gpu; a __threadfence + atomicAdd cost
  * 0.03-0.16 ms a token on the 0.6B shape, bench/NOTES.md); a consumer's
- * thread 0 spins with ld.acquire.gpu and
- * releases its CTA with __syncthreads. While it spins, warp 1 pulls the
- * task's descriptors into L1 and, for a decode attention task, warps 2 on
- * copy in the K and V rows of earlier steps (attention.cuh). Everything a
+ * thread 0 spins with ld.acquire.gpu and releases its CTA with
+ * __syncthreads. While it spins, warp 1 pulls the task's descriptors into
+ * L1 (and with MPK_GPU_L2_AHEAD a later task's weights toward L2) and, for
+ * a decode attention task, warps 2 on copy in the K and V rows of earlier
+ * steps (attention.cuh). Everything a
  * task reads that another task wrote (arena, state) is loaded with
  * ld.global.cg, so no SM can read a stale L1 line;
  * weights and constants, never written, go through the read-only path.
