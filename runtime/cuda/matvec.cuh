@@ -720,11 +720,11 @@ __device__ __forceinline__ void tc_split(float e0, float e1, uint32_t &hi, uint3
     lo = tc_pack(e0 - bf16lo(hi), e1 - bf16hi(hi));
 }
 
-/* Elements 8 t .. 8 t + 7 of a silu-mul slab row (x's bf16 at p, b's 64
+/* Elements 8 t .. 8 t + 7 of a silu-mul slab row at p (x's bf16, b's 64
  * bytes on): silu(x) * b, fp32, into v[0..8). */
-__device__ __forceinline__ void tc_silu8(const uint8_t *p, float *v)
+__device__ __forceinline__ void tc_silu8(const uint8_t *p, uint32_t t, float *v)
 {
-    uint4 a = *(const uint4 *)p, b = *(const uint4 *)(p + 64);
+    uint4 a = *(const uint4 *)(p + 16 * t), b = *(const uint4 *)(p + 64 + 16 * t);
     uint32_t av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
 #pragma unroll
     for (int i = 0; i < 4; i++) {
@@ -756,6 +756,24 @@ __device__ __forceinline__ void tc_mma(float (&c)[4], uint32_t a0, uint32_t a1, 
                  "{%0,%1,%2,%3};"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* Elements 8 t .. 8 t + 7 of x rows m (v[0..8)) and m + 8 (v[8..16)),
+ * fp32, times the lane's weights w: each pair as bf16 hi + lo (tc_split),
+ * four MMAs. The A fragments take rows m, m + 8 in turn: elements (0,1)
+ * (2,3) (4,5) (6,7) of 8 t... */
+__device__ __forceinline__ void tc_mma_f32(float (&c)[4], const float *v, uint4 w)
+{
+    uint32_t ah[8], al[8];
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        tc_split(v[2 * e], v[2 * e + 1], ah[2 * e], al[2 * e]);
+        tc_split(v[8 + 2 * e], v[8 + 2 * e + 1], ah[2 * e + 1], al[2 * e + 1]);
+    }
+    tc_mma(c, ah[0], ah[1], ah[2], ah[3], w.x, w.y);
+    tc_mma(c, ah[4], ah[5], ah[6], ah[7], w.z, w.w);
+    tc_mma(c, al[0], al[1], al[2], al[3], w.x, w.y);
+    tc_mma(c, al[4], al[5], al[6], al[7], w.z, w.w);
 }
 
 __device__ __forceinline__ void tc_wait(uint32_t pending)
@@ -855,21 +873,12 @@ __device__ __noinline__ void mv_tc(void)
                 continue;
             uint4 w = wrow[j] ? *(const uint4 *)(wrow[j] + s * TC_KS * 2) : *(const uint4 *)(buf + wslab[j]);
             uint32_t m = mi[j] * 16 + g;
-            uint32_t ah[8], al[8]; /* rows m, m + 8: elements (0,1) (2,3) (4,5) (6,7) of 8 t.. */
             if (silu) {
                 /* silu(x) * b in fp32, matvec_input's formula, then as f32 x */
                 float v[16];
-                tc_silu8(buf + m * xr + 16 * t, v);
-                tc_silu8(buf + (m + 8) * xr + 16 * t, v + 8);
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    tc_split(v[2 * e], v[2 * e + 1], ah[2 * e], al[2 * e]);
-                    tc_split(v[8 + 2 * e], v[8 + 2 * e + 1], ah[2 * e + 1], al[2 * e + 1]);
-                }
-                tc_mma(acc[j], ah[0], ah[1], ah[2], ah[3], w.x, w.y);
-                tc_mma(acc[j], ah[4], ah[5], ah[6], ah[7], w.z, w.w);
-                tc_mma(acc[j], al[0], al[1], al[2], al[3], w.x, w.y);
-                tc_mma(acc[j], al[4], al[5], al[6], al[7], w.z, w.w);
+                tc_silu8(buf + m * xr, t, v);
+                tc_silu8(buf + (m + 8) * xr, t, v + 8);
+                tc_mma_f32(acc[j], v, w);
             } else if (rms) {
                 /* rmsnorm: x * gamma here, the row's 1 / rms on the sums
                  * at the end (the squares summed meanwhile, of x) */
@@ -885,37 +894,17 @@ __device__ __noinline__ void mv_tc(void)
                     ss[j][0] += v[e] * v[e], ss[j][1] += v[8 + e] * v[8 + e];
                     v[e] *= gm[e], v[8 + e] *= gm[e];
                 }
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    tc_split(v[2 * e], v[2 * e + 1], ah[2 * e], al[2 * e]);
-                    tc_split(v[8 + 2 * e], v[8 + 2 * e + 1], ah[2 * e + 1], al[2 * e + 1]);
-                }
-                tc_mma(acc[j], ah[0], ah[1], ah[2], ah[3], w.x, w.y);
-                tc_mma(acc[j], ah[4], ah[5], ah[6], ah[7], w.z, w.w);
-                tc_mma(acc[j], al[0], al[1], al[2], al[3], w.x, w.y);
-                tc_mma(acc[j], al[4], al[5], al[6], al[7], w.z, w.w);
-            } else if (x16) {
+                tc_mma_f32(acc[j], v, w);
+            } else if (x16) { /* bf16 x: the MMA's A fragments as they are */
                 uint4 p = *(const uint4 *)(buf + m * xr + 16 * t);
                 uint4 q = *(const uint4 *)(buf + (m + 8) * xr + 16 * t);
-                ah[0] = p.x, ah[1] = q.x, ah[2] = p.y, ah[3] = q.y, ah[4] = p.z, ah[5] = q.z, ah[6] = p.w, ah[7] = q.w;
-                tc_mma(acc[j], ah[0], ah[1], ah[2], ah[3], w.x, w.y);
-                tc_mma(acc[j], ah[4], ah[5], ah[6], ah[7], w.z, w.w);
+                tc_mma(acc[j], p.x, q.x, p.y, q.y, w.x, w.y);
+                tc_mma(acc[j], p.z, q.z, p.w, q.w, w.z, w.w);
             } else {
-                const float4 *p = (const float4 *)(buf + m * xr + 32 * t);
-                const float4 *q = (const float4 *)(buf + (m + 8) * xr + 32 * t);
-                float4 p0 = p[0], p1 = p[1], q0 = q[0], q1 = q[1];
-                tc_split(p0.x, p0.y, ah[0], al[0]);
-                tc_split(q0.x, q0.y, ah[1], al[1]);
-                tc_split(p0.z, p0.w, ah[2], al[2]);
-                tc_split(q0.z, q0.w, ah[3], al[3]);
-                tc_split(p1.x, p1.y, ah[4], al[4]);
-                tc_split(q1.x, q1.y, ah[5], al[5]);
-                tc_split(p1.z, p1.w, ah[6], al[6]);
-                tc_split(q1.z, q1.w, ah[7], al[7]);
-                tc_mma(acc[j], ah[0], ah[1], ah[2], ah[3], w.x, w.y);
-                tc_mma(acc[j], ah[4], ah[5], ah[6], ah[7], w.z, w.w);
-                tc_mma(acc[j], al[0], al[1], al[2], al[3], w.x, w.y);
-                tc_mma(acc[j], al[4], al[5], al[6], al[7], w.z, w.w);
+                float v[16];
+                tc_row8(buf + m * xr, t, false, v);
+                tc_row8(buf + (m + 8) * xr, t, false, v + 8);
+                tc_mma_f32(acc[j], v, w);
             }
         }
     }
